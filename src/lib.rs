@@ -1,1 +1,14 @@
+//! hashrig: proof-of-work hashing and batch signature checks on NUMA-pinned
+//! CPU cores and GPUs, fed by thin node adapters.
+//!
+//! Layers, kept apart as in xmrig and Firedancer: pure algorithms (`chain`,
+//! `pow`), workers and scheduling (`sched`), topology (`topo`), and the node
+//! adapters that speak to the outside (`node`).
+
 pub mod chain;
+pub mod cli;
+pub mod metrics;
+pub mod node;
+pub mod pow;
+pub mod sched;
+pub mod topo;

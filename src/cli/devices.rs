@@ -1,0 +1,104 @@
+//! `hashrig devices`: what this binary can do on this machine.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::pow;
+use crate::topo::{PinPlan, Topology};
+
+#[derive(Args, Debug)]
+pub struct DevicesArgs {
+    #[command(flatten)]
+    pub cpu: super::CpuArgs,
+    /// Print the topology and plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The CPU model name, from /proc/cpuinfo where there is one.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Instruction sets compiled in (target features of this build) and detected
+/// at run time, and the SHA-256d paths each allows.
+pub fn feature_report() -> String {
+    let mut s = String::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let compiled: Vec<&str> = [
+            ("sse4.1", cfg!(target_feature = "sse4.1")),
+            ("avx2", cfg!(target_feature = "avx2")),
+            ("sha", cfg!(target_feature = "sha")),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect();
+        let detected: Vec<&str> = [
+            ("sse4.1", std::arch::is_x86_feature_detected!("sse4.1")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("sha", std::arch::is_x86_feature_detected!("sha")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect();
+        s.push_str(&format!(
+            "cpu features: compiled-in baseline [{}] (SIMD paths are gated per function); detected [{}]\n",
+            compiled.join(" "),
+            detected.join(" ")
+        ));
+    }
+    let names = |v: &[pow::Backend]| v.iter().map(|b| b.name()).collect::<Vec<_>>().join(" ");
+    s.push_str(&format!(
+        "sha256d paths: compiled [{}], runnable here [{}], selected {}\n",
+        names(pow::compiled()),
+        names(&pow::available()),
+        pow::detect().name()
+    ));
+    s.push_str(&format!(
+        "features: numa {} gpu {}\n",
+        if cfg!(feature = "numa") { "on" } else { "off" },
+        if cfg!(feature = "gpu") { "on (no GPU engine in this build yet)" } else { "off" }
+    ));
+    s
+}
+
+pub fn main(a: DevicesArgs) -> anyhow::Result<ExitCode> {
+    let topo = Topology::discover_or_fallback();
+    let plan = PinPlan::build(&topo, &a.cpu.plan_options())?;
+    if a.json {
+        let v = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "cpu_model": cpu_model(),
+            "pow_backends_available": pow::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
+            "pow_backend_selected": pow::detect().name(),
+            "topology": topo,
+            "plan": plan,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("hashrig {}", env!("CARGO_PKG_VERSION"));
+    println!("cpu: {}", cpu_model());
+    print!("{}", feature_report());
+    println!();
+    println!("topology: {topo}");
+    println!();
+    println!("{plan}");
+    for w in plan.warnings() {
+        println!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,119 @@
+//! The command line: clap arguments, parsed into validated configs, then a
+//! library call per subcommand. `anyhow` lives here, at the edge; the library
+//! below uses typed errors.
+
+mod bench;
+mod devices;
+mod run;
+mod scan;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::pow::Backend;
+use crate::topo::PlanOptions;
+
+#[derive(Parser, Debug)]
+#[command(name = "hashrig", version, about = "Proof-of-work hashing and batch signature checks on NUMA-pinned CPU cores and GPUs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the runtime (on the embedded demo node when no node is configured).
+    Run(run::RunArgs),
+    /// Show CPU features (compiled in and detected), topology and the pinning plan.
+    Devices(devices::DevicesArgs),
+    /// Measure throughput.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Scan a range of nonces of one header and print every hit as a JSON line.
+    Scan(scan::ScanArgs),
+}
+
+/// Which CPUs to use; shared by `run` and `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct CpuArgs {
+    /// Worker threads in all (default: one per physical core).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Also use SMT siblings (hyper-threads).
+    #[arg(long)]
+    pub smt: bool,
+    /// Only these NUMA nodes (comma-separated OS indices).
+    #[arg(long, value_delimiter = ',')]
+    pub numa_nodes: Option<Vec<u32>>,
+    /// Do not bind worker threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// SHA-256d code path (default: the fastest this CPU runs): scalar, midstate, sha-ni, avx2.
+    #[arg(long)]
+    pub backend: Option<Backend>,
+}
+
+impl CpuArgs {
+    pub fn plan_options(&self) -> PlanOptions {
+        PlanOptions { threads: self.threads, smt: self.smt, nodes: self.numa_nodes.clone() }
+    }
+
+    /// The backend asked for, checked against what this CPU can run.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        match self.backend {
+            None => Ok(crate::pow::detect()),
+            Some(b) if crate::pow::available().contains(&b) => Ok(b),
+            Some(b) => anyhow::bail!("backend {} is not available on this CPU (available: {})", b.name(), backend_list()),
+        }
+    }
+}
+
+pub fn backend_list() -> String {
+    crate::pow::available().iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// `--version` text: the build plus the CPU paths compiled in and detected,
+/// so a bug report says which code ran.
+fn long_version() -> String {
+    format!(
+        "{}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        devices::feature_report().trim_end()
+    )
+}
+
+pub fn default_metrics_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], crate::metrics::DEFAULT_METRICS_PORT))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HASHRIG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // One console stream, as miners print it; stdout so it can be piped.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).with_target(false).try_init();
+}
+
+/// Exit codes: 0 success, 1 runtime failure, 2 bad input (as clap uses).
+pub fn main() -> ExitCode {
+    let matches = Cli::command().long_version(long_version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    init_logging();
+    let result = match cli.command {
+        Command::Run(a) => run::main(a),
+        Command::Devices(a) => devices::main(a),
+        Command::Bench(b) => bench::main(b),
+        Command::Scan(a) => scan::main(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

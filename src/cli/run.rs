@@ -1,0 +1,155 @@
+//! `hashrig run`: wires metrics, topology, the scheduler, the CPU engine and
+//! a node adapter together, prints a status line every 10 s, and stops
+//! cleanly on Ctrl-C (or after `--duration`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::metrics::{Metrics, MetricsServer};
+use crate::node::demo::{DemoNode, DemoParams};
+use crate::sched::{cpu, CpuConfig, CpuEngine, PowScheduler, Stats};
+use crate::topo::{PinPlan, Topology};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cpu: super::CpuArgs,
+    /// Address of the Prometheus /metrics endpoint (port 9787 on loopback by default).
+    #[arg(long, default_value_t = super::default_metrics_addr())]
+    pub metrics: SocketAddr,
+    /// Do not serve /metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Seconds between status lines.
+    #[arg(long, default_value_t = 10)]
+    pub status_interval: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Demo node: block time the difficulty retargets toward, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub demo_block_time: f64,
+    /// Demo node: difficulty of the first block (1 = 2^32 hashes per block).
+    #[arg(long, default_value_t = 0.01)]
+    pub demo_difficulty: f64,
+}
+
+fn status_line(stats: &Stats, metrics: &Metrics) -> String {
+    format!(
+        "{} | accepted {} rejected {} stale {} | hw errors {} | blocks {} | mining height {} share diff {}",
+        stats.speed_line(),
+        stats.accepted.load(Ordering::Relaxed),
+        stats.rejected.load(Ordering::Relaxed),
+        stats.stale.load(Ordering::Relaxed),
+        stats.hw_errors.load(Ordering::Relaxed),
+        stats.blocks.load(Ordering::Relaxed),
+        metrics.chain_height.get(),
+        fmt_difficulty(metrics.share_difficulty.get()),
+    )
+}
+
+/// Six significant digits whatever the magnitude (demo difficulties are tiny).
+fn fmt_difficulty(d: f64) -> String {
+    if d >= 1.0 {
+        format!("{d:.0}")
+    } else {
+        format!("{d:.6e}")
+    }
+}
+
+pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
+    if !(a.demo_block_time > 0.0 && a.demo_block_time.is_finite()) {
+        anyhow::bail!("--demo-block-time must be a positive number of seconds");
+    }
+    if !(a.demo_difficulty > 0.0 && a.demo_difficulty.is_finite()) {
+        anyhow::bail!("--demo-difficulty must be a positive number");
+    }
+    let backend = a.cpu.backend()?;
+    let topo = Topology::discover_or_fallback();
+    let plan = PinPlan::build(&topo, &a.cpu.plan_options())?;
+    for w in plan.warnings() {
+        tracing::warn!("{w}");
+    }
+
+    let metrics = Metrics::new();
+    metrics.build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), backend.name()]).set(1);
+    let _server = if a.no_metrics {
+        None
+    } else {
+        let s = MetricsServer::start(a.metrics, metrics.clone())
+            .with_context(|| format!("cannot serve metrics on {}", a.metrics))?;
+        tracing::info!("metrics: http://{}/metrics", s.addr);
+        Some(s)
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while shutting down is ignored: workers finish their
+        // chunk within milliseconds.
+        if let Err(e) = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)) {
+            tracing::warn!("cannot install the Ctrl-C handler: {e}");
+        }
+    }
+    if let Some(secs) = a.duration {
+        let stop = stop.clone();
+        let d = Duration::from_secs_f64(secs.max(0.0));
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    tracing::info!(
+        "cpu: {} workers on {} NUMA node(s), sha256d path {}, topology: {}",
+        plan.worker_count(),
+        plan.groups.len(),
+        backend.name(),
+        topo.to_string().lines().next().unwrap_or("")
+    );
+    let stats = Arc::new(Stats::new());
+    let (sched, hits) = PowScheduler::new(metrics.clone());
+    let engine = CpuEngine::start(
+        CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin: !a.cpu.no_pin },
+        sched.clone(),
+        stats.clone(),
+        metrics.clone(),
+        stop.clone(),
+    )?;
+
+    let status = {
+        let (stats, metrics, stop) = (stats.clone(), metrics.clone(), stop.clone());
+        let every = Duration::from_secs(a.status_interval.max(1));
+        std::thread::Builder::new().name("status".into()).spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                stats.sample();
+                if last.elapsed() >= every {
+                    last = Instant::now();
+                    tracing::info!("{}", status_line(&stats, &metrics));
+                }
+            }
+        })?
+    };
+
+    tracing::info!("node: embedded demo chain (no --pool or --node configured)");
+    let node = DemoNode::new(DemoParams {
+        block_time: Duration::from_secs_f64(a.demo_block_time),
+        initial_difficulty: a.demo_difficulty,
+        ..DemoParams::default()
+    });
+    node.run(sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone());
+
+    engine.join();
+    let _ = status.join();
+    stats.sample();
+    tracing::info!("stopped: {}", status_line(&stats, &metrics));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,178 @@
+//! Every metric hashrig exports, declared in one place and registered in one
+//! Registry, plus the `/metrics` endpoint.
+//!
+//! Conventions: counters end in `_total`, units are in names (`_seconds`),
+//! label values come from small fixed sets (engine kind, device, result) and
+//! never from job or connection ids; rates are left to PromQL.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The port `/metrics` listens on by default (on 127.0.0.1).
+pub const DEFAULT_METRICS_PORT: u16 = 9787;
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Nonces hashed, by engine ("cpu", "gpu") and device ("numa0", "gpu0").
+    pub hashes: IntCounterVec,
+    /// Jobs received from the node adapter, by source ("demo", "stratum", "gbt").
+    pub jobs: IntCounterVec,
+    /// Shares by result ("accepted", "rejected", "stale").
+    pub shares: IntCounterVec,
+    /// Blocks submitted by result ("accepted", "rejected").
+    pub blocks: IntCounterVec,
+    /// Results an engine reported that failed the CPU re-check.
+    pub hardware_errors: IntCounterVec,
+    /// From a new job being published to a worker starting on it.
+    pub job_switch_seconds: HistogramVec,
+    /// Known-answer self-tests run when a worker starts, by result.
+    pub self_tests: IntCounterVec,
+    /// One series per worker thread, value 1: where it runs.
+    pub worker_info: IntGaugeVec,
+    /// Whether the worker could be pinned to its core (1) or runs unpinned (0).
+    pub worker_pinned: IntGaugeVec,
+    /// Height of the chain the work builds on.
+    pub chain_height: IntGauge,
+    /// Difficulty of the current share target (what the pool or node asks for).
+    pub share_difficulty: prometheus::Gauge,
+    pub build_info: IntGaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        let hashes = counter(&r, "hashrig_hashes_total", "Nonces hashed (sha256d of one header).", &["engine", "device"]);
+        let jobs = counter(&r, "hashrig_jobs_total", "Mining jobs received from the node adapter.", &["source"]);
+        let shares = counter(&r, "hashrig_shares_total", "Shares submitted, by result.", &["result"]);
+        let blocks = counter(&r, "hashrig_blocks_total", "Blocks submitted, by result.", &["result"]);
+        let hardware_errors = counter(
+            &r,
+            "hashrig_hardware_errors_total",
+            "Engine results that failed the CPU re-check.",
+            &["engine", "device"],
+        );
+        let self_tests = counter(
+            &r,
+            "hashrig_self_tests_total",
+            "Known-answer self-tests run at worker start, by result.",
+            &["engine", "result"],
+        );
+        let job_switch_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "hashrig_job_switch_seconds",
+                "Time from a new job being published to a worker starting on it.",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            &["engine"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(job_switch_seconds.clone())).expect("metric registered once");
+        let worker_info = IntGaugeVec::new(
+            Opts::new("hashrig_worker_info", "Worker threads and where they run (value is always 1)."),
+            &["engine", "device", "worker", "numa_node", "core", "pu"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(worker_info.clone())).expect("metric registered once");
+        let worker_pinned = IntGaugeVec::new(
+            Opts::new("hashrig_worker_pinned", "1 when the worker thread is bound to its core, 0 when unpinned."),
+            &["engine", "worker"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(worker_pinned.clone())).expect("metric registered once");
+        let chain_height = IntGauge::new("hashrig_chain_height", "Height of the block the current job builds.")
+            .expect("static metric definition");
+        r.register(Box::new(chain_height.clone())).expect("metric registered once");
+        let share_difficulty = prometheus::Gauge::new("hashrig_share_difficulty", "Difficulty of the current share target.")
+            .expect("static metric definition");
+        r.register(Box::new(share_difficulty.clone())).expect("metric registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new("hashrig_build_info", "Build and CPU path in use (value is always 1)."),
+            &["version", "pow_backend"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(build_info.clone())).expect("metric registered once");
+        Arc::new(Metrics {
+            registry: r,
+            hashes,
+            jobs,
+            shares,
+            blocks,
+            hardware_errors,
+            job_switch_seconds,
+            self_tests,
+            worker_info,
+            worker_pinned,
+            chain_height,
+            share_difficulty,
+            build_info,
+        })
+    }
+
+    /// The exposition text a scrape returns.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding our own registry into a Vec cannot fail.
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("exposition format is UTF-8")
+    }
+}
+
+/// A running `/metrics` endpoint.
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves `GET /metrics` from a thread of its own.
+    pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
+        let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("metrics server bound to a non-IP address"))?;
+        let server = Arc::new(server);
+        let s = server.clone();
+        let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
+            for req in s.incoming_requests() {
+                let path = req.url().split('?').next().unwrap_or("");
+                let resp = match (req.method(), path) {
+                    (tiny_http::Method::Get, "/metrics") => tiny_http::Response::from_string(metrics.render())
+                        .with_header(
+                            "Content-Type: text/plain; version=0.0.4; charset=utf-8"
+                                .parse::<tiny_http::Header>()
+                                .expect("static header"),
+                        ),
+                    (tiny_http::Method::Get, "/") => {
+                        tiny_http::Response::from_string("hashrig: metrics at /metrics\n")
+                    }
+                    _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
+                };
+                // A client that hung up is not our problem.
+                let _ = req.respond(resp);
+            }
+        })?;
+        Ok(MetricsServer { addr, server, thread: Some(thread) })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

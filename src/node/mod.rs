@@ -1,0 +1,4 @@
+//! Node adapters: each turns a protocol into jobs for the scheduler and
+//! results back into protocol messages. They know nothing about devices.
+
+pub mod demo;

@@ -1,0 +1,246 @@
+//! The PoW half of the scheduler: one current job, a sequence number that
+//! every engine checks between chunks, and a nonce cursor engines pull from.
+//!
+//! Engines pull; nothing is pushed to them. A chunk is a range of nonces of
+//! one header (one extranonce2); the cursor walks (extranonce2, nonce) so that
+//! when a header's 2^32 nonces run out the next chunk simply comes from the
+//! next extranonce2. No nonce is handed out twice and none is skipped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::chain::{BlockHash, Header, Target, WorkTemplate};
+use crate::metrics::Metrics;
+use crate::pow::NonceRange;
+
+/// Work as a node adapter hands it over.
+#[derive(Clone, Debug)]
+pub struct PowJob {
+    /// The adapter's own id for the job (Stratum job id, template id).
+    pub id: String,
+    pub template: WorkTemplate,
+    /// What counts as a result worth reporting (the share target; for solo
+    /// mining, the block target).
+    pub share_target: Target,
+    /// Height of the block this job builds, when known.
+    pub height: Option<u32>,
+    /// Metrics label of the adapter ("demo", "stratum", "gbt").
+    pub source: &'static str,
+}
+
+/// A job once published: its sequence number and the nonce cursor.
+#[derive(Debug)]
+pub struct ActiveJob {
+    pub seq: u64,
+    pub job: PowJob,
+    pub published: Instant,
+    /// Next unassigned (extranonce2 << 32 | nonce).
+    cursor: AtomicU64,
+    /// Extranonce2 values available (capped at 2^32: 2^64 nonces per job).
+    en2_limit: u64,
+}
+
+impl ActiveJob {
+    /// Nonces handed out so far.
+    pub fn assigned(&self) -> u64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+}
+
+/// A range of nonces of one header, handed to one engine.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub job: Arc<ActiveJob>,
+    pub extranonce2: u64,
+    pub range: NonceRange,
+}
+
+/// A result an engine found and re-checked on the CPU.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub job: Arc<ActiveJob>,
+    pub extranonce2: u64,
+    pub header: Header,
+    pub hash: BlockHash,
+    pub engine: &'static str,
+    pub device: String,
+}
+
+pub struct PowScheduler {
+    seq: AtomicU64,
+    current: RwLock<Option<Arc<ActiveJob>>>,
+    wake: (Mutex<u64>, Condvar),
+    hits: Sender<Hit>,
+    metrics: Arc<Metrics>,
+}
+
+impl PowScheduler {
+    /// A scheduler and the receiving end of its hits (for the node adapter).
+    pub fn new(metrics: Arc<Metrics>) -> (Arc<PowScheduler>, Receiver<Hit>) {
+        // Hits are rare (shares, not hashes); an unbounded channel cannot grow
+        // without bound in practice, and a full channel must never stall a worker.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let s = PowScheduler {
+            seq: AtomicU64::new(0),
+            current: RwLock::new(None),
+            wake: (Mutex::new(0), Condvar::new()),
+            hits: tx,
+            metrics,
+        };
+        (Arc::new(s), rx)
+    }
+
+    /// Makes `job` the current job. Engines see it within one chunk; the
+    /// returned sequence number identifies it in hits.
+    pub fn publish(&self, job: PowJob) -> u64 {
+        self.metrics.jobs.with_label_values(&[job.source]).inc();
+        self.metrics.share_difficulty.set(job.share_target.difficulty());
+        if let Some(h) = job.height {
+            self.metrics.chain_height.set(h as i64);
+        }
+        let en2_limit = job.template.extranonce2_space().min(1 << 32);
+        let mut cur = self.current.write();
+        let seq = self.seq.load(Ordering::Relaxed) + 1;
+        *cur = Some(Arc::new(ActiveJob {
+            seq,
+            job,
+            published: Instant::now(),
+            cursor: AtomicU64::new(0),
+            en2_limit,
+        }));
+        self.seq.store(seq, Ordering::Release);
+        drop(cur);
+        self.notify(seq);
+        seq
+    }
+
+    /// No valid work (e.g. the pool is gone): engines idle until the next job.
+    pub fn withdraw(&self) {
+        let mut cur = self.current.write();
+        *cur = None;
+        let seq = self.seq.load(Ordering::Relaxed) + 1;
+        self.seq.store(seq, Ordering::Release);
+        drop(cur);
+        self.notify(seq);
+    }
+
+    fn notify(&self, seq: u64) {
+        let (m, cv) = &self.wake;
+        *m.lock() = seq;
+        cv.notify_all();
+    }
+
+    /// The sequence number of the current job (0 before the first).
+    pub fn current_seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    pub fn current(&self) -> Option<Arc<ActiveJob>> {
+        self.current.read().clone()
+    }
+
+    /// Is `seq` still the current job? Engines call this between chunks.
+    pub fn is_current(&self, seq: u64) -> bool {
+        self.current_seq() == seq
+    }
+
+    /// Blocks until the sequence moves past `seen` or `timeout` passes.
+    pub fn wait_for_change(&self, seen: u64, timeout: Duration) {
+        let (m, cv) = &self.wake;
+        let mut g = m.lock();
+        if *g == seen {
+            cv.wait_for(&mut g, timeout);
+        }
+    }
+
+    /// Takes up to `want` nonces of `job`, never crossing a header's 2^32
+    /// boundary. `None` when the job's whole space is handed out.
+    pub fn next_chunk(&self, job: &Arc<ActiveJob>, want: u64) -> Option<Chunk> {
+        let want = want.max(1);
+        let mut cur = job.cursor.load(Ordering::Relaxed);
+        loop {
+            let en2 = cur >> 32;
+            if en2 >= job.en2_limit {
+                return None;
+            }
+            let nonce = cur & 0xffff_ffff;
+            let take = want.min((1u64 << 32) - nonce);
+            match job.cursor.compare_exchange_weak(cur, cur + take, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    return Some(Chunk {
+                        job: job.clone(),
+                        extranonce2: en2,
+                        range: NonceRange { start: nonce as u32, end: nonce + take },
+                    })
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Hands a re-checked hit to the node adapter.
+    pub fn report(&self, hit: Hit) {
+        // The adapter only goes away at shutdown; a hit then has nowhere to go.
+        let _ = self.hits.send(hit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{BlockHash, CompactTarget};
+
+    fn job(en2_size: usize) -> PowJob {
+        PowJob {
+            id: "t".into(),
+            template: WorkTemplate {
+                version: 1,
+                prev_blockhash: BlockHash::ZERO,
+                coinb1: vec![],
+                coinb2: vec![],
+                extranonce1: vec![],
+                extranonce2_size: en2_size,
+                merkle_branch: vec![],
+                bits: CompactTarget::from_consensus(0x207fffff),
+                time: 0,
+            },
+            share_target: Target::MAX,
+            height: None,
+            source: "demo",
+        }
+    }
+
+    #[test]
+    fn chunks_cover_the_space_without_gaps_or_overlap() {
+        let (s, _rx) = PowScheduler::new(Metrics::new());
+        s.publish(job(1));
+        let j = s.current().unwrap();
+        let mut expect: u64 = 0;
+        let mut n = 0;
+        // 3 does not divide 2^32: chunks must stop at the boundary and resume at en2+1.
+        let want = (1u64 << 32) / 3 + 7;
+        while let Some(c) = s.next_chunk(&j, want) {
+            assert_eq!((c.extranonce2 << 32) | c.range.start as u64, expect);
+            assert!(c.range.end <= 1 << 32);
+            expect = (c.extranonce2 << 32) + c.range.end;
+            n += 1;
+        }
+        assert_eq!(expect, 256u64 << 32, "one-byte extranonce2 gives 256 headers");
+        assert_eq!(n, 256 * 4);
+    }
+
+    #[test]
+    fn publish_bumps_sequence_and_withdraw_clears() {
+        let (s, _rx) = PowScheduler::new(Metrics::new());
+        assert_eq!(s.current_seq(), 0);
+        let a = s.publish(job(4));
+        let b = s.publish(job(4));
+        assert!(b > a && s.is_current(b) && !s.is_current(a));
+        s.withdraw();
+        assert!(s.current().is_none() && !s.is_current(b));
+    }
+}

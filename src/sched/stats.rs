@@ -1,0 +1,103 @@
+//! Run-wide counters for the status line, and hashrate over sliding windows
+//! (10 s / 60 s / 15 min, as the miners people know print them).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+#[derive(Default)]
+pub struct Stats {
+    pub hashes: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub stale: AtomicU64,
+    pub hw_errors: AtomicU64,
+    pub blocks: AtomicU64,
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+/// Longest window kept (15 min) plus slack for one sample interval.
+const HISTORY: Duration = Duration::from_secs(15 * 60 + 5);
+
+impl Stats {
+    pub fn new() -> Stats {
+        let s = Stats::default();
+        s.samples.lock().push_back((Instant::now(), 0));
+        s
+    }
+
+    /// Records the current hash count; call about once a second.
+    pub fn sample(&self) {
+        self.sample_at(Instant::now(), self.hashes.load(Ordering::Relaxed));
+    }
+
+    fn sample_at(&self, now: Instant, total: u64) {
+        let mut q = self.samples.lock();
+        q.push_back((now, total));
+        while q.len() > 2 && q.front().is_some_and(|(t, _)| now.duration_since(*t) > HISTORY) {
+            q.pop_front();
+        }
+    }
+
+    /// Hashes per second over the last `window`, from the samples. `None`
+    /// until the run has lasted most of the window (a 15 min rate after 20 s
+    /// would be a lie).
+    pub fn rate(&self, window: Duration) -> Option<f64> {
+        let q = self.samples.lock();
+        let (t_last, h_last) = *q.back()?;
+        let (t_first, _) = *q.front()?;
+        if t_last.duration_since(t_first) < window.mul_f64(0.9) {
+            return None;
+        }
+        // The oldest sample still inside the window.
+        let (t0, h0) = *q.iter().find(|(t, _)| t_last.duration_since(*t) <= window)?;
+        let dt = t_last.duration_since(t0).as_secs_f64();
+        if dt <= 0.0 {
+            return None;
+        }
+        Some((h_last - h0) as f64 / dt)
+    }
+
+    /// The hashrate part of the status line: "10s/60s/15m 41.2 40.9 n/a MH/s".
+    pub fn speed_line(&self) -> String {
+        let rates = [10, 60, 900].map(|s| self.rate(Duration::from_secs(s)));
+        let max = rates.iter().flatten().cloned().fold(0.0, f64::max);
+        let (div, unit) = scale(max);
+        let f = |r: Option<f64>| r.map_or("n/a".to_string(), |v| format!("{:.2}", v / div));
+        format!("speed 10s/60s/15m {} {} {} {unit}", f(rates[0]), f(rates[1]), f(rates[2]))
+    }
+}
+
+/// A divisor and unit that keep a hashrate readable.
+pub fn scale(rate: f64) -> (f64, &'static str) {
+    match rate {
+        r if r >= 1e12 => (1e12, "TH/s"),
+        r if r >= 1e9 => (1e9, "GH/s"),
+        r if r >= 1e6 => (1e6, "MH/s"),
+        r if r >= 1e3 => (1e3, "kH/s"),
+        _ => (1.0, "H/s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_need_history_and_average_correctly() {
+        let s = Stats::new();
+        let t0 = Instant::now();
+        s.samples.lock().clear();
+        for i in 0..=60u64 {
+            // 1000 H/s for the first 50 s, then 2000 H/s.
+            let total = if i <= 50 { i * 1000 } else { 50_000 + (i - 50) * 2000 };
+            s.sample_at(t0 + Duration::from_secs(i), total);
+        }
+        assert_eq!(s.rate(Duration::from_secs(10)).unwrap(), 2000.0);
+        assert_eq!(s.rate(Duration::from_secs(60)).unwrap(), 70_000.0 / 60.0);
+        assert!(s.rate(Duration::from_secs(900)).is_none());
+        assert!(s.speed_line().contains("n/a"));
+    }
+}
