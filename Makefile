@@ -1,0 +1,50 @@
+# hashrig — two commands on a fresh Debian/Ubuntu machine:
+#   make run    mine on the embedded demo node (serves /metrics on 127.0.0.1:9787)
+#   make test   the whole test suite
+# Both install the system packages they need first (apt), when missing.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# libhwloc-dev: topology and pinning (feature numa); promtool (package
+# prometheus) checks the /metrics exposition in the tests; python3 is the
+# second SHA-256 implementation the scan tests compare against.
+APT_PACKAGES := build-essential pkg-config libhwloc-dev libudev-dev prometheus python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUN_ARGS ?=
+
+.PHONY: all deps build run test bench check clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+
+build: deps
+	$(CARGO) build --release
+
+run: build
+	./target/release/hashrig run $(RUN_ARGS)
+
+# One build profile for everything the tests need (the test profile is
+# optimised, see Cargo.toml); benches are compiled and run once as tests.
+test: deps
+	$(CARGO) test --all-targets --locked
+	$(CARGO) test --doc --locked
+
+bench: deps
+	$(CARGO) bench --bench sha256d
+	$(CARGO) run --release -- bench pow
+
+check: deps
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) check --no-default-features --all-targets
+
+clean:
+	$(CARGO) clean
