@@ -10,5 +10,6 @@ pub mod cli;
 pub mod metrics;
 pub mod node;
 pub mod pow;
+pub mod profile;
 pub mod sched;
 pub mod topo;

@@ -26,6 +26,7 @@ fn job(tag: &[u8], en2_size: usize, target: Target) -> PowJob {
             merkle_branch: vec![[1; 32], [2; 32]],
             bits: CompactTarget::from_consensus(0x207fffff),
             time: 1_700_000_000,
+            version_mask: 0,
         },
         share_target: target,
         height: Some(1),

@@ -22,7 +22,13 @@ pub struct WorkTemplate {
     pub merkle_branch: Vec<[u8; 32]>,
     pub bits: CompactTarget,
     pub time: u32,
+    /// BIP310 version-rolling mask: header version bits the miner may change
+    /// (0: no rolling). Rolling multiplies the space of one extranonce2.
+    pub version_mask: u32,
 }
+
+/// Most version bits rolled (2^16 versions per extranonce2, as ASICs use).
+pub const MAX_VERSION_ROLL_BITS: u32 = 16;
 
 impl WorkTemplate {
     /// The number of distinct extranonce2 values (saturating at u64::MAX).
@@ -45,17 +51,62 @@ impl WorkTemplate {
         Ok(b)
     }
 
+    /// Version bits rolled: the mask's lowest set bits, at most
+    /// [`MAX_VERSION_ROLL_BITS`].
+    pub fn version_roll_bits(&self) -> u32 {
+        self.version_mask.count_ones().min(MAX_VERSION_ROLL_BITS)
+    }
+
+    /// Headers per job: extranonce2 values × rolled versions (saturating).
+    /// The scheduler's "extranonce2" cursor walks this roll index.
+    pub fn roll_space(&self) -> u64 {
+        let v = self.version_roll_bits();
+        let en2 = self.extranonce2_space();
+        if en2 > (u64::MAX >> v) {
+            u64::MAX
+        } else {
+            en2 << v
+        }
+    }
+
+    /// A roll index as (extranonce2 counter, header version). Without a mask
+    /// the index is the extranonce2 counter and the version is unchanged. With
+    /// one, the low bits of the index are deposited into the mask's bits
+    /// (lowest first) and the rest is the extranonce2 counter; the version is
+    /// `(version & !mask) | rolled`, as BIP310 pools rebuild it.
+    pub fn split_roll(&self, index: u64) -> (u64, i32) {
+        let v = self.version_roll_bits();
+        if v == 0 {
+            return (index, self.version);
+        }
+        let mut rolled = 0u32;
+        let mut bits = index & ((1u64 << v) - 1);
+        let mut mask = self.version_mask;
+        while bits != 0 && mask != 0 {
+            let low = mask & mask.wrapping_neg();
+            if bits & 1 == 1 {
+                rolled |= low;
+            }
+            bits >>= 1;
+            mask &= mask - 1;
+        }
+        let version = ((self.version as u32 & !self.version_mask) | rolled) as i32;
+        (index >> v, version)
+    }
+
     pub fn coinbase(&self, en2: u64) -> Result<Vec<u8>, ChainError> {
         let en2 = self.extranonce2_bytes(en2)?;
         Ok(coinbase::assemble(&self.coinb1, &self.extranonce1, &en2, &self.coinb2))
     }
 
-    /// The header for this extranonce2 and nonce.
-    pub fn header(&self, en2: u64, nonce: u32) -> Result<Header, ChainError> {
+    /// The header for this roll index (see [`WorkTemplate::split_roll`]; the
+    /// extranonce2 counter itself when no version mask is set) and nonce.
+    pub fn header(&self, roll: u64, nonce: u32) -> Result<Header, ChainError> {
+        let (en2, version) = self.split_roll(roll);
         let cb = self.coinbase(en2)?;
         let merkle_root = merkle::root_from_branch(&coinbase::txid(&cb), &self.merkle_branch);
         Ok(Header {
-            version: self.version,
+            version,
             prev_blockhash: self.prev_blockhash,
             merkle_root,
             time: self.time,
@@ -80,7 +131,31 @@ mod tests {
             merkle_branch: vec![[7; 32]],
             bits: CompactTarget::from_consensus(0x207fffff),
             time: 1,
+            version_mask: 0,
         }
+    }
+
+    #[test]
+    fn version_rolling_deposits_index_bits_into_the_mask() {
+        let mut t = template(4);
+        assert_eq!(t.split_roll(5), (5, 0x2000_0000));
+        assert_eq!(t.roll_space(), 1 << 32);
+        t.version_mask = 0x1fff_e000;
+        assert_eq!(t.version_roll_bits(), 16);
+        assert_eq!(t.roll_space(), 1 << 48);
+        assert_eq!(t.split_roll(0), (0, 0x2000_0000));
+        assert_eq!(t.split_roll(1), (0, 0x2000_2000));
+        assert_eq!(t.split_roll(0b101), (0, 0x2000_a000));
+        assert_eq!(t.split_roll((3 << 16) | 1), (3, 0x2000_2000));
+        let h = t.header((3 << 16) | 1, 9).unwrap();
+        assert_eq!(h.version, 0x2000_2000);
+        assert_eq!(h.merkle_root, t.header(3 << 16, 9).unwrap().merkle_root);
+        for i in 0..(1u64 << 16) {
+            let (_, v) = t.split_roll(i);
+            assert_eq!(v as u32 & !t.version_mask, 0x2000_0000);
+        }
+        t.version_mask = 0x0000_0006; // fewer bits than the cap
+        assert_eq!(t.split_roll(7), (1, 0x2000_0006));
     }
 
     #[test]

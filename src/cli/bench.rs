@@ -30,6 +30,9 @@ pub struct PowBenchArgs {
     /// Print one JSON object; `hashes_per_sec` is the all-thread total.
     #[arg(long)]
     pub json: bool,
+    /// Write (or update the [pow_cpu] section of) a hardware profile TOML.
+    #[arg(long)]
+    pub profile_out: Option<std::path::PathBuf>,
 }
 
 /// Hashes per second of `plan`'s workers over `seconds`, after a warm-up.
@@ -49,6 +52,7 @@ fn measure(plan: PinPlan, backend: Backend, pin: bool, seconds: f64) -> anyhow::
             merkle_branch: Vec::new(),
             bits: CompactTarget::from_consensus(0x1d00ffff),
             time: 0,
+            version_mask: 0,
         },
         // Nothing meets a zero target (but an all-zero hash): pure hashing.
         share_target: Target::ZERO,
@@ -108,6 +112,28 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             total / 1e6,
             total / single
         );
+    }
+    if let Some(path) = &a.profile_out {
+        let mut p = crate::profile::HwProfile::load(path)?.unwrap_or_default();
+        p.machine = crate::profile::Machine {
+            note: p.machine.note.clone(),
+            ..crate::profile::Machine::detect(&topo, super::devices::cpu_model())
+        };
+        p.pow_cpu = Some(crate::profile::PowCpu {
+            hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
+            date: crate::profile::utc_date(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            backend: backend.name().to_string(),
+            threads,
+            seconds: a.seconds,
+            per_thread_hashes_per_sec: single,
+            all_threads_hashes_per_sec: total,
+            scaling: total / single,
+        });
+        p.save(path)?;
+        if !a.json {
+            println!("profile written to {}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

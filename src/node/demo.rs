@@ -181,6 +181,7 @@ impl DemoChain {
             merkle_branch: merkle::branch_for_coinbase(&ids),
             bits: self.next_bits,
             time: unix_now().max(tip.header.time),
+            version_mask: 0,
         };
         (template, txs)
     }

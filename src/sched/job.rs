@@ -40,7 +40,8 @@ pub struct ActiveJob {
     pub published: Instant,
     /// Next unassigned (extranonce2 << 32 | nonce).
     cursor: AtomicU64,
-    /// Extranonce2 values available (capped at 2^32: 2^64 nonces per job).
+    /// Roll indexes available: extranonce2 values × rolled versions (see
+    /// `WorkTemplate::split_roll`), capped at 2^32: 2^64 nonces per job.
     en2_limit: u64,
 }
 
@@ -102,7 +103,7 @@ impl PowScheduler {
         if let Some(h) = job.height {
             self.metrics.chain_height.set(h as i64);
         }
-        let en2_limit = job.template.extranonce2_space().min(1 << 32);
+        let en2_limit = job.template.roll_space().min(1 << 32);
         let mut cur = self.current.write();
         let seq = self.seq.load(Ordering::Relaxed) + 1;
         *cur = Some(Arc::new(ActiveJob {
@@ -207,6 +208,7 @@ mod tests {
                 merkle_branch: vec![],
                 bits: CompactTarget::from_consensus(0x207fffff),
                 time: 0,
+                version_mask: 0,
             },
             share_target: Target::MAX,
             height: None,
@@ -230,7 +232,7 @@ mod tests {
             n += 1;
         }
         assert_eq!(expect, 256u64 << 32, "one-byte extranonce2 gives 256 headers");
-        assert_eq!(n, 256 * 4);
+        assert_eq!(n, 256 * 3, "two full chunks and the remainder per header");
     }
 
     #[test]

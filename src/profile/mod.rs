@@ -1,0 +1,149 @@
+//! Hardware profiles: what `hashrig bench` measured on one machine, written as
+//! TOML under hw-profiles/ so people sizing hardware can compare machines.
+//!
+//! A profile file is updated section by section: `bench pow` rewrites
+//! `[pow_cpu]` and keeps everything else (other benches, comparison runs added
+//! by tools/ scripts or by hand).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topo::Topology;
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct HwProfile {
+    pub machine: Machine,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow_cpu: Option<PowCpu>,
+    /// Reference figures measured beside ours in the same session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparison: Vec<Comparison>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub packages: usize,
+    pub numa_nodes: usize,
+    pub cores: usize,
+    pub pus: usize,
+    pub kernel: String,
+    /// Free text: cloud instance type, "shared 2-core VM", GPU model.
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PowCpu {
+    pub hashrig_version: String,
+    /// UTC date of the run, YYYY-MM-DD.
+    pub date: String,
+    pub command: String,
+    pub backend: String,
+    pub threads: usize,
+    pub seconds: f64,
+    pub per_thread_hashes_per_sec: f64,
+    pub all_threads_hashes_per_sec: f64,
+    pub scaling: f64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub name: String,
+    pub command: String,
+    pub value: f64,
+    pub unit: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} is not a valid profile: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("serialising the profile: {0}")]
+    Serialize(#[from] toml::ser::Error),
+}
+
+impl Machine {
+    pub fn detect(topo: &Topology, cpu_model: String) -> Machine {
+        Machine {
+            cpu_model,
+            packages: topo.package_count(),
+            numa_nodes: topo.numa_nodes.len(),
+            cores: topo.core_count(),
+            pus: topo.pu_count(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
+            note: String::new(),
+        }
+    }
+}
+
+impl HwProfile {
+    /// Loads `path`, or `None` when it does not exist yet.
+    pub fn load(path: &Path) -> Result<Option<HwProfile>, ProfileError> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => toml::from_str(&s)
+                .map(Some)
+                .map_err(|source| ProfileError::Parse { path: path.display().to_string(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ProfileError::Io { path: path.display().to_string(), source }),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ProfileError> {
+        let text = format!(
+            "# hashrig hardware profile: measured figures, see the README's performance table.\n{}",
+            toml::to_string_pretty(self)?
+        );
+        std::fs::write(path, text).map_err(|source| ProfileError::Io { path: path.display().to_string(), source })
+    }
+}
+
+/// Today's UTC date as YYYY-MM-DD (civil-from-days, no calendar crate needed).
+pub fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_toml() {
+        let p = HwProfile {
+            machine: Machine { cpu_model: "x".into(), cores: 2, pus: 2, numa_nodes: 1, packages: 1, ..Default::default() },
+            pow_cpu: Some(PowCpu {
+                hashrig_version: "0.1.0".into(),
+                date: utc_date(),
+                command: "hashrig bench pow".into(),
+                backend: "sha-ni".into(),
+                threads: 2,
+                seconds: 5.0,
+                per_thread_hashes_per_sec: 2.0e7,
+                all_threads_hashes_per_sec: 4.0e7,
+                scaling: 2.0,
+            }),
+            comparison: vec![Comparison { name: "openssl".into(), command: "openssl speed".into(), value: 1.0, unit: "x".into(), note: String::new() }],
+        };
+        let s = toml::to_string_pretty(&p).unwrap();
+        assert_eq!(toml::from_str::<HwProfile>(&s).unwrap(), p);
+        assert_eq!(utc_date().len(), 10);
+    }
+}
