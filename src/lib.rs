@@ -12,4 +12,5 @@ pub mod node;
 pub mod pow;
 pub mod profile;
 pub mod sched;
+pub mod sig;
 pub mod topo;

@@ -41,6 +41,51 @@ pub struct Metrics {
     /// Difficulty of the current share target (what the pool or node asks for).
     pub share_difficulty: prometheus::Gauge,
     pub build_info: IntGaugeVec,
+
+    // ---- signature verification (src/sig, src/node/sigserve) ----
+    /// Batch latency, submission to last verdict, by scheme ("ed25519",
+    /// "ed25519-strict", "ecdsa", "schnorr", "mixed") and size class ("1",
+    /// "2-16", "17-256", "257-4096", "4097+").
+    pub sig_batch_seconds: HistogramVec,
+    /// Items verified, by scheme and result ("valid", "invalid", "malformed").
+    pub sig_verdicts: IntCounterVec,
+    /// Batches run, by path ("inline", "split").
+    pub sig_batches: IntCounterVec,
+    /// Batches answered after their deadline, by scheme.
+    pub sig_deadline_missed: IntCounterVec,
+    /// Items accepted and not yet answered.
+    pub sig_queued_items: IntGauge,
+    /// Open sigserve connections.
+    pub sigserve_connections: IntGauge,
+    /// sigserve frames by kind ("batch", "json") and result ("ok", "error").
+    pub sigserve_frames: IntCounterVec,
+
+    // ── node adapters: Stratum pools and getblocktemplate (issue 5) ──────────
+    /// 1 while connected and authorised to a pool, by role ("primary", "backup").
+    pub pool_connected: IntGaugeVec,
+    /// Difficulty the pool last set (applies from the next job).
+    pub pool_difficulty: prometheus::Gauge,
+    /// Shares re-checked and ready to submit (found by an engine for a pool job).
+    pub pool_shares_found: prometheus::IntCounter,
+    /// Share outcomes by result ("accepted", "rejected", "stale") and reason,
+    /// from the fixed set in `node::stratum::ShareReason`.
+    pub pool_shares: IntCounterVec,
+    /// Shares that waited for a reconnect (found while disconnected).
+    pub pool_shares_queued: prometheus::IntCounter,
+    /// stale / (accepted + rejected + stale), over the run.
+    pub pool_stale_ratio: prometheus::Gauge,
+    /// From sending mining.submit to the pool's answer.
+    pub pool_submit_seconds: prometheus::Histogram,
+    /// Reconnections, by cause ("dropped", "timeout", "requested", "connect_failed", "protocol").
+    pub pool_reconnects: IntCounterVec,
+    /// Switches between pools, by direction ("to_backup", "to_primary").
+    pub pool_failovers: IntCounterVec,
+    /// Block templates fetched from the node, by trigger ("initial", "longpoll", "poll", "block").
+    pub gbt_templates: IntCounterVec,
+    /// submitblock answers ("accepted" for null, "duplicate", "inconclusive", "rejected", "error").
+    pub block_submit_answers: IntCounterVec,
+    /// JSON-RPC calls to the node that failed, by method.
+    pub rpc_errors: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -102,8 +147,80 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(build_info.clone())).expect("metric registered once");
+        // ---- signature verification ----
+        let sig_batch_seconds = HistogramVec::new(
+            HistogramOpts::new("hashrig_sig_batch_seconds", "Signature batch latency, submission to last verdict.")
+                .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            &["scheme", "size_class"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(sig_batch_seconds.clone())).expect("metric registered once");
+        let sig_verdicts = counter(&r, "hashrig_sig_verdicts_total", "Signatures verified, by scheme and result.", &["scheme", "result"]);
+        let sig_batches = counter(&r, "hashrig_sig_batches_total", "Signature batches run, by path (inline, split).", &["path"]);
+        let sig_deadline_missed = counter(
+            &r,
+            "hashrig_sig_deadline_missed_total",
+            "Signature batches answered after their deadline.",
+            &["scheme"],
+        );
+        let sig_queued_items = IntGauge::new("hashrig_sig_queued_items", "Signature items accepted and not yet answered.")
+            .expect("static metric definition");
+        r.register(Box::new(sig_queued_items.clone())).expect("metric registered once");
+        let sigserve_connections = IntGauge::new("hashrig_sigserve_connections", "Open sigserve connections.")
+            .expect("static metric definition");
+        r.register(Box::new(sigserve_connections.clone())).expect("metric registered once");
+        let sigserve_frames = counter(&r, "hashrig_sigserve_frames_total", "sigserve requests, by kind and result.", &["kind", "result"]);
+        let pool_connected = IntGaugeVec::new(
+            Opts::new("hashrig_pool_connected", "1 while connected and authorised to the pool in this role."),
+            &["role"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(pool_connected.clone())).expect("metric registered once");
+        let pool_difficulty = prometheus::Gauge::new("hashrig_pool_difficulty", "Difficulty the pool last set.")
+            .expect("static metric definition");
+        r.register(Box::new(pool_difficulty.clone())).expect("metric registered once");
+        let pool_shares_found = prometheus::IntCounter::new(
+            "hashrig_pool_shares_found_total",
+            "Shares found for pool jobs and re-checked on the CPU.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(pool_shares_found.clone())).expect("metric registered once");
+        let pool_shares = counter(&r, "hashrig_pool_shares_total", "Pool share outcomes, by result and reason.", &["result", "reason"]);
+        let pool_shares_queued = prometheus::IntCounter::new(
+            "hashrig_pool_shares_queued_total",
+            "Shares found while disconnected and kept for the reconnect.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(pool_shares_queued.clone())).expect("metric registered once");
+        let pool_stale_ratio = prometheus::Gauge::new("hashrig_pool_stale_ratio", "Stale shares over all share outcomes.")
+            .expect("static metric definition");
+        r.register(Box::new(pool_stale_ratio.clone())).expect("metric registered once");
+        let pool_submit_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new("hashrig_pool_submit_seconds", "Round trip of mining.submit to the pool's answer.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(pool_submit_seconds.clone())).expect("metric registered once");
+        let pool_reconnects = counter(&r, "hashrig_pool_reconnects_total", "Pool reconnections, by cause.", &["cause"]);
+        let pool_failovers = counter(&r, "hashrig_pool_failovers_total", "Switches between pools, by direction.", &["direction"]);
+        let gbt_templates = counter(&r, "hashrig_gbt_templates_total", "Block templates fetched, by trigger.", &["trigger"]);
+        let block_submit_answers =
+            counter(&r, "hashrig_block_submit_answers_total", "The node's answers to submitblock.", &["answer"]);
+        let rpc_errors = counter(&r, "hashrig_rpc_errors_total", "Failed JSON-RPC calls to the node, by method.", &["method"]);
         Arc::new(Metrics {
             registry: r,
+            pool_connected,
+            pool_difficulty,
+            pool_shares_found,
+            pool_shares,
+            pool_shares_queued,
+            pool_stale_ratio,
+            pool_submit_seconds,
+            pool_reconnects,
+            pool_failovers,
+            gbt_templates,
+            block_submit_answers,
+            rpc_errors,
             hashes,
             jobs,
             shares,
@@ -116,6 +233,13 @@ impl Metrics {
             chain_height,
             share_difficulty,
             build_info,
+            sig_batch_seconds,
+            sig_verdicts,
+            sig_batches,
+            sig_deadline_missed,
+            sig_queued_items,
+            sigserve_connections,
+            sigserve_frames,
         })
     }
 

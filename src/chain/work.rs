@@ -72,8 +72,10 @@ impl WorkTemplate {
     /// A roll index as (extranonce2 counter, header version). Without a mask
     /// the index is the extranonce2 counter and the version is unchanged. With
     /// one, the low bits of the index are deposited into the mask's bits
-    /// (lowest first) and the rest is the extranonce2 counter; the version is
-    /// `(version & !mask) | rolled`, as BIP310 pools rebuild it.
+    /// (lowest first) and XORed into the version, and the rest is the
+    /// extranonce2 counter. Index 0 is the template's own version; bits
+    /// outside the mask never change, so a BIP310 pool rebuilds the version
+    /// from `version & mask`.
     pub fn split_roll(&self, index: u64) -> (u64, i32) {
         let v = self.version_roll_bits();
         if v == 0 {
@@ -90,7 +92,7 @@ impl WorkTemplate {
             bits >>= 1;
             mask &= mask - 1;
         }
-        let version = ((self.version as u32 & !self.version_mask) | rolled) as i32;
+        let version = (self.version as u32 ^ rolled) as i32;
         (index >> v, version)
     }
 
@@ -156,6 +158,9 @@ mod tests {
         }
         t.version_mask = 0x0000_0006; // fewer bits than the cap
         assert_eq!(t.split_roll(7), (1, 0x2000_0006));
+        t.version = 0x2000_0004; // a template that already set a mask bit
+        assert_eq!(t.split_roll(0), (0, 0x2000_0004));
+        assert_eq!(t.split_roll(2), (0, 0x2000_0000));
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::topo::{PinPlan, PlanOptions, Topology};
 pub enum BenchCommand {
     /// SHA-256d hashrate: one thread, then all threads.
     Pow(PowBenchArgs),
+    /// Signature verification: every scheme at batch sizes 1…65536, latency and throughput.
+    Sig(super::sigbench::SigBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -77,7 +79,10 @@ fn measure(plan: PinPlan, backend: Backend, pin: bool, seconds: f64) -> anyhow::
 }
 
 pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Pow(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Pow(a) => a,
+        BenchCommand::Sig(a) => return super::sigbench::main(a),
+    };
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         anyhow::bail!("--seconds must be positive");
     }

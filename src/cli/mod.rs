@@ -6,6 +6,8 @@ mod bench;
 mod devices;
 mod run;
 mod scan;
+mod sigbench;
+mod verify;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Scan a range of nonces of one header and print every hit as a JSON line.
     Scan(scan::ScanArgs),
+    /// Verify signatures given as JSON lines; print one verdict line per item.
+    Verify(verify::VerifyArgs),
 }
 
 /// Which CPUs to use; shared by `run` and `bench`.
@@ -108,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Devices(a) => devices::main(a),
         Command::Bench(b) => bench::main(b),
         Command::Scan(a) => scan::main(a),
+        Command::Verify(a) => verify::main(a),
     };
     match result {
         Ok(code) => code,

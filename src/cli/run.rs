@@ -15,6 +15,8 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::node::demo::{DemoNode, DemoParams};
 use crate::sched::{cpu, CpuConfig, CpuEngine, PowScheduler, Stats};
 use crate::topo::{PinPlan, Topology};
+use crate::node::sigserve::{ServeAddr, ServerConfig, SigServer};
+use crate::sig::{demo as sigdemo, RateMeter, SigEngine, SigEngineConfig};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -38,6 +40,15 @@ pub struct RunArgs {
     /// Demo node: difficulty of the first block (1 = 2^32 hashes per block).
     #[arg(long, default_value_t = 0.01)]
     pub demo_difficulty: f64,
+    /// Serve signature verification to validators on this address (HOST:PORT, unix:PATH).
+    #[arg(long, num_args = 0..=1, default_missing_value = crate::node::sigserve::DEFAULT_ADDR)]
+    pub sigserve: Option<ServeAddr>,
+    /// Demo: signatures per second the demo feed sends through the engine (0 = no feed).
+    #[arg(long, default_value_t = 2000.0)]
+    pub sig_demo_rate: f64,
+    /// Node adapter: --pool / --node / --config (issue 5).
+    #[command(flatten)]
+    pub adapter: crate::node::config::AdapterArgs,
 }
 
 fn status_line(stats: &Stats, metrics: &Metrics) -> String {
@@ -70,6 +81,11 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     if !(a.demo_difficulty > 0.0 && a.demo_difficulty.is_finite()) {
         anyhow::bail!("--demo-difficulty must be a positive number");
     }
+    let file_text = match &a.adapter.config {
+        Some(p) => Some(crate::node::config::load_file(p)?),
+        None => None,
+    };
+    let adapter = crate::node::config::resolve(&a.adapter, file_text.as_deref())?;
     let backend = a.cpu.backend()?;
     let topo = Topology::discover_or_fallback();
     let plan = PinPlan::build(&topo, &a.cpu.plan_options())?;
@@ -114,6 +130,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         topo.to_string().lines().next().unwrap_or("")
     );
     let stats = Arc::new(Stats::new());
+    let engine_plan = plan.clone();
     let (sched, hits) = PowScheduler::new(metrics.clone());
     let engine = CpuEngine::start(
         CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin: !a.cpu.no_pin },
@@ -123,7 +140,34 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     )?;
 
+    // Signatures: one pool per NUMA worker group, the demo feed, sigserve.
+    let mut sig_cfg = SigEngineConfig::new(engine_plan);
+    sig_cfg.pin = !a.cpu.no_pin;
+    let sig_engine = SigEngine::start(sig_cfg, Some(metrics.clone()))?;
+    // The demo feed runs on the embedded demo only; a real node's validator
+    // talks to sigserve instead.
+    let sig_feed = if matches!(adapter, crate::node::config::Adapter::Demo) && a.sig_demo_rate > 0.0 && a.sig_demo_rate.is_finite() {
+        let p = sigdemo::FeedParams { rate: a.sig_demo_rate, ..sigdemo::FeedParams::default() };
+        tracing::info!("sig: demo feed of {:.0} signatures/s (ed25519, ecdsa, schnorr; valid and invalid mixed)", p.rate);
+        Some(sigdemo::spawn_feed(sig_engine.clone(), p, Arc::new(sigdemo::FeedStats::default()), stop.clone())?)
+    } else {
+        None
+    };
+    let sig_server = match &a.sigserve {
+        Some(addr) => {
+            if !addr.is_local() {
+                tracing::warn!("sigserve: {addr} is reachable from other machines; the protocol has no authentication");
+            }
+            let s = SigServer::start(ServerConfig::new(addr.clone()), sig_engine.clone(), Some(metrics.clone()))
+                .with_context(|| format!("cannot serve signatures on {addr}"))?;
+            tracing::info!("sigserve: listening on {}", s.local_addr());
+            Some(s)
+        }
+        None => None,
+    };
+
     let status = {
+        let mut sig_rate = RateMeter::new(sig_engine.clone());
         let (stats, metrics, stop) = (stats.clone(), metrics.clone(), stop.clone());
         let every = Duration::from_secs(a.status_interval.max(1));
         std::thread::Builder::new().name("status".into()).spawn(move || {
@@ -133,23 +177,46 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
                 stats.sample();
                 if last.elapsed() >= every {
                     last = Instant::now();
-                    tracing::info!("{}", status_line(&stats, &metrics));
+                    tracing::info!("{} | sig {}", status_line(&stats, &metrics), sig_rate.line());
                 }
             }
         })?
     };
 
-    tracing::info!("node: embedded demo chain (no --pool or --node configured)");
-    let node = DemoNode::new(DemoParams {
-        block_time: Duration::from_secs_f64(a.demo_block_time),
-        initial_difficulty: a.demo_difficulty,
-        ..DemoParams::default()
-    });
-    node.run(sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone());
+    let adapter_result: anyhow::Result<()> = match adapter {
+        crate::node::config::Adapter::Pool(cfg) => {
+            tracing::info!("node: Stratum pool(s) {}", cfg.pools.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(", "));
+            crate::node::stratum::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone()).map_err(Into::into)
+        }
+        crate::node::config::Adapter::Solo(cfg) => {
+            tracing::info!("node: solo mining on {} (getblocktemplate)", cfg.url);
+            crate::node::gbt::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone()).map_err(Into::into)
+        }
+        crate::node::config::Adapter::Demo => {
+            tracing::info!("node: embedded demo chain (no --pool or --node configured)");
+            let node = DemoNode::new(DemoParams {
+                block_time: Duration::from_secs_f64(a.demo_block_time),
+                initial_difficulty: a.demo_difficulty,
+                ..DemoParams::default()
+            });
+            node.run(sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone());
+            Ok(())
+        }
+    };
+    // An adapter that gave up (e.g. the node refused our RPC credentials)
+    // stops the engines too.
+    stop.store(true, Ordering::Relaxed);
 
     engine.join();
+    if let Some(f) = sig_feed {
+        let _ = f.join();
+    }
+    if let Some(s) = sig_server {
+        s.shutdown();
+    }
     let _ = status.join();
     stats.sample();
     tracing::info!("stopped: {}", status_line(&stats, &metrics));
+    adapter_result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,3 +2,7 @@
 //! results back into protocol messages. They know nothing about devices.
 
 pub mod demo;
+pub mod config;
+pub mod gbt;
+pub mod stratum;
+pub mod sigserve;

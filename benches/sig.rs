@@ -1,0 +1,157 @@
+//! Signature verification, ours beside the libraries' own calls.
+//!
+//! * `ed25519_n256`: our batch (ZIP-215 and strict, from bytes) vs
+//!   ed25519-dalek `verify_batch` (keys parsed outside the loop, and parsed
+//!   inside it) vs ed25519-zebra's batch verifier, one thread, n = 256.
+//! * `ecdsa`, `schnorr`: ours (single, and per item in a batch of 256) vs
+//!   libsecp256k1's single verify through the `secp256k1` crate.
+//! * `scaling`: the engine on 1 thread vs all threads, n = 4096.
+//!
+//! `cargo bench --bench sig -- --warm-up-time 1 --measurement-time 3`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ed25519_dalek::{Signer, SigningKey};
+use hashrig::sig::demo::valid_item;
+use hashrig::sig::{verify_batch, verify_one, Scheme, SigEngine, SigEngineConfig, SigItem};
+use hashrig::topo::{PinPlan, PlanOptions, Topology};
+use std::hint::black_box;
+
+/// ed25519-zebra takes a rand_core 0.10 RNG; feed it from rand's ThreadRng.
+struct Rng10(rand::rngs::ThreadRng);
+
+impl ed25519_dalek::rand_core::TryRng for Rng10 {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(rand::RngCore::next_u32(&mut self.0))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(rand::RngCore::next_u64(&mut self.0))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand::RngCore::fill_bytes(&mut self.0, dst);
+        Ok(())
+    }
+}
+impl ed25519_dalek::rand_core::TryCryptoRng for Rng10 {}
+
+fn ed_fixture(n: usize) -> (Vec<SigningKey>, Vec<Vec<u8>>, Vec<ed25519_dalek::Signature>) {
+    let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from_bytes(&[(i % 251) as u8 + 1; 32])).collect();
+    let msgs: Vec<Vec<u8>> = (0..n).map(|i| format!("message {i}").into_bytes()).collect();
+    let sigs = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+    (keys, msgs, sigs)
+}
+
+fn ed25519(c: &mut Criterion) {
+    const N: usize = 256;
+    let (keys, msgs, sigs) = ed_fixture(N);
+    let vks: Vec<ed25519_dalek::VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
+    let pk_bytes: Vec<[u8; 32]> = vks.iter().map(|v| v.to_bytes()).collect();
+    let items = |s: Scheme| -> Vec<SigItem> {
+        (0..N).map(|i| SigItem::new(s, pk_bytes[i], msgs[i].clone(), sigs[i].to_bytes())).collect()
+    };
+    let zip = items(Scheme::Ed25519);
+    let strict = items(Scheme::Ed25519Strict);
+    let mut g = c.benchmark_group("ed25519_n256");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("hashrig_zip215_batch", |b| b.iter(|| black_box(verify_batch(black_box(&zip)))));
+    // Keys never seen before (the decoded-key cache holds 16384; 40960
+    // distinct keys rotate through it): the cold cost.
+    let cold: Vec<SigItem> = (0..40 * 1024u64).map(|i| valid_item(Scheme::Ed25519, 1_000_000 + i)).collect();
+    let mut at = 0;
+    g.bench_function("hashrig_zip215_batch_cold_keys", |b| {
+        b.iter(|| {
+            at = (at + N) % cold.len();
+            black_box(verify_batch(black_box(&cold[at..at + N])))
+        })
+    });
+    g.bench_function("hashrig_strict_batch", |b| b.iter(|| black_box(verify_batch(black_box(&strict)))));
+    let m: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+    g.bench_function("dalek_verify_batch_parsed_keys", |b| {
+        b.iter(|| ed25519_dalek::verify_batch(black_box(&m), black_box(&sigs), black_box(&vks)).unwrap())
+    });
+    g.bench_function("dalek_verify_batch_from_bytes", |b| {
+        b.iter(|| {
+            let vks: Vec<_> = pk_bytes.iter().map(|p| ed25519_dalek::VerifyingKey::from_bytes(p).unwrap()).collect();
+            ed25519_dalek::verify_batch(black_box(&m), black_box(&sigs), &vks).unwrap()
+        })
+    });
+    g.bench_function("zebra_batch", |b| {
+        b.iter(|| {
+            let mut v = ed25519_zebra::batch::Verifier::new();
+            for i in 0..N {
+                let vk = ed25519_zebra::VerificationKeyBytes::from(pk_bytes[i]);
+                v.queue((vk, ed25519_zebra::Signature::from_bytes(&sigs[i].to_bytes()), &msgs[i]));
+            }
+            v.verify(Rng10(rand::rng())).unwrap()
+        })
+    });
+    g.bench_function("dalek_verify_single_x256", |b| {
+        b.iter(|| {
+            for i in 0..N {
+                vks[i].verify_strict(&msgs[i], &sigs[i]).unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
+fn secp(c: &mut Criterion) {
+    for scheme in [Scheme::Ecdsa, Scheme::Schnorr] {
+        let items: Vec<SigItem> = (0..256).map(|i| valid_item(scheme, i)).collect();
+        let mut g = c.benchmark_group(scheme.name());
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("hashrig_single", |b| b.iter(|| black_box(verify_one(black_box(&items[0])))));
+        match scheme {
+            Scheme::Ecdsa => {
+                let pk = secp256k1::PublicKey::from_slice(&items[0].pubkey).unwrap();
+                let sig = secp256k1::ecdsa::Signature::from_compact(&items[0].sig).unwrap();
+                let msg = secp256k1::Message::from_digest(items[0].msg.as_slice().try_into().unwrap());
+                g.bench_function("libsecp256k1_single", |b| {
+                    b.iter(|| secp256k1::ecdsa::verify(black_box(&sig), msg, black_box(&pk)).unwrap())
+                });
+            }
+            _ => {
+                let pk = secp256k1::XOnlyPublicKey::from_byte_array(items[0].pubkey.as_slice().try_into().unwrap()).unwrap();
+                let sig = secp256k1::schnorr::Signature::from_byte_array(items[0].sig.as_slice().try_into().unwrap());
+                let msg = items[0].msg.clone();
+                g.bench_function("libsecp256k1_single", |b| {
+                    b.iter(|| secp256k1::schnorr::verify(black_box(&sig), black_box(&msg), black_box(&pk)).unwrap())
+                });
+            }
+        }
+        g.throughput(Throughput::Elements(256));
+        g.bench_function("hashrig_batch_256", |b| b.iter(|| black_box(verify_batch(black_box(&items)))));
+        g.finish();
+    }
+}
+
+fn engine(threads: usize) -> SigEngine {
+    let topo = Topology::discover_or_fallback();
+    let plan = PinPlan::build(&topo, &PlanOptions { threads: Some(threads), ..PlanOptions::default() }).unwrap();
+    SigEngine::start(SigEngineConfig::new(plan), None).unwrap()
+}
+
+fn scaling(c: &mut Criterion) {
+    const N: usize = 4096;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let engines: Vec<SigEngine> = [1, cores].iter().map(|&t| engine(t)).collect();
+    for scheme in [Scheme::Ed25519, Scheme::Ecdsa, Scheme::Schnorr] {
+        let pool: Vec<SigItem> = (0..256).map(|i| valid_item(scheme, i)).collect();
+        let items: Vec<SigItem> = pool.iter().cycle().take(N).cloned().collect();
+        let mut g = c.benchmark_group(format!("scaling_{}", scheme.name()));
+        g.throughput(Throughput::Elements(N as u64));
+        g.sample_size(10);
+        for e in &engines {
+            g.bench_with_input(BenchmarkId::new("threads", e.threads()), &items, |b, items| {
+                b.iter(|| black_box(e.verify(items, None)))
+            });
+            if cores == 1 {
+                break;
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, ed25519, secp, scaling);
+criterion_main!(benches);

@@ -1,0 +1,104 @@
+//! `hashrig verify`: JSON lines in, one verdict line per item out, in
+//! order; locally on the pinned workers, or through a sigserve server
+//! (`--connect`).
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::node::sigserve::{ServeAddr, SigClient};
+use crate::sig::{jsonl, SigEngine, SigEngineConfig, SigItem, Verdict};
+use crate::topo::{PinPlan, PlanOptions, Topology};
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// JSON-lines file of items, or `-` for standard input.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Send the items to a sigserve server (HOST:PORT or unix:PATH) instead of verifying here.
+    #[arg(long)]
+    pub connect: Option<ServeAddr>,
+    /// Items per batch.
+    #[arg(long, default_value_t = 4096)]
+    pub batch: usize,
+    /// Worker threads for local verification (default: one per physical core).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Do not bind worker threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+enum Backend {
+    Local(SigEngine),
+    Remote(Box<SigClient>),
+}
+
+impl Backend {
+    fn verify(&mut self, items: &[SigItem]) -> anyhow::Result<Vec<Verdict>> {
+        match self {
+            Backend::Local(e) => Ok(e.verify(items, None).verdicts),
+            Backend::Remote(c) => Ok(c.verify(items, None)?),
+        }
+    }
+}
+
+/// Verify `pending` (line results in input order) and print one line each.
+fn flush(b: &mut Backend, pending: &mut Vec<Result<SigItem, crate::sig::Reason>>, out: &mut impl Write) -> anyhow::Result<()> {
+    let items: Vec<SigItem> = pending.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+    let mut verdicts = b.verify(&items)?.into_iter();
+    for p in pending.drain(..) {
+        let v = match p {
+            Ok(_) => verdicts.next().context("the verifier returned fewer verdicts than items")?,
+            Err(r) => Verdict::Invalid(r),
+        };
+        writeln!(out, "{}", jsonl::format_verdict(v))?;
+    }
+    Ok(())
+}
+
+pub fn main(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if a.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    let input: Box<dyn BufRead> = if a.input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut backend = match &a.connect {
+        Some(addr) => {
+            let mut c = SigClient::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+            c.set_read_timeout(Some(Duration::from_secs(300)))?;
+            Backend::Remote(Box::new(c))
+        }
+        None => {
+            let topo = Topology::discover_or_fallback();
+            let plan = PinPlan::build(&topo, &PlanOptions { threads: a.threads, ..PlanOptions::default() })?;
+            let mut cfg = SigEngineConfig::new(plan);
+            cfg.pin = !a.no_pin;
+            Backend::Local(SigEngine::start(cfg, None)?)
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut pending = Vec::with_capacity(a.batch);
+    for line in input.lines() {
+        let line = line.context("reading the input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        pending.push(jsonl::parse_item(&line));
+        if pending.len() >= a.batch {
+            flush(&mut backend, &mut pending, &mut out)?;
+        }
+    }
+    flush(&mut backend, &mut pending, &mut out)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,203 @@
+//! Which node adapter `hashrig run` uses, from the command line and an
+//! optional TOML file (`--config FILE`). Flags given on the command line win
+//! over the file. See the README's "Mining on a pool or your own node".
+//!
+//! ```toml
+//! [[pool]]
+//! url = "stratum+tcp://pool.example.com:3333"
+//! user = "bc1q….rig1"
+//! pass = "x"
+//!
+//! [stratum]            # optional, every key has a default
+//! hold_down_secs = 300
+//!
+//! [node]               # solo mining instead of a pool
+//! url = "http://127.0.0.1:8332"
+//! rpc_cookie = "/home/me/.bitcoin/.cookie"
+//! payout = "bc1q…"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::node::gbt::{GbtConfig, RpcAuth};
+use crate::node::stratum::{PoolConfig, StratumConfig, StratumOptions};
+
+/// Node adapter flags of `hashrig run`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AdapterArgs {
+    /// TOML file with [[pool]], [stratum] and/or [node] sections.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Mine on a Stratum V1 pool (stratum+tcp://HOST:PORT); repeat for
+    /// failover, the first is the primary.
+    #[arg(long, value_name = "URL")]
+    pub pool: Vec<String>,
+    /// Pool worker name; once for all pools or once per --pool.
+    #[arg(long, value_name = "USER")]
+    pub user: Vec<String>,
+    /// Pool password; once for all pools or once per --pool (default "x").
+    #[arg(long, value_name = "PASS")]
+    pub pass: Vec<String>,
+    /// Solo mine on a node's RPC (http://HOST:PORT) with getblocktemplate.
+    #[arg(long, value_name = "URL", conflicts_with = "pool")]
+    pub node: Option<String>,
+    #[arg(long, value_name = "USER", requires = "rpc_pass", conflicts_with = "rpc_cookie")]
+    pub rpc_user: Option<String>,
+    #[arg(long, value_name = "PASS", requires = "rpc_user")]
+    pub rpc_pass: Option<String>,
+    /// The node's .cookie file (instead of --rpc-user/--rpc-pass).
+    #[arg(long, value_name = "FILE")]
+    pub rpc_cookie: Option<PathBuf>,
+    /// Address the block reward is paid to (any type valid on the node's chain).
+    #[arg(long, value_name = "ADDRESS")]
+    pub payout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    pool: Vec<PoolConfig>,
+    stratum: Option<StratumOptions>,
+    node: Option<NodeSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    url: String,
+    rpc_user: Option<String>,
+    rpc_pass: Option<String>,
+    rpc_cookie: Option<PathBuf>,
+    payout: Option<String>,
+    coinbase_tag: Option<String>,
+    poll_secs: Option<u64>,
+    longpoll: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Toml(PathBuf, String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The node adapter to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adapter {
+    Demo,
+    Pool(StratumConfig),
+    Solo(GbtConfig),
+}
+
+fn per_pool(values: &[String], n: usize, what: &str) -> Result<Vec<Option<String>>, ConfigError> {
+    match values.len() {
+        0 => Ok(vec![None; n]),
+        1 => Ok(vec![Some(values[0].clone()); n]),
+        k if k == n => Ok(values.iter().cloned().map(Some).collect()),
+        k => Err(ConfigError::Invalid(format!("{k} {what} values for {n} pools: give one for all or one per --pool"))),
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))
+}
+
+/// Resolves the flags and the file text (when `--config` is given) into one adapter.
+pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, ConfigError> {
+    let path = a.config.clone().unwrap_or_default();
+    let file: FileConfig = match file_text {
+        Some(t) => toml::from_str(t).map_err(|e| ConfigError::Toml(path, e.to_string()))?,
+        None => FileConfig::default(),
+    };
+    let options = file.stratum.unwrap_or_default();
+    if !a.pool.is_empty() {
+        let users = per_pool(&a.user, a.pool.len(), "--user")?;
+        let passes = per_pool(&a.pass, a.pool.len(), "--pass")?;
+        let mut pools = Vec::new();
+        for (i, url) in a.pool.iter().enumerate() {
+            let user = users[i].clone().ok_or_else(|| ConfigError::Invalid("--pool needs --user".into()))?;
+            pools.push(PoolConfig { url: url.clone(), user, pass: passes[i].clone().unwrap_or_else(|| "x".into()) });
+        }
+        let cfg = StratumConfig { pools, options };
+        cfg.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        return Ok(Adapter::Pool(cfg));
+    }
+    let node_url = a.node.clone().or(file.node.as_ref().map(|n| n.url.clone()));
+    if let Some(url) = node_url {
+        if !file.pool.is_empty() && a.node.is_none() {
+            return Err(ConfigError::Invalid("the config file has both [[pool]] and [node]; keep one".into()));
+        }
+        let n = file.node.as_ref();
+        let user = a.rpc_user.clone().or(n.and_then(|n| n.rpc_user.clone()));
+        let pass = a.rpc_pass.clone().or(n.and_then(|n| n.rpc_pass.clone()));
+        let cookie = a.rpc_cookie.clone().or(n.and_then(|n| n.rpc_cookie.clone()));
+        let auth = match (user, pass, cookie) {
+            (Some(user), Some(pass), None) => RpcAuth::UserPass { user, pass },
+            (None, None, Some(c)) => RpcAuth::Cookie(c),
+            (None, None, None) => return Err(ConfigError::Invalid("--node needs --rpc-user and --rpc-pass, or --rpc-cookie".into())),
+            _ => return Err(ConfigError::Invalid("give either --rpc-user with --rpc-pass, or --rpc-cookie".into())),
+        };
+        let payout = a
+            .payout
+            .clone()
+            .or(n.and_then(|n| n.payout.clone()))
+            .ok_or_else(|| ConfigError::Invalid("--node needs --payout ADDRESS".into()))?;
+        if !(url.starts_with("http://")) {
+            return Err(ConfigError::Invalid(format!("node URL {url:?} must start with http://")));
+        }
+        let d = GbtConfig::default();
+        return Ok(Adapter::Solo(GbtConfig {
+            url,
+            auth,
+            payout,
+            coinbase_tag: n.and_then(|n| n.coinbase_tag.clone()).unwrap_or(d.coinbase_tag),
+            poll_secs: n.and_then(|n| n.poll_secs).unwrap_or(d.poll_secs),
+            longpoll: n.and_then(|n| n.longpoll).unwrap_or(d.longpoll),
+        }));
+    }
+    if !file.pool.is_empty() {
+        let cfg = StratumConfig { pools: file.pool, options };
+        cfg.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        return Ok(Adapter::Pool(cfg));
+    }
+    if !a.user.is_empty() || !a.pass.is_empty() {
+        return Err(ConfigError::Invalid("--user/--pass without --pool".into()));
+    }
+    if a.payout.is_some() || a.rpc_user.is_some() || a.rpc_cookie.is_some() {
+        return Err(ConfigError::Invalid("--payout/--rpc-* without --node".into()));
+    }
+    Ok(Adapter::Demo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_files() {
+        assert_eq!(resolve(&AdapterArgs::default(), None).unwrap(), Adapter::Demo);
+        let a = AdapterArgs { pool: vec!["stratum+tcp://a:1".into(), "stratum+tcp://b:2".into()], user: vec!["u".into()], ..Default::default() };
+        let Adapter::Pool(c) = resolve(&a, None).unwrap() else { panic!() };
+        assert_eq!(c.pools[1].user, "u");
+        assert_eq!(c.pools[1].pass, "x");
+        let a = AdapterArgs { user: vec!["u".into(), "v".into(), "w".into()], ..a };
+        assert!(resolve(&a, None).is_err());
+        let file = "[[pool]]\nurl = \"stratum+tcp://p:3333\"\nuser = \"w\"\n[stratum]\nhold_down_secs = 5\n";
+        let Adapter::Pool(c) = resolve(&AdapterArgs::default(), Some(file)).unwrap() else { panic!() };
+        assert_eq!((c.pools.len(), c.options.hold_down_secs, c.options.version_rolling), (1, 5, true));
+        assert!(resolve(&AdapterArgs::default(), Some("[[pool]]\nurl = 5\n")).is_err());
+        assert!(resolve(&AdapterArgs::default(), Some("bogus = 1\n")).is_err());
+        let file = "[node]\nurl = \"http://127.0.0.1:18443\"\nrpc_cookie = \"/c\"\npayout = \"bcrt1q\"\n";
+        let Adapter::Solo(g) = resolve(&AdapterArgs::default(), Some(file)).unwrap() else { panic!() };
+        assert_eq!(g.auth, RpcAuth::Cookie("/c".into()));
+        let a = AdapterArgs { node: Some("http://h:1".into()), ..Default::default() };
+        assert!(resolve(&a, None).is_err(), "no auth, no payout");
+    }
+}

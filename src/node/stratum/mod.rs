@@ -1,0 +1,264 @@
+//! Stratum V1 client: mines for a pool, with failover between pools.
+//!
+//! - `proto`: the messages, parsed into consensus types (pure, unit-tested).
+//! - `jobs`: the job book of one session: difficulty / extranonce / version
+//!   mask per job, clean-job rules, the re-check and de-duplication of shares.
+//! - `client`: the connection loop: negotiation, keepalive, submits, reconnects
+//!   with backoff, failover to backup pools and back to the primary.
+//!
+//! docs/stratum.md describes what is negotiated, failover and what is logged.
+
+pub mod client;
+pub mod jobs;
+pub mod proto;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use serde::Deserialize;
+
+use crate::metrics::Metrics;
+use crate::sched::{Hit, PowScheduler, Stats};
+
+/// One pool: `stratum+tcp://host:port`, worker name and password.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub url: String,
+    pub user: String,
+    #[serde(default = "default_pass")]
+    pub pass: String,
+}
+
+fn default_pass() -> String {
+    "x".into()
+}
+
+/// How the client behaves; every field has a default (the `[stratum]` table
+/// of the config file).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StratumOptions {
+    /// Ask for BIP310 version rolling with mining.configure.
+    pub version_rolling: bool,
+    /// The version mask asked for, as hex ("1fffe000").
+    pub version_mask: String,
+    /// Send mining.extranonce.subscribe (NiceHash-style extranonce changes).
+    pub extranonce_subscribe: bool,
+    /// Follow client.reconnect to another host (by default only the same host).
+    pub allow_foreign_reconnect: bool,
+    /// Failed connection attempts on a pool before failing over to the next.
+    pub retries_before_failover: u32,
+    /// First reconnect delay, doubled per failure up to `backoff_max_secs`.
+    pub backoff_min_ms: u64,
+    pub backoff_max_secs: u64,
+    /// Time on a backup pool before trying the primary again.
+    pub hold_down_secs: u64,
+    /// Seconds between probes of the primary after the hold-down.
+    pub probe_interval_secs: u64,
+    /// No message from the pool for this long: the connection is dead.
+    pub idle_timeout_secs: u64,
+    /// No answer to a request for this long: the connection is dead.
+    pub response_timeout_secs: u64,
+    /// Republish the current job with ntime advanced to real time this often
+    /// (0: never roll ntime).
+    pub ntime_roll_secs: u64,
+    /// Shares kept while disconnected, oldest dropped first.
+    pub max_queued_shares: usize,
+}
+
+impl Default for StratumOptions {
+    fn default() -> Self {
+        StratumOptions {
+            version_rolling: true,
+            version_mask: format!("{:08x}", proto::DEFAULT_VERSION_MASK),
+            extranonce_subscribe: true,
+            allow_foreign_reconnect: false,
+            retries_before_failover: 3,
+            backoff_min_ms: 500,
+            backoff_max_secs: 30,
+            hold_down_secs: 300,
+            probe_interval_secs: 30,
+            idle_timeout_secs: 300,
+            response_timeout_secs: 30,
+            ntime_roll_secs: 30,
+            max_queued_shares: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StratumConfig {
+    /// The first is the primary; the rest are backups, in order.
+    pub pools: Vec<PoolConfig>,
+    pub options: StratumOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StratumError {
+    #[error("no pool configured")]
+    NoPools,
+    #[error("pool URL {0:?}: {1}")]
+    Url(String, &'static str),
+    #[error("version_mask {0:?} is not 8 hex digits")]
+    Mask(String),
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// `stratum+tcp://host:port` (also `tcp://host:port` and `host:port`).
+pub fn parse_url(url: &str) -> Result<(String, u16), StratumError> {
+    let err = |why| StratumError::Url(url.to_owned(), why);
+    let rest = if let Some((scheme, rest)) = url.split_once("://") {
+        match scheme {
+            "stratum+tcp" | "tcp" | "stratum" => rest,
+            "stratum+ssl" | "stratum+tls" | "ssl" | "tls" => return Err(err("TLS pools are not supported in this build; use stratum+tcp://")),
+            _ => return Err(err("scheme must be stratum+tcp://")),
+        }
+    } else {
+        url
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').ok_or(err("no :port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return Err(err("no host"));
+    }
+    let port: u16 = port.parse().map_err(|_| err("bad port"))?;
+    if port == 0 {
+        return Err(err("port 0"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+impl StratumConfig {
+    /// Checks every URL and the mask; what [`run`] would refuse, refused early.
+    pub fn validate(&self) -> Result<(), StratumError> {
+        if self.pools.is_empty() {
+            return Err(StratumError::NoPools);
+        }
+        for p in &self.pools {
+            parse_url(&p.url)?;
+        }
+        self.mask()?;
+        Ok(())
+    }
+
+    pub fn mask(&self) -> Result<u32, StratumError> {
+        let m = &self.options.version_mask;
+        if m.len() != 8 {
+            return Err(StratumError::Mask(m.clone()));
+        }
+        u32::from_str_radix(m, 16).map_err(|_| StratumError::Mask(m.clone()))
+    }
+}
+
+/// Why a share ended as it did: the `reason` label of
+/// `hashrig_pool_shares_total`, a fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareReason {
+    /// Accepted.
+    None,
+    /// The pool: already submitted.
+    Duplicate,
+    /// The pool: above the target / low difficulty.
+    LowDifficulty,
+    /// The pool: stale, job not found, block changed.
+    StaleJob,
+    /// The pool: not authorised / not subscribed.
+    Unauthorized,
+    /// The pool: ntime or version outside what it allows.
+    BadTimeOrVersion,
+    /// The pool: anything else.
+    Other,
+    /// Not sent: its job was cleared before it could go out.
+    JobGone,
+    /// Not sent: the session changed (failover, new extranonce1).
+    SessionChanged,
+    /// Sent but never answered before the connection went.
+    NoAnswer,
+}
+
+impl ShareReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            ShareReason::None => "none",
+            ShareReason::Duplicate => "duplicate",
+            ShareReason::LowDifficulty => "low_difficulty",
+            ShareReason::StaleJob => "stale_job",
+            ShareReason::Unauthorized => "unauthorized",
+            ShareReason::BadTimeOrVersion => "bad_time_or_version",
+            ShareReason::Other => "other",
+            ShareReason::JobGone => "job_gone",
+            ShareReason::SessionChanged => "session_changed",
+            ShareReason::NoAnswer => "no_answer",
+        }
+    }
+
+    /// Classifies a pool's error (code and message as pools send them:
+    /// 21 job not found / stale, 22 duplicate, 23 low difficulty, 24/25
+    /// unauthorised / not subscribed).
+    pub fn from_pool_error(text: &str) -> ShareReason {
+        let t = text.to_ascii_lowercase();
+        let code = t.split_whitespace().next().and_then(|c| c.parse::<i64>().ok());
+        if t.contains("duplicate") || code == Some(22) {
+            ShareReason::Duplicate
+        } else if t.contains("stale") || t.contains("job not found") || t.contains("unknown job") || code == Some(21) {
+            ShareReason::StaleJob
+        } else if t.contains("low diff") || t.contains("above target") || t.contains("high-hash") || code == Some(23) {
+            ShareReason::LowDifficulty
+        } else if t.contains("unauthori") || t.contains("not subscribed") || code == Some(24) || code == Some(25) {
+            ShareReason::Unauthorized
+        } else if t.contains("time") || t.contains("version") {
+            ShareReason::BadTimeOrVersion
+        } else {
+            ShareReason::Other
+        }
+    }
+
+    /// A pool's rejection that means the share was stale rather than bad.
+    pub fn is_stale(self) -> bool {
+        matches!(self, ShareReason::StaleJob | ShareReason::JobGone | ShareReason::SessionChanged)
+    }
+}
+
+/// Mines for the configured pools until `stop` is set.
+pub fn run(
+    cfg: StratumConfig,
+    sched: Arc<PowScheduler>,
+    hits: Receiver<Hit>,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), StratumError> {
+    cfg.validate()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(client::Client::new(cfg, sched, stats, metrics, stop.clone()).run(hits));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("stratum+tcp://pool.example.com:3333").unwrap(), ("pool.example.com".into(), 3333));
+        assert_eq!(parse_url("127.0.0.1:1").unwrap(), ("127.0.0.1".into(), 1));
+        assert_eq!(parse_url("stratum+tcp://[::1]:3333/").unwrap(), ("::1".into(), 3333));
+        for bad in ["stratum+ssl://h:1", "http://h:1", "stratum+tcp://h", "stratum+tcp://:1", "h:0", "h:x"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_a_fixed_set() {
+        assert_eq!(ShareReason::from_pool_error("23 Low difficulty share"), ShareReason::LowDifficulty);
+        assert_eq!(ShareReason::from_pool_error("21 Job not found"), ShareReason::StaleJob);
+        assert_eq!(ShareReason::from_pool_error("22 Duplicate share"), ShareReason::Duplicate);
+        assert_eq!(ShareReason::from_pool_error("-1 Stale"), ShareReason::StaleJob);
+        assert_eq!(ShareReason::from_pool_error("20 ntime out of range"), ShareReason::BadTimeOrVersion);
+        assert_eq!(ShareReason::from_pool_error("whatever"), ShareReason::Other);
+    }
+}

@@ -1,0 +1,335 @@
+//! Ed25519 under two policies, single and batch, both with the cofactored
+//! equation `[8](S·B − k·A − R) = 0`, so single and batch always agree.
+//!
+//! * [`Ed25519Policy::Zip215`]: A and R may use any encoding that decodes to a
+//!   curve point (non-canonical y ≥ p, "negative zero" x), small-order points
+//!   allowed; S must be < ℓ. `k = SHA-512(R_bytes ‖ A_bytes ‖ M)` over the
+//!   bytes as sent.
+//! * [`Ed25519Policy::Strict`]: as above, plus A and R must be canonical
+//!   encodings and must not be of small order.
+//!
+//! The batch verifier checks `[8](Σ zᵢRᵢ + Σ zᵢkᵢAᵢ − (Σ zᵢsᵢ)B) = 0` with
+//! 128-bit random zᵢ; when that fails it bisects (reusing the decoded points
+//! and hashes) until exactly the failing items are marked.
+
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use rand::RngCore;
+use sha2::{Digest, Sha512};
+
+use super::Reason;
+
+/// Which Ed25519 encodings and points are accepted (the equation is always
+/// the cofactored one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ed25519Policy {
+    /// ZIP-215 (Zcash, Penumbra, ed25519-zebra, ed25519-consensus).
+    Zip215,
+    /// Canonical encodings only, small-order A and R rejected.
+    Strict,
+}
+
+/// An item decoded and hashed, ready for the equation.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    a: EdwardsPoint,
+    r: EdwardsPoint,
+    s: Scalar,
+    k: Scalar,
+}
+
+/// Whether a 32-byte encoding is canonical, from the bytes alone: y < p,
+/// and no sign bit on x = 0 (x = 0 only for y = 1 and y = p − 1). The
+/// encoding must decode; this only says whether it is the canonical one.
+fn is_canonical(b: &[u8; 32]) -> bool {
+    let sign = b[31] >> 7;
+    let mut y = *b;
+    y[31] &= 0x7f;
+    // y ≥ p = 2^255 − 19 ⇔ y[0] ≥ 0xed and every other byte is all ones.
+    let ge_p = y[0] >= 0xed && y[1..31].iter().all(|&v| v == 0xff) && y[31] == 0x7f;
+    if ge_p {
+        return false;
+    }
+    const ONE: [u8; 32] = {
+        let mut o = [0u8; 32];
+        o[0] = 1;
+        o
+    };
+    const P_MINUS_1: [u8; 32] = {
+        let mut o = [0xffu8; 32];
+        o[0] = 0xec;
+        o[31] = 0x7f;
+        o
+    };
+    !(sign == 1 && (y == ONE || y == P_MINUS_1))
+}
+
+/// A decoded point and what the strict policy needs to know about it.
+#[derive(Clone, Copy)]
+struct Decoded {
+    point: EdwardsPoint,
+    canonical: bool,
+    small_order: bool,
+}
+
+fn decode_raw(bytes: &[u8; 32]) -> Option<Decoded> {
+    let point = CompressedEdwardsY(*bytes).decompress()?;
+    Some(Decoded { point, canonical: is_canonical(bytes), small_order: point.is_small_order() })
+}
+
+/// Decoded Ed25519 keys: 16 × 1024 entries (≈ 4 MiB at most).
+fn key_cache() -> &'static super::cache::KeyCache<[u8; 32], Option<Decoded>> {
+    static C: std::sync::OnceLock<super::cache::KeyCache<[u8; 32], Option<Decoded>>> = std::sync::OnceLock::new();
+    C.get_or_init(|| super::cache::KeyCache::new(1024))
+}
+
+fn decode(bytes: &[u8; 32], policy: Ed25519Policy, is_key: bool) -> Result<EdwardsPoint, Reason> {
+    let (enc, noncanon, small) = if is_key {
+        (Reason::PubkeyEncoding, Reason::NonCanonicalPubkey, Reason::SmallOrderPubkey)
+    } else {
+        (Reason::REncoding, Reason::NonCanonicalR, Reason::SmallOrderR)
+    };
+    if is_key {
+        let d = key_cache().get_or_insert(bytes, bytes[0], decode_raw).ok_or(enc)?;
+        if policy == Ed25519Policy::Strict {
+            if !d.canonical {
+                return Err(noncanon);
+            }
+            if d.small_order {
+                return Err(small);
+            }
+        }
+        return Ok(d.point);
+    }
+    let p = CompressedEdwardsY(*bytes).decompress().ok_or(enc)?;
+    if policy == Ed25519Policy::Strict {
+        if !is_canonical(bytes) {
+            return Err(noncanon);
+        }
+        if p.is_small_order() {
+            return Err(small);
+        }
+    }
+    Ok(p)
+}
+
+/// Decode and hash one item; a malformed item gets its reason.
+pub fn prepare(policy: Ed25519Policy, pubkey: &[u8], msg: &[u8], sig: &[u8]) -> Result<Prepared, Reason> {
+    let pk: &[u8; 32] = pubkey.try_into().map_err(|_| Reason::PubkeyLength)?;
+    let sig: &[u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
+    let mut r_bytes = [0u8; 32];
+    let mut s_bytes = [0u8; 32];
+    r_bytes.copy_from_slice(&sig[..32]);
+    s_bytes.copy_from_slice(&sig[32..]);
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).ok_or(Reason::SNotReduced)?;
+    let a = decode(pk, policy, true)?;
+    let r = decode(&r_bytes, policy, false)?;
+    let mut h = Sha512::new();
+    h.update(r_bytes);
+    h.update(pk);
+    h.update(msg);
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&h.finalize());
+    let k = Scalar::from_bytes_mod_order_wide(&wide);
+    Ok(Prepared { a, r, s, k })
+}
+
+/// The cofactored equation for one item.
+pub fn check_single(p: &Prepared) -> bool {
+    // s·B − k·A
+    let sb_minus_ka = EdwardsPoint::vartime_double_scalar_mul_basepoint(&p.k, &(-p.a), &p.s);
+    (sb_minus_ka - p.r).mul_by_cofactor().is_identity()
+}
+
+/// Verify one item end to end.
+pub fn verify(policy: Ed25519Policy, pubkey: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), Reason> {
+    let p = prepare(policy, pubkey, msg, sig)?;
+    if check_single(&p) {
+        Ok(())
+    } else {
+        Err(Reason::BadSignature)
+    }
+}
+
+/// Below this many items bisection stops and items are checked one by one
+/// (a batch equation over 2 items costs about as much as 2 singles).
+const SINGLES_BELOW: usize = 3;
+
+/// The batch equation over `items` with fresh random weights.
+pub fn check_batch(items: &[&Prepared]) -> bool {
+    match items.len() {
+        0 => return true,
+        1 => return check_single(items[0]),
+        _ => {}
+    }
+    let mut rng = rand::rng();
+    let mut b_coeff = Scalar::ZERO;
+    let mut scalars = Vec::with_capacity(2 * items.len() + 1);
+    let mut points = Vec::with_capacity(2 * items.len() + 1);
+    scalars.push(Scalar::ZERO); // B's coefficient, filled in below
+    points.push(ED25519_BASEPOINT_POINT);
+    for p in items {
+        let mut zb = [0u8; 32];
+        rng.fill_bytes(&mut zb[..16]);
+        let z = Scalar::from_bytes_mod_order(zb);
+        b_coeff -= z * p.s;
+        scalars.push(z);
+        points.push(p.r);
+        scalars.push(z * p.k);
+        points.push(p.a);
+    }
+    scalars[0] = b_coeff;
+    EdwardsPoint::vartime_multiscalar_mul(scalars.iter(), points.iter()).mul_by_cofactor().is_identity()
+}
+
+/// Bisection may spend at most this many times the batch's size in batch
+/// equation items (the first full equation included); past that the items
+/// still undecided are checked one by one. One bad item in n costs ≈ 2n;
+/// a batch of only bad items (a peer trying to make us work) then costs at
+/// most ≈ 1 + 4 × 0.4 + 1 single verifications per item instead of log₂ n
+/// full passes.
+const BISECT_BUDGET: usize = 4;
+
+/// Verify prepared items: one batch equation, bisected on failure. `out[i]`
+/// is set to whether `items[i]` verifies (the same answer [`check_single`]
+/// gives, whatever else is in the batch).
+pub fn verify_prepared(items: &[&Prepared], out: &mut [bool]) {
+    debug_assert_eq!(items.len(), out.len());
+    let mut budget = BISECT_BUDGET * items.len();
+    bisect(items, out, &mut budget);
+}
+
+fn bisect(items: &[&Prepared], out: &mut [bool], budget: &mut usize) {
+    if items.len() < SINGLES_BELOW || *budget < items.len() {
+        for (o, p) in out.iter_mut().zip(items) {
+            *o = check_single(p);
+        }
+        return;
+    }
+    *budget -= items.len();
+    if check_batch(items) {
+        out.iter_mut().for_each(|o| *o = true);
+        return;
+    }
+    let mid = items.len() / 2;
+    let (lo, hi) = out.split_at_mut(mid);
+    bisect(&items[..mid], lo, budget);
+    bisect(&items[mid..], hi, budget);
+}
+
+/// Deterministic Ed25519 signing (RFC 8032) from a 32-byte seed, for the
+/// demo feed, the benches and tests. Returns (public key, signature).
+pub fn sign(seed: &[u8; 32], msg: &[u8]) -> ([u8; 32], [u8; 64]) {
+    let h = Sha512::digest(seed);
+    let mut a_bytes = [0u8; 32];
+    a_bytes.copy_from_slice(&h[..32]);
+    a_bytes[0] &= 248;
+    a_bytes[31] &= 127;
+    a_bytes[31] |= 64;
+    let a = Scalar::from_bytes_mod_order(a_bytes);
+    let pk = EdwardsPoint::mul_base(&a).compress().to_bytes();
+    let mut rh = Sha512::new();
+    rh.update(&h[32..]);
+    rh.update(msg);
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&rh.finalize());
+    let r = Scalar::from_bytes_mod_order_wide(&wide);
+    let big_r = EdwardsPoint::mul_base(&r).compress().to_bytes();
+    let mut kh = Sha512::new();
+    kh.update(big_r);
+    kh.update(pk);
+    kh.update(msg);
+    wide.copy_from_slice(&kh.finalize());
+    let k = Scalar::from_bytes_mod_order_wide(&wide);
+    let s = r + k * a;
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&big_r);
+    sig[32..].copy_from_slice(s.as_bytes());
+    (pk, sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_from_bytes_matches_reencoding() {
+        use rand::RngCore;
+        let mut rng = rand::rng();
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        for i in 0..40u8 {
+            // y near p, y = 0/1/p−1, each with both sign bits.
+            let mut b = [0xffu8; 32];
+            b[0] = 0xd0 + i;
+            b[31] = 0x7f;
+            cases.push(b);
+            let mut one = [0u8; 32];
+            one[0] = i;
+            cases.push(one);
+        }
+        let mut pm1 = [0xffu8; 32];
+        pm1[0] = 0xec;
+        pm1[31] = 0x7f;
+        cases.push(pm1);
+        for _ in 0..2000 {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            cases.push(b);
+        }
+        for mut b in cases {
+            for sign in [0u8, 0x80] {
+                b[31] = (b[31] & 0x7f) | sign;
+                if let Some(p) = CompressedEdwardsY(b).decompress() {
+                    assert_eq!(is_canonical(&b), p.compress().to_bytes() == b, "{b:02x?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_bad_and_every_other_bad() {
+        for bad in [|_: u8| true, |i: u8| i % 2 == 0] {
+            let items: Vec<Prepared> = (0..50u8)
+                .map(|i| {
+                    let (pk, sig) = sign(&[i; 32], &[i]);
+                    let msg = if bad(i) { vec![i, 9] } else { vec![i] };
+                    prepare(Ed25519Policy::Zip215, &pk, &msg, &sig).unwrap()
+                })
+                .collect();
+            let refs: Vec<&Prepared> = items.iter().collect();
+            let mut out = vec![false; refs.len()];
+            verify_prepared(&refs, &mut out);
+            for (i, ok) in out.iter().enumerate() {
+                assert_eq!(*ok, !bad(i as u8), "item {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn sign_then_verify_both_policies() {
+        let (pk, sig) = sign(&[7; 32], b"hashrig");
+        for pol in [Ed25519Policy::Zip215, Ed25519Policy::Strict] {
+            assert_eq!(verify(pol, &pk, b"hashrig", &sig), Ok(()));
+            assert_eq!(verify(pol, &pk, b"hashriG", &sig), Err(Reason::BadSignature));
+        }
+    }
+
+    #[test]
+    fn bisection_marks_exactly_the_bad() {
+        let items: Vec<Prepared> = (0..37u8)
+            .map(|i| {
+                let (pk, sig) = sign(&[i; 32], &[i]);
+                let msg = if i % 11 == 3 { vec![i, 1] } else { vec![i] };
+                prepare(Ed25519Policy::Zip215, &pk, &msg, &sig).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Prepared> = items.iter().collect();
+        let mut out = vec![false; refs.len()];
+        verify_prepared(&refs, &mut out);
+        for (i, ok) in out.iter().enumerate() {
+            assert_eq!(*ok, i % 11 != 3, "item {i}");
+        }
+    }
+}
