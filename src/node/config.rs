@@ -44,8 +44,10 @@ pub struct AdapterArgs {
     /// Solo mine on a node's RPC (http://HOST:PORT) with getblocktemplate.
     #[arg(long, value_name = "URL", conflicts_with = "pool")]
     pub node: Option<String>,
+    /// The node's RPC user (with --rpc-pass; or use --rpc-cookie).
     #[arg(long, value_name = "USER", requires = "rpc_pass", conflicts_with = "rpc_cookie")]
     pub rpc_user: Option<String>,
+    /// The node's RPC password.
     #[arg(long, value_name = "PASS", requires = "rpc_user")]
     pub rpc_pass: Option<String>,
     /// The node's .cookie file (instead of --rpc-user/--rpc-pass).
