@@ -37,5 +37,45 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The GPU kernel through its dispatch ring: `sha256d-gpu/<adapter>`, one
+/// iteration = 2^22 nonces. Hardware adapters first; skipped with a note
+/// when there is no Vulkan adapter at all.
+#[cfg(feature = "gpu")]
+fn bench_gpu(c: &mut Criterion) {
+    use hashrig::gpu::{self, ContextOptions, GpuContext};
+    const GPU_NONCES: u64 = 1 << 22;
+    let mut all = gpu::adapters();
+    all.sort_by_key(|a| a.summary.software);
+    let Some(a) = all.first() else {
+        eprintln!("sha256d-gpu: no Vulkan adapter, GPU bench skipped");
+        return;
+    };
+    let mut ctx = match GpuContext::new(a, &ContextOptions::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sha256d-gpu: {} unusable ({e}), GPU bench skipped", a.summary.name);
+            return;
+        }
+    };
+    let input = SearchInput::new(&[0x3c; 80], &[0u8; 32]);
+    let mut g = c.benchmark_group("sha256d-gpu");
+    g.throughput(Throughput::Elements(GPU_NONCES));
+    g.sample_size(10);
+    let id = format!("{} {}x{}", a.summary.name, ctx.tune.wg, ctx.tune.npt);
+    let mut start = 0u32;
+    g.bench_function(BenchmarkId::from_parameter(id), |b| {
+        b.iter(|| {
+            start = start.wrapping_add(GPU_NONCES as u32);
+            black_box(ctx.scan(&input, NonceRange::new(start, GPU_NONCES), GPU_NONCES / 4).map(|o| o.hashes))
+        })
+    });
+    g.finish();
+}
+
+#[cfg(not(feature = "gpu"))]
+fn bench_gpu(_: &mut Criterion) {
+    eprintln!("sha256d-gpu: built without the gpu feature, GPU bench skipped");
+}
+
+criterion_group!(benches, bench, bench_gpu);
 criterion_main!(benches);

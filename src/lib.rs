@@ -7,6 +7,8 @@
 
 pub mod chain;
 pub mod cli;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod metrics;
 pub mod node;
 pub mod pow;

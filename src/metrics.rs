@@ -86,6 +86,49 @@ pub struct Metrics {
     pub block_submit_answers: IntCounterVec,
     /// JSON-RPC calls to the node that failed, by method.
     pub rpc_errors: IntCounterVec,
+
+    /// GPU engine metrics (issue 3).
+    pub gpu: GpuMetrics,
+}
+
+// ── GPU engine (issue 3) ─────────────────────────────────────────────────────
+// Hashes, hardware errors and job switch latency of the GPU engine go in the
+// shared series above with engine="gpu"; these are the GPU's own.
+pub struct GpuMetrics {
+    /// One series per adapter in use, value 1: name, driver, backend, tune.
+    pub adapter_info: IntGaugeVec,
+    /// Devices lost (driver reset, hang, removal); their work went back to the other engines.
+    pub device_lost: IntCounterVec,
+    /// Kernel time per dispatch (timestamp queries; submit-to-readback where the adapter has none).
+    pub dispatch_seconds: HistogramVec,
+    /// Dispatches whose hits overflowed the slot array and were re-scanned on the CPU.
+    pub hit_overflows: IntCounterVec,
+}
+
+impl GpuMetrics {
+    fn register(r: &Registry) -> GpuMetrics {
+        let adapter_info = IntGaugeVec::new(
+            Opts::new("hashrig_gpu_adapter_info", "GPU adapters in use (value is always 1)."),
+            &["device", "name", "driver", "backend", "tune"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(adapter_info.clone())).expect("metric registered once");
+        let device_lost = counter(r, "hashrig_gpu_device_lost_total", "GPU devices lost; their work went back to the other engines.", &["device"]);
+        let dispatch_seconds = HistogramVec::new(
+            HistogramOpts::new("hashrig_gpu_dispatch_seconds", "Kernel time of one sha256d dispatch.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0]),
+            &["device"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(dispatch_seconds.clone())).expect("metric registered once");
+        let hit_overflows = counter(
+            r,
+            "hashrig_gpu_hit_overflows_total",
+            "Dispatches with more hits than slots, re-scanned on the CPU.",
+            &["device"],
+        );
+        GpuMetrics { adapter_info, device_lost, dispatch_seconds, hit_overflows }
+    }
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -207,7 +250,9 @@ impl Metrics {
         let block_submit_answers =
             counter(&r, "hashrig_block_submit_answers_total", "The node's answers to submitblock.", &["answer"]);
         let rpc_errors = counter(&r, "hashrig_rpc_errors_total", "Failed JSON-RPC calls to the node, by method.", &["method"]);
+        let gpu = GpuMetrics::register(&r);
         Arc::new(Metrics {
+            gpu,
             registry: r,
             pool_connected,
             pool_difficulty,

@@ -32,13 +32,53 @@ pub struct PowBenchArgs {
     /// Print one JSON object; `hashes_per_sec` is the all-thread total.
     #[arg(long)]
     pub json: bool,
-    /// Write (or update the [pow_cpu] section of) a hardware profile TOML.
+    /// Write (or update the [pow_cpu] / [[pow_gpu]] sections of) a hardware profile TOML.
     #[arg(long)]
     pub profile_out: Option<std::path::PathBuf>,
+    /// Which engines: cpu, gpu, or all (CPU and every usable GPU at once).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub engine: BenchEngine,
+    #[command(flatten)]
+    pub gpu: super::gpu::GpuArgs,
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchEngine {
+    Cpu,
+    Gpu,
+    All,
+}
+
+/// One GPU's share of a measurement.
+#[derive(Clone, Debug, Default)]
+struct GpuRate {
+    device: String,
+    adapter: String,
+    tune: String,
+    hashes_per_sec: f64,
+    /// Mean kernel time per dispatch over the measured window.
+    dispatch_seconds: f64,
+}
+
+#[cfg(feature = "gpu")]
+type Gpus = Vec<(String, crate::gpu::GpuContext)>;
+#[cfg(not(feature = "gpu"))]
+type Gpus = Vec<(String, ())>;
 
 /// Hashes per second of `plan`'s workers over `seconds`, after a warm-up.
 fn measure(plan: PinPlan, backend: Backend, pin: bool, seconds: f64) -> anyhow::Result<f64> {
+    Ok(measure_engines(Some(plan), Vec::new(), backend, pin, seconds)?.0)
+}
+
+/// Total hashes per second of the CPU workers in `plan` (if any) and the
+/// GPU engines, run together on one job, and each GPU's share.
+fn measure_engines(
+    plan: Option<PinPlan>,
+    gpus: Gpus,
+    backend: Backend,
+    pin: bool,
+    seconds: f64,
+) -> anyhow::Result<(f64, Vec<GpuRate>)> {
     let metrics = Metrics::new();
     let stats = Arc::new(Stats::new());
     let (sched, _hits) = PowScheduler::new(metrics.clone());
@@ -62,20 +102,59 @@ fn measure(plan: PinPlan, backend: Backend, pin: bool, seconds: f64) -> anyhow::
         source: "demo",
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let engine = CpuEngine::start(
-        CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin },
-        sched,
-        stats.clone(),
-        metrics,
-        stop.clone(),
-    )?;
+    let engine = match plan {
+        Some(plan) => Some(CpuEngine::start(
+            CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin },
+            sched.clone(),
+            stats.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )?),
+        None => None,
+    };
+    let mut rates: Vec<GpuRate> = Vec::new();
+    #[cfg(feature = "gpu")]
+    let gpu_engines = {
+        let mut v = Vec::new();
+        for (device, ctx) in gpus {
+            rates.push(GpuRate { device: device.clone(), adapter: ctx.summary.name.clone(), tune: ctx.tune.to_string(), ..Default::default() });
+            let cfg = crate::sched::GpuConfig { device, dispatch_time: crate::sched::gpu::DEFAULT_DISPATCH_TIME };
+            v.push(crate::sched::GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone())?);
+        }
+        v
+    };
+    #[cfg(not(feature = "gpu"))]
+    let _ = gpus;
+    let gpu_counts = |r: &GpuRate| {
+        let h = metrics.hashes.with_label_values(&["gpu", &r.device]).get();
+        let d = metrics.gpu.dispatch_seconds.with_label_values(&[&r.device]);
+        (h, d.get_sample_sum(), d.get_sample_count())
+    };
+    // Warm-up: one second, and at least until every GPU has finished its
+    // self-test and a few dispatches (software adapters take a while).
+    let warm = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
+    while warm.elapsed() < Duration::from_secs(30) && rates.iter().any(|r| gpu_counts(r).2 < 3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before: Vec<_> = rates.iter().map(gpu_counts).collect();
     let (t0, h0) = (Instant::now(), stats.hashes.load(Ordering::Relaxed));
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let (dt, h1) = (t0.elapsed().as_secs_f64(), stats.hashes.load(Ordering::Relaxed));
+    for (r, (h, sum, n)) in rates.iter_mut().zip(before) {
+        let (h2, sum2, n2) = gpu_counts(r);
+        r.hashes_per_sec = (h2 - h) as f64 / dt;
+        r.dispatch_seconds = if n2 > n { (sum2 - sum) / (n2 - n) as f64 } else { 0.0 };
+    }
     stop.store(true, Ordering::Relaxed);
-    engine.join();
-    Ok((h1 - h0) as f64 / dt)
+    if let Some(e) = engine {
+        e.join();
+    }
+    #[cfg(feature = "gpu")]
+    for e in gpu_engines {
+        e.join();
+    }
+    Ok(((h1 - h0) as f64 / dt, rates))
 }
 
 pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -91,32 +170,88 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let all = PinPlan::build(&topo, &a.cpu.plan_options())?;
     let one = PinPlan::build(&topo, &PlanOptions { threads: Some(1), ..a.cpu.plan_options() })?;
     let threads = all.worker_count();
+    let use_cpu = a.engine != BenchEngine::Gpu;
+    let gpus = if a.engine == BenchEngine::Cpu { Vec::new() } else { start_gpus(&a.gpu)? };
     if !a.json {
-        println!("cpu: {} | path {} | {} threads", super::devices::cpu_model(), backend.name(), threads);
+        if use_cpu {
+            println!("cpu: {} | path {} | {} threads", super::devices::cpu_model(), backend.name(), threads);
+        }
+        #[cfg(feature = "gpu")]
+        for (d, c) in &gpus {
+            println!("{d}: {} | {} | driver {} {}", c.summary.name, c.tune, c.summary.driver, c.summary.driver_info);
+        }
     }
-    let single = measure(one, backend, !a.cpu.no_pin, a.seconds)?;
-    if !a.json {
-        println!("1 thread:   {:>10.2} MH/s", single / 1e6);
+    let (mut single, mut cpu_total) = (0.0, 0.0);
+    if use_cpu {
+        single = measure(one, backend, !a.cpu.no_pin, a.seconds)?;
+        if !a.json {
+            println!("1 thread:   {:>10.2} MH/s", single / 1e6);
+        }
+        if a.engine == BenchEngine::Cpu {
+            cpu_total = if threads > 1 { measure(all.clone(), backend, !a.cpu.no_pin, a.seconds)? } else { single };
+        }
     }
-    let total = if threads > 1 { measure(all, backend, !a.cpu.no_pin, a.seconds)? } else { single };
+    let (total, gpu_rates) = if a.engine == BenchEngine::Cpu {
+        (cpu_total, Vec::new())
+    } else {
+        let (t, r) = measure_engines(use_cpu.then_some(all), gpus, backend, !a.cpu.no_pin, a.seconds)?;
+        if use_cpu {
+            cpu_total = t - r.iter().map(|g| g.hashes_per_sec).sum::<f64>();
+        }
+        (t, r)
+    };
+    let engine_name = match a.engine {
+        BenchEngine::Cpu => "cpu",
+        BenchEngine::Gpu => "gpu",
+        BenchEngine::All => "all",
+    };
     if a.json {
-        let v = serde_json::json!({
-            "engine": "cpu",
-            "backend": backend.name(),
-            "cpu_model": super::devices::cpu_model(),
-            "threads": threads,
+        let mut v = serde_json::json!({
+            "engine": engine_name,
             "seconds": a.seconds,
-            "per_thread_hashes_per_sec": single,
             "hashes_per_sec": total,
-            "scaling": total / single,
         });
+        if use_cpu {
+            v["backend"] = backend.name().into();
+            v["cpu_model"] = super::devices::cpu_model().into();
+            v["threads"] = threads.into();
+            v["per_thread_hashes_per_sec"] = single.into();
+            v["cpu_hashes_per_sec"] = cpu_total.into();
+            v["scaling"] = (cpu_total / single).into();
+        }
+        if a.engine != BenchEngine::Cpu {
+            v["gpu_hashes_per_sec"] = gpu_rates.iter().map(|g| g.hashes_per_sec).sum::<f64>().into();
+            v["gpus"] = gpu_rates
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "device": g.device,
+                        "adapter": g.adapter,
+                        "tune": g.tune,
+                        "hashes_per_sec": g.hashes_per_sec,
+                        "dispatch_seconds": g.dispatch_seconds,
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
         println!("{v}");
     } else {
-        println!(
-            "{threads} threads: {:>10.2} MH/s ({:.2}x one thread)",
-            total / 1e6,
-            total / single
-        );
+        if use_cpu {
+            println!("{threads} threads: {:>10.2} MH/s ({:.2}x one thread)", cpu_total / 1e6, cpu_total / single);
+        }
+        for g in &gpu_rates {
+            println!(
+                "{}: {:>10.2} MH/s | {:.2} ms kernel time per dispatch | {}",
+                g.device,
+                g.hashes_per_sec / 1e6,
+                g.dispatch_seconds * 1e3,
+                g.adapter
+            );
+        }
+        if a.engine == BenchEngine::All {
+            println!("total:      {:>10.2} MH/s", total / 1e6);
+        }
     }
     if let Some(path) = &a.profile_out {
         let mut p = crate::profile::HwProfile::load(path)?.unwrap_or_default();
@@ -124,21 +259,60 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             note: p.machine.note.clone(),
             ..crate::profile::Machine::detect(&topo, super::devices::cpu_model())
         };
-        p.pow_cpu = Some(crate::profile::PowCpu {
-            hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
-            date: crate::profile::utc_date(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            backend: backend.name().to_string(),
-            threads,
-            seconds: a.seconds,
-            per_thread_hashes_per_sec: single,
-            all_threads_hashes_per_sec: total,
-            scaling: total / single,
-        });
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        if use_cpu {
+            p.pow_cpu = Some(crate::profile::PowCpu {
+                hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
+                date: crate::profile::utc_date(),
+                command: command.clone(),
+                backend: backend.name().to_string(),
+                threads,
+                seconds: a.seconds,
+                per_thread_hashes_per_sec: single,
+                all_threads_hashes_per_sec: cpu_total,
+                scaling: cpu_total / single,
+            });
+        }
+        if a.engine != BenchEngine::Cpu {
+            // One entry per (device, alone or beside the CPU): a gpu run and an
+            // all run of the same machine both stay.
+            p.pow_gpu.retain(|old| old.with_cpu != use_cpu || !gpu_rates.iter().any(|g| g.device == old.device));
+            let fresh: Vec<_> = gpu_rates
+                .iter()
+                .map(|g| crate::profile::PowGpu {
+                    hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
+                    date: crate::profile::utc_date(),
+                    command: command.clone(),
+                    device: g.device.clone(),
+                    adapter: g.adapter.clone(),
+                    tune: g.tune.clone(),
+                    seconds: a.seconds,
+                    hashes_per_sec: g.hashes_per_sec,
+                    dispatch_seconds: g.dispatch_seconds,
+                    with_cpu: use_cpu,
+                    total_hashes_per_sec: total,
+                })
+                .collect();
+            p.pow_gpu.extend(fresh);
+        }
         p.save(path)?;
         if !a.json {
             println!("profile written to {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "gpu")]
+fn start_gpus(a: &super::gpu::GpuArgs) -> anyhow::Result<Gpus> {
+    let (gpus, why) = super::gpu::start_contexts(a, true);
+    match why {
+        Some(why) => anyhow::bail!("no usable GPU: {why}"),
+        None => Ok(gpus),
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn start_gpus(_: &super::gpu::GpuArgs) -> anyhow::Result<Gpus> {
+    anyhow::bail!("{}", super::gpu::gpu_unavailable_reason())
 }

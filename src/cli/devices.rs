@@ -16,6 +16,24 @@ pub struct DevicesArgs {
     pub json: bool,
 }
 
+/// Every Vulkan adapter, as JSON values and as lines.
+#[cfg(feature = "gpu")]
+fn gpu_adapters() -> (Vec<serde_json::Value>, Vec<String>) {
+    let all = crate::gpu::adapters();
+    let json = all.iter().map(|a| serde_json::to_value(&a.summary).unwrap_or_default()).collect();
+    let lines = if all.is_empty() {
+        vec!["gpu: no Vulkan adapter found".to_string()]
+    } else {
+        all.iter().map(|a| a.summary.line()).collect()
+    };
+    (json, lines)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_adapters() -> (Vec<serde_json::Value>, Vec<String>) {
+    (Vec::new(), vec!["gpu: not compiled in (feature gpu)".to_string()])
+}
+
 /// The CPU model name, from /proc/cpuinfo where there is one.
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -70,7 +88,7 @@ pub fn feature_report() -> String {
     s.push_str(&format!(
         "features: numa {} gpu {}\n",
         if cfg!(feature = "numa") { "on" } else { "off" },
-        if cfg!(feature = "gpu") { "on (no GPU engine in this build yet)" } else { "off" }
+        if cfg!(feature = "gpu") { "on (wgpu, Vulkan)" } else { "off" }
     ));
     s
 }
@@ -86,6 +104,7 @@ pub fn main(a: DevicesArgs) -> anyhow::Result<ExitCode> {
             "pow_backend_selected": pow::detect().name(),
             "topology": topo,
             "plan": plan,
+            "gpu_adapters": gpu_adapters().0,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -93,6 +112,9 @@ pub fn main(a: DevicesArgs) -> anyhow::Result<ExitCode> {
     println!("hashrig {}", env!("CARGO_PKG_VERSION"));
     println!("cpu: {}", cpu_model());
     print!("{}", feature_report());
+    for l in gpu_adapters().1 {
+        println!("{l}");
+    }
     println!();
     println!("topology: {topo}");
     println!();

@@ -4,6 +4,7 @@
 
 mod bench;
 mod devices;
+mod gpu;
 mod run;
 mod scan;
 mod sigbench;

@@ -22,6 +22,11 @@ use crate::sig::{demo as sigdemo, RateMeter, SigEngine, SigEngineConfig};
 pub struct RunArgs {
     #[command(flatten)]
     pub cpu: super::CpuArgs,
+    /// Engines to mine with (default: every one, the GPUs where usable).
+    #[arg(long, value_delimiter = ',', value_enum, default_values = ["cpu", "gpu"])]
+    pub engines: Vec<EngineKind>,
+    #[command(flatten)]
+    pub gpu: super::gpu::GpuArgs,
     /// Address of the Prometheus /metrics endpoint (port 9787 on loopback by default).
     #[arg(long, default_value_t = super::default_metrics_addr())]
     pub metrics: SocketAddr,
@@ -49,6 +54,12 @@ pub struct RunArgs {
     /// Node adapter: --pool / --node / --config (issue 5).
     #[command(flatten)]
     pub adapter: crate::node::config::AdapterArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    Cpu,
+    Gpu,
 }
 
 fn status_line(stats: &Stats, metrics: &Metrics) -> String {
@@ -132,13 +143,20 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     let stats = Arc::new(Stats::new());
     let engine_plan = plan.clone();
     let (sched, hits) = PowScheduler::new(metrics.clone());
-    let engine = CpuEngine::start(
-        CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin: !a.cpu.no_pin },
-        sched.clone(),
-        stats.clone(),
-        metrics.clone(),
-        stop.clone(),
-    )?;
+    let gpu_engines = start_gpu_engines(&a, &sched, &stats, &metrics, &stop)?;
+    // With no GPU engine the CPU mines even when only `--engines gpu` was asked for.
+    let use_cpu = a.engines.contains(&EngineKind::Cpu) || gpu_engines.is_empty();
+    let engine = if use_cpu {
+        Some(CpuEngine::start(
+            CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin: !a.cpu.no_pin },
+            sched.clone(),
+            stats.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )?)
+    } else {
+        None
+    };
 
     // Signatures: one pool per NUMA worker group, the demo feed, sigserve.
     let mut sig_cfg = SigEngineConfig::new(engine_plan);
@@ -207,7 +225,10 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     // stops the engines too.
     stop.store(true, Ordering::Relaxed);
 
-    engine.join();
+    if let Some(e) = engine {
+        e.join();
+    }
+    join_gpu_engines(gpu_engines);
     if let Some(f) = sig_feed {
         let _ = f.join();
     }
@@ -220,3 +241,58 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     adapter_result?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(feature = "gpu")]
+type GpuEngines = Vec<crate::sched::GpuEngine>;
+#[cfg(not(feature = "gpu"))]
+type GpuEngines = Vec<()>;
+
+/// One GPU engine per usable adapter when `--engines` has gpu; with none,
+/// one warning and the CPU mines alone.
+#[cfg(feature = "gpu")]
+fn start_gpu_engines(
+    a: &RunArgs,
+    sched: &Arc<PowScheduler>,
+    stats: &Arc<Stats>,
+    metrics: &Arc<Metrics>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<GpuEngines> {
+    if !a.engines.contains(&EngineKind::Gpu) {
+        return Ok(Vec::new());
+    }
+    let (gpus, why) = super::gpu::start_contexts(&a.gpu, true);
+    if let Some(why) = why {
+        tracing::warn!("no usable GPU: {why}; mining on the CPU");
+    }
+    let mut out = Vec::new();
+    for (device, ctx) in gpus {
+        tracing::info!("{device}: {} | {} | driver {} {}", ctx.summary.name, ctx.tune, ctx.summary.driver, ctx.summary.driver_info);
+        let cfg = crate::sched::GpuConfig { device, dispatch_time: crate::sched::gpu::DEFAULT_DISPATCH_TIME };
+        out.push(crate::sched::GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone())?);
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn start_gpu_engines(
+    a: &RunArgs,
+    _: &Arc<PowScheduler>,
+    _: &Arc<Stats>,
+    _: &Arc<Metrics>,
+    _: &Arc<AtomicBool>,
+) -> anyhow::Result<GpuEngines> {
+    if a.engines.contains(&EngineKind::Gpu) && a.engines.len() == 1 {
+        tracing::warn!("{}; mining on the CPU", super::gpu::gpu_unavailable_reason());
+    }
+    Ok(Vec::new())
+}
+
+#[cfg(feature = "gpu")]
+fn join_gpu_engines(engines: GpuEngines) {
+    for e in engines {
+        e.join();
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn join_gpu_engines(_: GpuEngines) {}

@@ -14,6 +14,10 @@ use crate::pow::{self, NonceRange, SearchInput};
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanEngine {
     Cpu,
+    /// Every usable GPU adapter (and no CPU thread).
+    Gpu,
+    /// CPU threads and GPU adapters pulling slices of the same range.
+    All,
 }
 
 #[derive(Args, Debug)]
@@ -41,6 +45,8 @@ pub struct ScanArgs {
     /// SHA-256d code path (default: the fastest available).
     #[arg(long)]
     pub backend: Option<pow::Backend>,
+    #[command(flatten)]
+    pub gpu: super::gpu::GpuArgs,
 }
 
 fn bad_input(msg: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
@@ -87,7 +93,19 @@ pub fn main(a: ScanArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let hits = scan_parallel(backend, &header, &target, range, threads);
+    let hits = match a.engine {
+        ScanEngine::Cpu => scan_parallel(backend, &header, &target, range, threads),
+        ScanEngine::Gpu | ScanEngine::All => {
+            let cpu_threads = if a.engine == ScanEngine::All { threads } else { 0 };
+            match scan_gpu(backend, &header, &target, range, cpu_threads, &a.gpu) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    };
     let mut out = String::new();
     for (nonce, hash) in hits {
         out.push_str(&format!("{{\"nonce\":{nonce},\"hash\":\"{hash}\"}}\n"));
@@ -109,7 +127,7 @@ pub fn scan_parallel(
     const SLICE: u64 = 1 << 20;
     let input = SearchInput::new(&header.to_bytes(), &target.to_le_bytes());
     let cursor = AtomicU64::new(range.start as u64);
-    let mut all: Vec<u32> = std::thread::scope(|s| {
+    let all: Vec<u32> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 s.spawn(|| {
@@ -128,6 +146,12 @@ pub fn scan_parallel(
             .collect();
         workers.into_iter().flat_map(|w| w.join().expect("scan thread panicked")).collect()
     });
+    recheck(header, target, all)
+}
+
+/// Sorts kernel results and re-checks each through the independent header
+/// hash; one that fails is reported as a hardware error and dropped.
+fn recheck(header: &Header, target: &Target, mut all: Vec<u32>) -> Vec<(u32, BlockHash)> {
     all.sort_unstable();
     all.into_iter()
         .filter_map(|nonce| {
@@ -143,4 +167,74 @@ pub fn scan_parallel(
             }
         })
         .collect()
+}
+
+/// `--engine gpu|all`: GPU contexts (and `cpu_threads` CPU threads) pull
+/// slices of `range` from one cursor; results are re-checked like the CPU's.
+#[cfg(feature = "gpu")]
+fn scan_gpu(
+    backend: pow::Backend,
+    header: &Header,
+    target: &Target,
+    range: NonceRange,
+    cpu_threads: usize,
+    gpu_args: &super::gpu::GpuArgs,
+) -> anyhow::Result<Vec<(u32, BlockHash)>> {
+    const CPU_SLICE: u64 = 1 << 20;
+    const GPU_SLICE: u64 = 1 << 26;
+    let (mut gpus, why) = super::gpu::start_contexts(gpu_args, false);
+    if let Some(why) = why {
+        anyhow::bail!("no usable GPU: {why} (see `hashrig devices`)");
+    }
+    let input = SearchInput::new(&header.to_bytes(), &target.to_le_bytes());
+    let cursor = AtomicU64::new(range.start as u64);
+    let take = |n: u64| {
+        let a = cursor.fetch_add(n, Ordering::Relaxed);
+        (a < range.end).then(|| NonceRange { start: a as u32, end: (a + n).min(range.end) })
+    };
+    let results: Vec<anyhow::Result<Vec<u32>>> = std::thread::scope(|s| {
+        let mut workers = Vec::new();
+        for (label, ctx) in gpus.iter_mut() {
+            let (take, input) = (&take, &input);
+            workers.push(s.spawn(move || {
+                let mut hits = Vec::new();
+                while let Some(r) = take(GPU_SLICE) {
+                    let out = ctx.scan(input, r, 1 << 24).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+                    for n in &out.hardware_errors {
+                        eprintln!("error: {label} reported nonce {n} whose hash disagrees with the CPU's (hardware error)");
+                    }
+                    hits.extend(out.hits);
+                }
+                Ok(hits)
+            }));
+        }
+        for _ in 0..cpu_threads {
+            let (take, input) = (&take, &input);
+            workers.push(s.spawn(move || {
+                let mut hits = Vec::new();
+                while let Some(r) = take(CPU_SLICE) {
+                    pow::scan(backend, input, r, &mut hits);
+                }
+                Ok(hits)
+            }));
+        }
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("scan thread panicked")))).collect()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(recheck(header, target, all))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn scan_gpu(
+    _: pow::Backend,
+    _: &Header,
+    _: &Target,
+    _: NonceRange,
+    _: usize,
+    _: &super::gpu::GpuArgs,
+) -> anyhow::Result<Vec<(u32, BlockHash)>> {
+    anyhow::bail!("{}", super::gpu::gpu_unavailable_reason())
 }

@@ -16,6 +16,9 @@ pub struct HwProfile {
     pub machine: Machine,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pow_cpu: Option<PowCpu>,
+    /// One per GPU, from `bench pow --engine gpu|all`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pow_gpu: Vec<PowGpu>,
     /// Reference figures measured beside ours in the same session.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub comparison: Vec<Comparison>,
@@ -46,6 +49,26 @@ pub struct PowCpu {
     pub per_thread_hashes_per_sec: f64,
     pub all_threads_hashes_per_sec: f64,
     pub scaling: f64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PowGpu {
+    pub hashrig_version: String,
+    pub date: String,
+    pub command: String,
+    /// "gpu0", …
+    pub device: String,
+    /// The adapter line's name (e.g. "NVIDIA H100 80GB HBM3").
+    pub adapter: String,
+    pub tune: String,
+    pub seconds: f64,
+    pub hashes_per_sec: f64,
+    /// Mean kernel time per dispatch.
+    pub dispatch_seconds: f64,
+    /// Measured while the CPU engine mined the same job.
+    pub with_cpu: bool,
+    /// CPU + every GPU, in that same run.
+    pub total_hashes_per_sec: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -129,6 +152,7 @@ mod tests {
     fn round_trips_through_toml() {
         let p = HwProfile {
             machine: Machine { cpu_model: "x".into(), cores: 2, pus: 2, numa_nodes: 1, packages: 1, ..Default::default() },
+            pow_gpu: Vec::new(),
             pow_cpu: Some(PowCpu {
                 hashrig_version: "0.1.0".into(),
                 date: utc_date(),

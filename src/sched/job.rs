@@ -6,7 +6,7 @@
 //! when a header's 2^32 nonces run out the next chunk simply comes from the
 //! next extranonce2. No nonce is handed out twice and none is skipped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct PowScheduler {
     wake: (Mutex<u64>, Condvar),
     hits: Sender<Hit>,
     metrics: Arc<Metrics>,
+    /// Chunks an engine gave back unscanned (a lost GPU); served first.
+    returned: Mutex<Vec<Chunk>>,
+    has_returned: AtomicBool,
 }
 
 impl PowScheduler {
@@ -91,6 +94,8 @@ impl PowScheduler {
             wake: (Mutex::new(0), Condvar::new()),
             hits: tx,
             metrics,
+            returned: Mutex::new(Vec::new()),
+            has_returned: AtomicBool::new(false),
         };
         (Arc::new(s), rx)
     }
@@ -162,6 +167,11 @@ impl PowScheduler {
     /// boundary. `None` when the job's whole space is handed out.
     pub fn next_chunk(&self, job: &Arc<ActiveJob>, want: u64) -> Option<Chunk> {
         let want = want.max(1);
+        if self.has_returned.load(Ordering::Acquire) {
+            if let Some(c) = self.take_returned(job, want) {
+                return Some(c);
+            }
+        }
         let mut cur = job.cursor.load(Ordering::Relaxed);
         loop {
             let en2 = cur >> 32;
@@ -181,6 +191,36 @@ impl PowScheduler {
                 Err(actual) => cur = actual,
             }
         }
+    }
+
+    /// Gives back a chunk an engine could not scan (its device was lost): the
+    /// next `next_chunk` calls for the same job hand it out again, split to
+    /// their size. Chunks of an older job are dropped.
+    pub fn return_chunk(&self, chunk: Chunk) {
+        if chunk.range.is_empty() || !self.is_current(chunk.job.seq) {
+            return;
+        }
+        self.returned.lock().push(chunk);
+        self.has_returned.store(true, Ordering::Release);
+    }
+
+    fn take_returned(&self, job: &Arc<ActiveJob>, want: u64) -> Option<Chunk> {
+        let mut r = self.returned.lock();
+        r.retain(|c| c.job.seq == job.seq);
+        let out = r.pop().map(|mut c| {
+            if c.range.len() > want {
+                let rest = Chunk {
+                    job: c.job.clone(),
+                    extranonce2: c.extranonce2,
+                    range: NonceRange { start: (c.range.start as u64 + want) as u32, end: c.range.end },
+                };
+                c.range.end = c.range.start as u64 + want;
+                r.push(rest);
+            }
+            c
+        });
+        self.has_returned.store(!r.is_empty(), Ordering::Release);
+        out
     }
 
     /// Hands a re-checked hit to the node adapter.
@@ -233,6 +273,27 @@ mod tests {
         }
         assert_eq!(expect, 256u64 << 32, "one-byte extranonce2 gives 256 headers");
         assert_eq!(n, 256 * 3, "two full chunks and the remainder per header");
+    }
+
+    #[test]
+    fn returned_chunks_are_served_first_and_split() {
+        let (s, _rx) = PowScheduler::new(Metrics::new());
+        s.publish(job(1));
+        let j = s.current().unwrap();
+        let a = s.next_chunk(&j, 1000).unwrap();
+        let b = s.next_chunk(&j, 1000).unwrap();
+        s.return_chunk(a.clone());
+        let c1 = s.next_chunk(&j, 600).unwrap();
+        let c2 = s.next_chunk(&j, 600).unwrap();
+        assert_eq!((c1.range.start, c1.range.end), (0, 600));
+        assert_eq!((c2.range.start, c2.range.end), (600, 1000));
+        let c3 = s.next_chunk(&j, 10).unwrap();
+        assert_eq!(c3.range.start as u64, b.range.end, "then the cursor again");
+        // A chunk of an old job is dropped.
+        s.publish(job(1));
+        s.return_chunk(b);
+        let j2 = s.current().unwrap();
+        assert_eq!(s.next_chunk(&j2, 10).unwrap().range.start, 0);
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! from it, and run-wide statistics.
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod job;
 pub mod stats;
 
 pub use cpu::{CpuConfig, CpuEngine};
+#[cfg(feature = "gpu")]
+pub use gpu::{GpuConfig, GpuEngine};
 pub use job::{ActiveJob, Chunk, Hit, PowJob, PowScheduler};
 pub use stats::Stats;

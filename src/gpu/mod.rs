@@ -1,0 +1,176 @@
+//! The GPU side of proof of work, through wgpu on Vulkan.
+//!
+//! - [`adapters`]: every Vulkan adapter, with what `hashrig devices` prints and
+//!   whether it is usable (software rasterisers such as llvmpipe/lavapipe are
+//!   skipped unless asked for);
+//! - [`context::GpuContext`]: built once per adapter (device, queue, pipeline,
+//!   a ring of per-dispatch buffers), runs the sha256d kernel;
+//! - [`tune`]: workgroup size and nonces per thread, measured once per adapter
+//!   and kernel and cached on disk.
+//!
+//! Nothing a driver reports may panic the process: wgpu's default error
+//! handler (which panics) is replaced, device loss is a flag the engine reads,
+//! and every call that can fail returns [`GpuError`].
+
+pub mod context;
+pub mod kernel;
+pub mod tune;
+
+pub use context::{ContextOptions, DispatchResult, GpuContext};
+pub use tune::{TuneChoice, TuneMode};
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no usable GPU adapter (found: {0}); software adapters need --gpu-allow-software")]
+    NoAdapter(String),
+    #[error("GPU adapter index {0} does not exist")]
+    BadIndex(usize),
+    #[error("requesting the device failed: {0}")]
+    RequestDevice(String),
+    #[error("the adapter lacks what the kernel needs: {0}")]
+    Unsupported(String),
+    #[error("kernel compilation failed: {0}")]
+    Compile(String),
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+    #[error("GPU error: {0}")]
+    Driver(String),
+    #[error("a dispatch did not finish within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the GPU self-test failed: {0}")]
+    SelfTest(String),
+}
+
+/// One adapter as `hashrig devices` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterSummary {
+    /// Position in the enumeration (the `--gpu-devices` index).
+    pub index: usize,
+    pub name: String,
+    pub vendor: u32,
+    pub device: u32,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub backend: String,
+    /// A CPU implementation (llvmpipe/lavapipe, SwiftShader).
+    pub software: bool,
+    pub timestamps: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub max_compute_workgroup_size_x: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_storage_buffer_binding_size: u64,
+}
+
+impl AdapterSummary {
+    fn of(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
+        let i = a.get_info();
+        let l = a.limits();
+        AdapterSummary {
+            index,
+            name: i.name.clone(),
+            vendor: i.vendor,
+            device: i.device,
+            device_type: format!("{:?}", i.device_type),
+            driver: i.driver.clone(),
+            driver_info: i.driver_info.clone(),
+            backend: i.backend.to_str().to_string(),
+            software: i.device_type == wgpu::DeviceType::Cpu,
+            timestamps: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            subgroup_min_size: i.subgroup_min_size,
+            subgroup_max_size: i.subgroup_max_size,
+            max_compute_workgroup_size_x: l.max_compute_workgroup_size_x,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+        }
+    }
+
+    /// One line: name, type, driver, backend and the limits that size dispatches.
+    pub fn line(&self) -> String {
+        format!(
+            "gpu{}: {} ({}, {:04x}:{:04x}) | driver {} {} | backend {} | subgroup {}..{} | workgroup x<={} invocations<={} groups/dim<={} | storage<={} MiB | timestamps {}{}",
+            self.index,
+            self.name,
+            self.device_type,
+            self.vendor,
+            self.device,
+            self.driver,
+            self.driver_info,
+            self.backend,
+            self.subgroup_min_size,
+            self.subgroup_max_size,
+            self.max_compute_workgroup_size_x,
+            self.max_compute_invocations_per_workgroup,
+            self.max_compute_workgroups_per_dimension,
+            self.max_storage_buffer_binding_size >> 20,
+            if self.timestamps { "yes" } else { "no" },
+            if self.software { " | software (skipped unless --gpu-allow-software)" } else { "" },
+        )
+    }
+
+    /// Identifies the adapter and driver in the autotune cache.
+    pub fn cache_key(&self) -> String {
+        format!(
+            "{}|{:04x}:{:04x}|{}|{}|{}",
+            self.name, self.vendor, self.device, self.driver, self.driver_info, self.backend
+        )
+    }
+}
+
+/// An adapter found by [`adapters`].
+pub struct GpuAdapter {
+    pub summary: AdapterSummary,
+    pub adapter: wgpu::Adapter,
+}
+
+/// The wgpu instance: Vulkan only (the one backend compiled in).
+pub fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::VULKAN;
+    // Validation layers are for wgpu's own debugging; never in a miner.
+    desc.flags.remove(wgpu::InstanceFlags::VALIDATION | wgpu::InstanceFlags::DEBUG);
+    wgpu::Instance::new(desc)
+}
+
+/// Every Vulkan adapter on this machine, in enumeration order. Enumeration
+/// itself is guarded: a driver that panics inside wgpu yields no adapters.
+pub fn adapters() -> Vec<GpuAdapter> {
+    let found = std::panic::catch_unwind(|| {
+        let inst = instance();
+        pollster::block_on(inst.enumerate_adapters(wgpu::Backends::VULKAN))
+    });
+    match found {
+        Ok(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, adapter)| GpuAdapter { summary: AdapterSummary::of(i, &adapter), adapter })
+            .collect(),
+        Err(_) => {
+            tracing::error!("GPU adapter enumeration panicked inside the driver stack; no GPU is used");
+            Vec::new()
+        }
+    }
+}
+
+/// The adapters mining may use: hardware ones, plus software ones when
+/// `allow_software`.
+pub fn usable_adapters(allow_software: bool) -> Vec<GpuAdapter> {
+    adapters().into_iter().filter(|a| allow_software || !a.summary.software).collect()
+}
+
+/// Why no adapter was usable, for error messages: every adapter seen.
+pub fn describe_all(list: &[GpuAdapter]) -> String {
+    if list.is_empty() {
+        "no Vulkan adapter at all".to_string()
+    } else {
+        list.iter()
+            .map(|a| format!("{}{}", a.summary.name, if a.summary.software { " (software)" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -1,0 +1,312 @@
+//! The GPU engine: one thread per adapter, keeping its context's dispatch
+//! ring full with chunks of the current job, sized to the measured rate so a
+//! dispatch takes about `dispatch_time`.
+//!
+//! - A new job is noticed before every submit, so it reaches the GPU within
+//!   one dispatch; the switch is complete (metric `hashrig_job_switch_seconds
+//!   {engine="gpu"}`) when the last dispatch of an older job has retired.
+//! - Every candidate is re-hashed on the CPU before it leaves the engine; a
+//!   top word that disagrees is a hardware error, never a share.
+//! - Device loss (or a hung dispatch): the engine gives its in-flight chunks
+//!   back to the scheduler, counts and logs the loss, and stops; the other
+//!   engines carry on.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::chain::Header;
+use crate::gpu::context::{dispatch_timeout, verify, Verdict, MAX_DISPATCH};
+use crate::gpu::kernel::Params;
+use crate::gpu::{GpuContext, GpuError};
+use crate::metrics::Metrics;
+use crate::pow::{self, NonceRange, SearchInput};
+
+use super::job::{ActiveJob, Chunk, Hit, PowScheduler};
+use super::stats::Stats;
+
+/// Kernel time one dispatch aims at. With 3 in flight a new job waits at
+/// most about 3 of these for the last stale dispatch: well under 100 ms.
+pub const DEFAULT_DISPATCH_TIME: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Debug)]
+pub struct GpuConfig {
+    /// Metrics label, "gpu0", "gpu1", …
+    pub device: String,
+    pub dispatch_time: Duration,
+}
+
+pub struct GpuEngine {
+    thread: JoinHandle<()>,
+    pub device: String,
+    pub adapter: String,
+    lost: Arc<AtomicBool>,
+}
+
+impl GpuEngine {
+    /// Runs `ctx` (built and tuned by the caller) on its own thread. The
+    /// engine first runs a known-answer self-test on the GPU and stops
+    /// (leaving mining to the other engines) if it fails.
+    pub fn start(
+        ctx: GpuContext,
+        cfg: GpuConfig,
+        sched: Arc<PowScheduler>,
+        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<GpuEngine> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let adapter = ctx.summary.name.clone();
+        metrics
+            .gpu
+            .adapter_info
+            .with_label_values(&[&cfg.device, &adapter, &ctx.summary.driver, &ctx.summary.backend, &ctx.tune.to_string()])
+            .set(1);
+        let w = Worker { ctx, cfg: cfg.clone(), sched, stats, metrics, stop, lost: lost.clone() };
+        let thread = std::thread::Builder::new().name(format!("{}-engine", cfg.device)).spawn(move || w.run())?;
+        Ok(GpuEngine { thread, device: cfg.device, adapter, lost })
+    }
+
+    /// The device was lost (or failed its self-test) and the engine stopped.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Block 100000 around its real nonce, on the GPU, through the same ring.
+pub fn self_test(ctx: &mut GpuContext) -> Result<(), GpuError> {
+    const HEADER: &str = "0100000050120119172a610421a6c3011dd330d9df07b63616c2cc1f1cd00200000000006657a9252aacd5c0b2940996ecff952228c3067cc38d4885efb5a4ac4247e9f337221b4d4c86041b0f2b5710";
+    let header = Header::from_hex(HEADER).map_err(|e| GpuError::SelfTest(e.to_string()))?;
+    let target = header.target().map_err(|e| GpuError::SelfTest(e.to_string()))?;
+    let input = SearchInput::new(&header.to_bytes(), &target.to_le_bytes());
+    let out = ctx.scan(&input, NonceRange::new(header.nonce - 5000, 10_000), 4096)?;
+    if out.hits == [header.nonce] && out.hardware_errors.is_empty() {
+        Ok(())
+    } else {
+        Err(GpuError::SelfTest(format!(
+            "found {:?} (hardware errors {:?}), expected [{}]",
+            out.hits, out.hardware_errors, header.nonce
+        )))
+    }
+}
+
+struct InFlight {
+    slot: usize,
+    chunk: Chunk,
+    work: Arc<Work>,
+}
+
+/// A header being mined and what the kernel and the re-check need of it.
+struct Work {
+    seq: u64,
+    extranonce2: u64,
+    header: Header,
+    input: SearchInput,
+    params: Params,
+}
+
+struct Worker {
+    ctx: GpuContext,
+    cfg: GpuConfig,
+    sched: Arc<PowScheduler>,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let dev = self.cfg.device.clone();
+        match self_test(&mut self.ctx) {
+            Ok(()) => self.metrics.self_tests.with_label_values(&["gpu", "passed"]).inc(),
+            Err(e) => {
+                self.metrics.self_tests.with_label_values(&["gpu", "failed"]).inc();
+                tracing::error!(device = %dev, adapter = %self.ctx.summary.name, "GPU self-test failed: {e}; the GPU engine stops");
+                self.lost.store(true, Ordering::Release);
+                return;
+            }
+        }
+        let hashes = self.metrics.hashes.with_label_values(&["gpu", &dev]);
+        let hw_errors = self.metrics.hardware_errors.with_label_values(&["gpu", &dev]);
+        let switch = self.metrics.job_switch_seconds.with_label_values(&["gpu"]);
+        let dispatch_seconds = self.metrics.gpu.dispatch_seconds.with_label_values(&[&dev]);
+        let overflows = self.metrics.gpu.hit_overflows.with_label_values(&[&dev]);
+
+        let depth = self.ctx.depth();
+        let mut free: Vec<usize> = (0..depth).rev().collect();
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut work: Option<Arc<Work>> = None;
+        let mut rate = 50e6_f64; // nonces/s; the first dispatches measure it
+        let mut seen_seq = 0;
+        // (new job's seq, when it was published) until the last older dispatch retires.
+        let mut switching: Option<(u64, Instant)> = None;
+        let mut last_done: Option<Instant> = None;
+        let min_dispatch = (self.ctx.tune.wg as u64 * self.ctx.tune.npt as u64).max(1024);
+
+        let failure = 'run: loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break 'run None;
+            }
+            // Fill the ring with chunks of the current job.
+            while let Some(&slot) = free.last() {
+                let Some(job) = self.sched.current() else { break };
+                if job.seq != seen_seq {
+                    seen_seq = job.seq;
+                    switching = Some((job.seq, job.published));
+                }
+                let want = self.dispatch_size(&job, rate, min_dispatch);
+                let Some(chunk) = self.sched.next_chunk(&job, want) else { break };
+                let w = match self.work_for(&job, &chunk, &mut work) {
+                    Some(w) => w,
+                    None => {
+                        self.sched.return_chunk(chunk);
+                        break;
+                    }
+                };
+                if let Err(e) = self.ctx.submit(slot, &w.params, chunk.range) {
+                    self.sched.return_chunk(chunk);
+                    break 'run Some(e);
+                }
+                free.pop();
+                inflight.push_back(InFlight { slot, chunk, work: w });
+            }
+            if let Some((seq, published)) = switching {
+                if inflight.iter().all(|f| f.work.seq >= seq) {
+                    switch.observe(published.elapsed().as_secs_f64());
+                    switching = None;
+                }
+            }
+            let Some(f) = inflight.pop_front() else {
+                self.sched.wait_for_change(seen_seq, Duration::from_millis(100));
+                continue;
+            };
+            let res = match self.ctx.wait(f.slot, dispatch_timeout(f.chunk.range.len())) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.sched.return_chunk(f.chunk);
+                    break 'run Some(e);
+                }
+            };
+            free.push(f.slot);
+            let now = Instant::now();
+            let n = res.range.len();
+            hashes.inc_by(n);
+            self.stats.hashes.fetch_add(n, Ordering::Relaxed);
+            // Throughput: kernel time where measured, else the gap between
+            // completions (the ring keeps the GPU busy, so that is its pace).
+            let busy = res.kernel_seconds.or_else(|| last_done.map(|t| now.duration_since(t).as_secs_f64().min(res.wall.as_secs_f64())));
+            last_done = Some(now);
+            if let Some(dt) = busy.filter(|d| *d > 0.0) {
+                dispatch_seconds.observe(dt);
+                if n >= min_dispatch {
+                    rate = 0.7 * rate + 0.3 * (n as f64 / dt);
+                }
+            }
+            if res.overflowed {
+                overflows.inc();
+                tracing::warn!(device = %dev, "more hits than GPU slots in one dispatch; re-scanning {n} nonces on the CPU");
+                let mut hits = Vec::new();
+                pow::scan(pow::detect(), &f.work.input, res.range, &mut hits);
+                for nonce in hits {
+                    self.report(&f, nonce);
+                }
+            } else {
+                for &(nonce, top) in &res.candidates {
+                    match verify(&f.work.input, nonce, top) {
+                        Verdict::Hit => self.report(&f, nonce),
+                        Verdict::Miss => {}
+                        Verdict::Mismatch { cpu_top } => {
+                            hw_errors.inc();
+                            self.stats.hw_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(device = %dev, nonce, gpu_top = top, cpu_top, "hardware error: GPU hit fails the CPU re-check");
+                        }
+                    }
+                }
+            }
+            if let Some((seq, published)) = switching {
+                if inflight.iter().all(|f| f.work.seq >= seq) {
+                    switch.observe(published.elapsed().as_secs_f64());
+                    switching = None;
+                }
+            }
+        };
+        match failure {
+            None => {
+                // Stopping: let the ring drain so the device is idle when dropped.
+                for f in inflight.drain(..) {
+                    let _ = self.ctx.wait(f.slot, dispatch_timeout(f.chunk.range.len()));
+                }
+            }
+            Some(e) => {
+                for f in inflight.drain(..) {
+                    self.sched.return_chunk(f.chunk);
+                }
+                self.lost.store(true, Ordering::Release);
+                self.metrics.gpu.device_lost.with_label_values(&[&dev]).inc();
+                tracing::error!(
+                    device = %dev,
+                    adapter = %self.ctx.summary.name,
+                    "GPU engine stops: {e}; its unfinished work went back to the other engines"
+                );
+            }
+        }
+    }
+
+    /// Nonces for the next dispatch: `dispatch_time` at the measured rate,
+    /// and few enough that the expected hits fit the slots four times over.
+    fn dispatch_size(&self, job: &ActiveJob, rate: f64, min: u64) -> u64 {
+        let mut n = (rate * self.cfg.dispatch_time.as_secs_f64()) as u64;
+        let top = job.job.share_target.to_le_bytes();
+        let p_hit = (u32::from_le_bytes([top[28], top[29], top[30], top[31]]) as f64 + 1.0) / 4294967296.0;
+        let fits = (self.ctx.hit_slots() as f64 / 4.0 / p_hit) as u64;
+        n = n.min(fits);
+        n.clamp(min.min(fits.max(1)), MAX_DISPATCH)
+    }
+
+    /// The header for `chunk`, built once per (job, extranonce2).
+    fn work_for(&self, job: &Arc<ActiveJob>, chunk: &Chunk, cache: &mut Option<Arc<Work>>) -> Option<Arc<Work>> {
+        if let Some(w) = cache.as_ref().filter(|w| w.seq == job.seq && w.extranonce2 == chunk.extranonce2) {
+            return Some(w.clone());
+        }
+        let header = match job.job.template.header(chunk.extranonce2, 0) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(job = %job.job.id, "cannot build header: {e}");
+                return None;
+            }
+        };
+        let input = SearchInput::new(&header.to_bytes(), &job.job.share_target.to_le_bytes());
+        let params = Params::for_header(&input);
+        let w = Arc::new(Work { seq: job.seq, extranonce2: chunk.extranonce2, header, input, params });
+        *cache = Some(w.clone());
+        Some(w)
+    }
+
+    /// Re-checks `nonce` through the independent header hash and reports it.
+    fn report(&self, f: &InFlight, nonce: u32) {
+        let mut h = f.work.header;
+        h.nonce = nonce;
+        let hash = h.block_hash();
+        if f.chunk.job.job.share_target.is_met_by(&hash) {
+            self.sched.report(Hit {
+                job: f.chunk.job.clone(),
+                extranonce2: f.chunk.extranonce2,
+                header: h,
+                hash,
+                engine: "gpu",
+                device: self.cfg.device.clone(),
+            });
+        } else {
+            self.metrics.hardware_errors.with_label_values(&["gpu", &self.cfg.device]).inc();
+            self.stats.hw_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(device = %self.cfg.device, nonce, %hash, "hardware error: hit fails the header re-check");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Generates kernels/sha256d.wgsl: the fully unrolled SHA-256d nonce search.
+
+Run from the repository root: python3 tools/gen-sha256d-wgsl.py > kernels/sha256d.wgsl
+Edit this generator, not the output. It folds every constant message word
+(padding, lengths) and every term of the schedule that does not depend on the
+nonce: constant terms become literals, per-header terms are read from the
+uniform (computed by the host, src/gpu/kernel.rs) or hoisted before the nonce
+loop, and only the nonce-dependent rest is computed per nonce.
+"""
+
+K = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+]
+H0 = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+M = 0xFFFFFFFF
+
+def rotr(x, n): return ((x >> n) | (x << (32 - n))) & M
+def s0(x): return rotr(x, 7) ^ rotr(x, 18) ^ (x >> 3)
+def s1(x): return rotr(x, 17) ^ rotr(x, 19) ^ (x >> 10)
+def S0(x): return rotr(x, 2) ^ rotr(x, 13) ^ rotr(x, 22)
+def S1(x): return rotr(x, 6) ^ rotr(x, 11) ^ rotr(x, 25)
+
+# A value is ('c', int) constant, ('i', name) per-header invariant (computed
+# before the nonce loop), or ('v', name) per nonce.
+pre, body = [], []
+n = [0]
+
+def fresh(p):
+    n[0] += 1
+    return f"{p}{n[0]}"
+
+def emit(kind, expr, p="t"):
+    name = fresh(p)
+    (pre if kind == 'i' else body).append(f"let {name} = {expr};")
+    return (kind, name)
+
+def lit(c): return f"0x{c:08x}u"
+
+def add(*vals):
+    c = 0
+    inv, var = [], []
+    for v in vals:
+        if v[0] == 'c': c = (c + v[1]) & M
+        elif v[0] == 'i': inv.append(v[1])
+        else: var.append(v[1])
+    if len(inv) > 1 or (inv and c):
+        terms = inv + ([lit(c)] if c else [])
+        inv = [emit('i', " + ".join(terms))[1]]; c = 0
+    if not var:
+        if inv: return ('i', inv[0])
+        return ('c', c)
+    terms = var + inv + ([lit(c)] if c else [])
+    if len(terms) == 1: return ('v', terms[0])
+    return emit('v', " + ".join(terms))
+
+def fn(name, f, x):
+    if x[0] == 'c': return ('c', f(x[1]))
+    return emit(x[0], f"{name}({x[1]})")
+
+def fn3(name, f, a, b, c_):
+    vals = [a, b, c_]
+    if all(v[0] == 'c' for v in vals): return ('c', f(a[1], b[1], c_[1]))
+    kind = 'v' if any(v[0] == 'v' for v in vals) else 'i'
+    args = ", ".join(lit(v[1]) if v[0] == 'c' else v[1] for v in vals)
+    return emit(kind, f"{name}({args})")
+
+ch = lambda e, f, g: (e & f) ^ (~e & g & M)
+maj = lambda a, b, c: (a & b) ^ (a & c) ^ (b & c)
+
+def rnd(s, t, w, need_a=True):
+    a, b, c, d, e, f, g, h = s
+    t1 = add(h, fn("bsig1", S1, e), fn3("ch", ch, e, f, g), ('c', K[t]), w)
+    ne = add(d, t1)
+    if need_a:
+        t2 = add(fn("bsig0", S0, a), fn3("maj", maj, a, b, c))
+        na = add(t1, t2)
+    else:
+        na = ('c', 0)  # never read
+    return [na, a, b, c, ne, e, f, g]
+
+def schedule(w, t):
+    return add(fn("ssig1", s1, w[t - 2]), w[t - 7], fn("ssig0", s0, w[t - 15]), w[t - 16])
+
+def name_of(v):
+    return lit(v[1]) if v[0] == 'c' else v[1]
+
+out = []
+# ---- hash 1, block 2: rounds 0..2 were done on the host (state p.s2).
+st = [('i', f"p.s2[{i // 4}][{i % 4}]") for i in range(8)]
+st = [('i', f"s2_{i}") for i in range(8)]
+w = [None] * 64
+w[3] = ('v', "w3")
+w[4] = ('c', 0x80000000)
+for t in range(5, 15): w[t] = ('c', 0)
+w[15] = ('c', 640)
+# Words 0..2 only feed W16..W18: the host folds them into p.w (see kernel.rs).
+w[0] = w[1] = w[2] = None
+for t in range(3, 64):
+    if t >= 16:
+        if t == 16: w[t] = ('i', "w16")
+        elif t == 17: w[t] = ('i', "w17")
+        elif t == 18: w[t] = add(('i', "w18c"), fn("ssig0", s0, w[3]))
+        elif t == 19: w[t] = add(('i', "w19c"), w[3])
+        else: w[t] = schedule(w, t)
+    st = rnd(st, t, w[t])
+h1 = [add(st[i], ('i', f"mid_{i}")) for i in range(8)]
+# ---- hash 2: constant IV; only e after round 60 (the digest's word 7) is needed.
+st2 = [('c', x) for x in H0]
+w2 = [None] * 64
+for i in range(8): w2[i] = h1[i]
+w2[8] = ('c', 0x80000000)
+for t in range(9, 15): w2[t] = ('c', 0)
+w2[15] = ('c', 256)
+for t in range(61):
+    if t >= 16: w2[t] = schedule(w2, t)
+    # a is last read by round 60 through d (a of round 57 -> d of round 60).
+    st2 = rnd(st2, t, w2[t], need_a=(t <= 56))
+digest7 = add(st2[4], ('c', H0[7]))
+
+print("""// GENERATED by tools/gen-sha256d-wgsl.py -- edit the generator, not this file.
+// requires: sha256_common.wgsl
+//
+// SHA-256d nonce search over one 80-byte header. Per header the host passes
+// (struct Params): the midstate of bytes 0..64, the state after rounds 0..2
+// of block 2 (header words only), and the nonce-free schedule words
+// W16, W17 and the nonce-free parts of W18 and W19. Every padding word is a
+// literal here, every term built only from those is hoisted out of the nonce
+// loop, so per nonce: rounds 3..63 of hash 1 and rounds 0..60 of hash 2
+// (round 0 of hash 2 is a constant plus W0; a is dropped after round 56).
+// The top 32 bits of the hash (digest word 7, byte-swapped) are compared
+// with the target's top word; candidates go to `hits` through an atomic
+// counter, and the host checks every one exactly. Slots past `p.cfg.w` are
+// counted but not written: the host sees count > capacity and re-scans.
+
+struct Params {
+    mid: array<vec4<u32>, 2>,
+    s2: array<vec4<u32>, 2>,
+    // w16, w17, w18 without sigma0(W3), w19 without W3
+    w: vec4<u32>,
+    // x: first nonce, y: nonces in this dispatch, z: target top word, w: slot capacity
+    cfg: vec4<u32>,
+};
+
+struct Hits {
+    count: atomic<u32>,
+    pad: u32,
+    // nonce, top hash word, per slot
+    slots: array<vec2<u32>>,
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> hits: Hits;
+
+override WG: u32 = 64u;
+override NPT: u32 = 32u;
+""")
+print("@compute @workgroup_size(WG)")
+print("fn search(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {")
+print("    let idx = gid.y * (nwg.x * WG) + gid.x;")
+print("    let first = idx * NPT;")
+print("    let count = p.cfg.y;")
+print("    if (first >= count) { return; }")
+print("    let last = min(count, first + NPT);")
+print("    let target7 = p.cfg.z;")
+for i in range(8): print(f"    let mid_{i} = p.mid[{i // 4}][{i % 4}];")
+for i in range(8): print(f"    let s2_{i} = p.s2[{i // 4}][{i % 4}];")
+print("    let w16 = p.w.x;\n    let w17 = p.w.y;\n    let w18c = p.w.z;\n    let w19c = p.w.w;")
+for l in pre: print("    " + l)
+print("    for (var off = first; off < last; off = off + 1u) {")
+print("        let nonce = p.cfg.x + off;")
+print("        let w3 = bswap32(nonce);")
+for l in body: print("        " + l)
+print(f"        let top = bswap32({name_of(digest7)});")
+print("""        if (top <= target7) {
+            let slot = atomicAdd(&hits.count, 1u);
+            if (slot < p.cfg.w) {
+                hits.slots[slot] = vec2<u32>(nonce, top);
+            }
+        }
+    }
+}""")

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Records the GPU proof-of-work figures of this machine in hw-profiles/ (issue 3):
+# the adapter line, the GPU hashrate, the kernel time per dispatch and the
+# CPU+GPU total, with the exact commands, in hw-profiles/<name>.toml, and the
+# raw outputs beside it in hw-profiles/<name>.gpu-run.txt.
+#
+#   tools/gpu-profile.sh [NAME] [SECONDS]     (default NAME: derived from the GPU, SECONDS 10)
+#
+# On the project's device machine (H100/H200, see /work/.library/device/README.md,
+# "headless rendering"): once, on the development machine, in the repo root:
+#   echo /.gl/ >>.git/info/exclude; mkdir -p .gl /tmp/amd64/partial
+#   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+#   apt-get $o update; (cd .gl && apt-get $o download libvulkan1)
+#   cargo build --release
+# then one `run` call with carry [".gl", "target/release/hashrig"] and command:
+#   for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig;
+#   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json;
+#   HASHRIG=target/release/hashrig tools/gpu-profile.sh h100-sxm 10 && cp -r hw-profiles $OUT/
+# (VK_DRIVER_FILES only where `hashrig devices` finds no NVIDIA adapter without it.)
+# Then copy the files back from files_at into hw-profiles/ and the README's table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HASHRIG=${HASHRIG:-target/release/hashrig}
+SECONDS_PER_PHASE=${2:-10}
+if [ ! -x "$HASHRIG" ]; then
+    cargo build --release
+fi
+export HASHRIG_CACHE_DIR=${HASHRIG_CACHE_DIR:-$PWD/target/hashrig-cache}
+
+adapter=$("$HASHRIG" devices | grep -E '^gpu[0-9]+:' | grep -v software | head -1 || true)
+if [ -z "$adapter" ]; then
+    echo "no hardware GPU adapter found:" >&2
+    "$HASHRIG" devices >&2
+    exit 1
+fi
+name=${1:-$(echo "$adapter" | sed -E 's/^gpu[0-9]+: ([^(|]*).*/\1/' | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-' | sed -E 's/-+$//')}
+mkdir -p hw-profiles
+profile=hw-profiles/$name.toml
+log=hw-profiles/$name.gpu-run.txt
+{
+    echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown-commit)"
+    echo "\$ $HASHRIG devices"
+    "$HASHRIG" devices
+    echo
+    echo "\$ $HASHRIG bench pow --engine gpu --gpu-retune --seconds $SECONDS_PER_PHASE --json --profile-out $profile"
+    "$HASHRIG" bench pow --engine gpu --gpu-retune --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
+    echo
+    echo "\$ $HASHRIG bench pow --engine all --seconds $SECONDS_PER_PHASE --json --profile-out $profile"
+    "$HASHRIG" bench pow --engine all --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
+    echo
+    echo "\$ $HASHRIG run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5   (job switch latency, from /metrics)"
+    "$HASHRIG" run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5 &
+    pid=$!
+    sleep 18
+    curl -s http://127.0.0.1:19787/metrics | grep -E '^hashrig_(job_switch_seconds|gpu_|hashes_total|hardware_errors_total)' || true
+    wait $pid || true
+} 2>&1 | tee "$log"
+echo "wrote $profile and $log"
