@@ -62,6 +62,11 @@ pub fn verify_ecdsa(pubkey: &[u8], digest: &[u8], sig: &[u8], allow_high_s: bool
         .get_or_insert(pubkey, pubkey[pubkey.len() - 1], |b| PublicKey::from_slice(b).ok())
         .ok_or(Reason::PubkeyEncoding)?;
     let mut s = if sig.len() == 64 {
+        // libsecp256k1's compact parser rejects r, s ≥ n but takes 0; the
+        // documented range is [1, n−1], so 0 is sig_encoding too.
+        if sig[..32].iter().all(|&b| b == 0) || sig[32..].iter().all(|&b| b == 0) {
+            return Err(Reason::SigEncoding);
+        }
         ecdsa::Signature::from_compact(sig).map_err(|_| Reason::SigEncoding)?
     } else if sig.first() == Some(&0x30) {
         if !is_strict_der(sig) {
