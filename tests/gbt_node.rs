@@ -6,6 +6,12 @@
 //! nBits, proof of work, merkle root, witness commitment, BIP34 height, the
 //! template's transactions, and the coinbase paying at most the reward to the
 //! payout address.
+//!
+//! The node holds a longpoll carrying the current longpollid until the
+//! template changes (a transaction arrives, a block moves the tip) or a
+//! timeout, and logs which request got which template, so the longpoll test
+//! can tell that hashrig learnt of a change through its held longpoll, and
+//! that after another miner's block it drops the old work.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -41,15 +47,112 @@ fn tx(i: u8, segwit: bool) -> Transaction {
     }
 }
 
+/// What the node did, in order: every getblocktemplate it answered and every
+/// block it judged, so the test can tell which request delivered which
+/// template.
+#[derive(Clone, Debug)]
+enum Event {
+    Gbt {
+        /// The longpollid the request carried (None: a plain call).
+        carried: Option<String>,
+        /// It carried the current longpollid, so the node held it.
+        held: bool,
+        /// It was answered because the template changed while it was held
+        /// (not because the hold timed out).
+        changed: bool,
+        /// The longpollid and parent of the template it got.
+        id: String,
+        prev: BlockHash,
+    },
+    Submit { prev: Option<BlockHash>, verdict: Verdict },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Verdict {
+    Accepted,
+    /// Valid, but on a known block that is no longer the tip: Bitcoin Core
+    /// keeps it as a side branch and answers "inconclusive".
+    Stale,
+    Rejected,
+}
+
 struct Node {
     height: u64,
     tip: BlockHash,
+    bits: u32,
     txs: Vec<Transaction>,
+    /// Bitcoin Core's nTransactionsUpdated: bumped by every mempool change;
+    /// the longpollid is the tip and this, as in Core.
+    updates: u64,
+    /// Every block the node knows (tips past and present).
+    known: Vec<BlockHash>,
     accepted: Vec<BlockHash>,
+    stale: Vec<BlockHash>,
     rejected: Vec<String>,
+    log: Vec<Event>,
+    /// longpollids of the getblocktemplate requests being held now.
+    holding: Vec<String>,
+    /// Times the template's longpollid changed.
+    id_changes: usize,
+    /// While set, submitblock requests wait before being judged (a block
+    /// still on its way to the node); `gated` counts those waiting.
+    gate: bool,
+    gated: usize,
 }
 
 impl Node {
+    fn new(height: u64, tip: BlockHash, bits: u32, txs: Vec<Transaction>) -> Node {
+        Node {
+            height,
+            tip,
+            bits,
+            txs,
+            updates: 0,
+            known: vec![tip],
+            accepted: vec![],
+            stale: vec![],
+            rejected: vec![],
+            log: vec![],
+            holding: vec![],
+            id_changes: 0,
+            gate: false,
+            gated: 0,
+        }
+    }
+
+    fn longpollid(&self) -> String {
+        format!("{}{}", self.tip, self.updates)
+    }
+
+    /// A transaction reaches the mempool.
+    fn add_tx(&mut self, t: Transaction) {
+        self.txs.push(t);
+        self.updates += 1;
+        self.id_changes += 1;
+    }
+
+    /// Someone else's block on the tip, with the whole mempool in it; the
+    /// next height gets `bits` (a difficulty change) and the mempool `next`.
+    /// Returns the new tip.
+    fn other_miner(&mut self, bits: u32, next: Vec<Transaction>) -> BlockHash {
+        let header = bitcoin::block::Header {
+            version: bitcoin::block::Version::from_consensus(0x2000_0000),
+            prev_blockhash: self.tip,
+            merkle_root: bitcoin::TxMerkleNode::from_byte_array([0x0e; 32]),
+            time: 1_700_000_000,
+            bits: CompactTarget::from_consensus(self.bits),
+            nonce: self.height as u32,
+        };
+        self.tip = header.block_hash();
+        self.known.push(self.tip);
+        self.height += 1;
+        self.bits = bits;
+        self.txs = next;
+        self.updates += 1;
+        self.id_changes += 1;
+        self.tip
+    }
+
     fn template(&self) -> Value {
         let h = self.height + 1;
         let wtxids: Vec<_> = std::iter::once(bitcoin::Wtxid::all_zeros()).chain(self.txs.iter().map(|t| t.compute_wtxid())).collect();
@@ -57,7 +160,7 @@ impl Node {
         let commitment = Block::compute_witness_commitment(&bitcoin::WitnessMerkleNode::from_raw_hash(root.to_raw_hash()), &[0u8; 32]);
         let mut dwc = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
         dwc.extend_from_slice(commitment.as_byte_array());
-        let target = Target::from_compact(CompactTarget::from_consensus(BITS));
+        let target = Target::from_compact(CompactTarget::from_consensus(self.bits));
         json!({
             "capabilities": ["proposal"],
             "version": 0x2000_0000,
@@ -76,7 +179,7 @@ impl Node {
             })).collect::<Vec<_>>(),
             "coinbaseaux": {},
             "coinbasevalue": 50 * 100_000_000u64 + FEE * self.txs.len() as u64,
-            "longpollid": format!("{}{}", self.tip, self.height),
+            "longpollid": self.longpollid(),
             "target": hex::encode(target.to_be_bytes()),
             "mintime": 1_700_000_000u64,
             "mutable": ["time", "transactions", "prevblock"],
@@ -85,26 +188,23 @@ impl Node {
             "sizelimit": 4000000,
             "weightlimit": 4000000,
             "curtime": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
-            "bits": format!("{BITS:08x}"),
+            "bits": format!("{:08x}", self.bits),
             "height": h,
             "default_witness_commitment": hex::encode(dwc),
         })
     }
 
-    /// Full validation of a submitted block, with rust-bitcoin.
+    /// Full validation of a submitted block, with rust-bitcoin: first what
+    /// needs no context, then the link to the tip, then the rest.
     fn submit(&mut self, hex_block: &str) -> Value {
+        let mut prev = None;
         let r = (|| -> Result<BlockHash, String> {
             let bytes = hex::decode(hex_block).map_err(|_| "bad hex")?;
             let block: Block = deserialize(&bytes).map_err(|e| format!("deserialise: {e}"))?;
+            prev = Some(block.header.prev_blockhash);
             let hash = block.block_hash();
-            if self.accepted.contains(&hash) {
+            if self.accepted.contains(&hash) || self.stale.contains(&hash) {
                 return Err("duplicate".into());
-            }
-            if block.header.prev_blockhash != self.tip {
-                return Err("prev-blk-not-found".into());
-            }
-            if block.header.bits.to_consensus() != BITS {
-                return Err("bad-diffbits".into());
             }
             block.header.validate_pow(Target::from_compact(block.header.bits)).map_err(|_| "high-hash")?;
             if !block.check_merkle_root() {
@@ -116,6 +216,18 @@ impl Node {
             let cb = &block.txdata[0];
             if !cb.is_coinbase() || cb.input[0].witness.len() != 1 || cb.input[0].witness.nth(0) != Some(&[0u8; 32][..]) {
                 return Err("bad-cb-witness-nonce".into());
+            }
+            if block.weight().to_wu() > 4_000_000 {
+                return Err("bad-blk-weight".into());
+            }
+            if block.header.prev_blockhash != self.tip {
+                if self.known.contains(&block.header.prev_blockhash) {
+                    return Err("stale".into());
+                }
+                return Err("prev-blk-not-found".into());
+            }
+            if block.header.bits.to_consensus() != self.bits {
+                return Err("bad-diffbits".into());
             }
             // Core's rule: the scriptSig starts with `CScript() << height`
             // (rust-bitcoin's bip34_block_height does not take OP_1..OP_16).
@@ -136,25 +248,38 @@ impl Node {
             if !cb.output.iter().any(|o| o.script_pubkey == payout && o.value.to_sat() == reward) {
                 return Err("coinbase does not pay the payout address".into());
             }
-            if block.weight().to_wu() > 4_000_000 {
-                return Err("bad-blk-weight".into());
-            }
             Ok(hash)
         })();
-        match r {
+        let (verdict, answer) = match r {
             Ok(hash) => {
                 self.accepted.push(hash);
+                self.known.push(hash);
                 self.tip = hash;
                 self.height += 1;
-                Value::Null
+                // (The mempool stays: every block of ours carries the same
+                // transactions, to keep checking them.)
+                self.id_changes += 1;
+                (Verdict::Accepted, Value::Null)
+            }
+            Err(e) if e == "stale" => {
+                let bytes = hex::decode(hex_block).unwrap();
+                self.stale.push(deserialize::<Block>(&bytes).unwrap().block_hash());
+                (Verdict::Stale, json!("inconclusive"))
             }
             Err(e) => {
                 self.rejected.push(e.clone());
-                json!(e)
+                (Verdict::Rejected, json!(e))
             }
-        }
+        };
+        self.log.push(Event::Submit { prev, verdict });
+        answer
     }
 }
+
+/// How long the node holds a longpoll whose template does not change.
+/// (Core holds it until the tip moves, re-checking the mempool once a minute;
+/// this node answers a mempool change at once, to keep the tests short.)
+const LONGPOLL_HOLD: Duration = Duration::from_secs(8);
 
 fn serve(node: Arc<Mutex<Node>>) -> String {
     let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
@@ -177,15 +302,55 @@ fn serve(node: Arc<Mutex<Node>>) -> String {
                     "getblocktemplate" => {
                         let rules = &v["params"][0]["rules"];
                         assert_eq!(rules, &json!(["segwit"]), "segwit rules requested");
-                        if let Some(id) = v["params"][0]["longpollid"].as_str() {
-                            let until = Instant::now() + Duration::from_secs(5);
-                            while Instant::now() < until && node.lock().unwrap().template()["longpollid"] == json!(id) {
-                                std::thread::sleep(Duration::from_millis(50));
+                        let carried = v["params"][0]["longpollid"].as_str().map(str::to_owned);
+                        let (mut held, mut changed) = (false, false);
+                        if let Some(id) = &carried {
+                            // BIP22 longpoll: an outdated id is answered at
+                            // once, the current one when the template changes
+                            // (or the hold times out).
+                            {
+                                let mut n = node.lock().unwrap();
+                                if n.longpollid() == *id {
+                                    held = true;
+                                    n.holding.push(id.clone());
+                                }
+                            }
+                            let until = Instant::now() + LONGPOLL_HOLD;
+                            while held && Instant::now() < until {
+                                if node.lock().unwrap().longpollid() != *id {
+                                    changed = true;
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            let mut n = node.lock().unwrap();
+                            if let Some(i) = n.holding.iter().position(|h| h == id) {
+                                n.holding.remove(i);
                             }
                         }
-                        node.lock().unwrap().template()
+                        let mut n = node.lock().unwrap();
+                        let (id, prev) = (n.longpollid(), n.tip);
+                        n.log.push(Event::Gbt { carried, held, changed, id, prev });
+                        n.template()
                     }
-                    "submitblock" => node.lock().unwrap().submit(v["params"][0].as_str().unwrap_or("")),
+                    "submitblock" => {
+                        let mut counted = false;
+                        loop {
+                            let mut n = node.lock().unwrap();
+                            if !n.gate {
+                                if counted {
+                                    n.gated -= 1;
+                                }
+                                break n.submit(v["params"][0].as_str().unwrap_or(""));
+                            }
+                            if !counted {
+                                n.gated += 1;
+                                counted = true;
+                            }
+                            drop(n);
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
                     _ => Value::Null,
                 };
                 let resp = json!({"result": result, "error": null, "id": v["id"]}).to_string();
@@ -207,7 +372,7 @@ fn scrape(addr: &str) -> String {
 #[test]
 fn solo_mining_blocks_pass_full_validation() {
     let genesis = BlockHash::from_str("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206").unwrap(); // regtest genesis hash, as a stand-in tip
-    let node = Arc::new(Mutex::new(Node { height: 199, tip: genesis, txs: vec![tx(1, false), tx(2, true), tx(3, true)], accepted: vec![], rejected: vec![] }));
+    let node = Arc::new(Mutex::new(Node::new(199, genesis, BITS, vec![tx(1, false), tx(2, true), tx(3, true)])));
     let addr = serve(node.clone());
     let mut child = Command::new(BIN)
         .args(["run", "--metrics", "127.0.0.1:0", "--threads", "1", "--no-pin", "--status-interval", "1", "--duration", "120"])
@@ -239,4 +404,184 @@ fn solo_mining_blocks_pass_full_validation() {
     assert!(n.rejected.iter().all(|r| r == "prev-blk-not-found" || r == "duplicate"), "rejected: {:?}", n.rejected);
     assert!(body.contains("hashrig_block_submit_answers_total{answer=\"accepted\"}"), "{body}");
     assert!(body.contains("hashrig_gbt_templates_total{trigger=\"initial\"} 1"));
+}
+
+/// A block every 2^48 hashes: none while this test runs.
+const HARD_BITS: u32 = 0x1b00ffff;
+/// A block every 2^16 hashes: many a second, on any machine.
+const EASY_BITS: u32 = 0x1f00ffff;
+
+/// Kills hashrig when the test ends, passed or not.
+struct Hashrig(std::process::Child);
+
+impl Drop for Hashrig {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A counter's value in a Prometheus text body (0 when absent).
+fn metric(body: &str, series: &str) -> u64 {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
+}
+
+#[test]
+fn longpoll_delivers_new_templates_and_tip_changes() {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(25);
+    let genesis = BlockHash::from_str("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206").unwrap();
+    let node = Arc::new(Mutex::new(Node::new(199, genesis, HARD_BITS, vec![tx(1, false), tx(2, true), tx(3, true)])));
+    let addr = serve(node.clone());
+    // Poll every 10 minutes: within this test only a longpoll (or a block of
+    // hashrig's own) can bring a new template.
+    let conf = std::env::temp_dir().join(format!("hashrig-gbt-longpoll-{}.toml", std::process::id()));
+    std::fs::write(
+        &conf,
+        format!("[node]\nurl = \"http://{addr}\"\nrpc_user = \"alice\"\nrpc_pass = \"s3cret\"\npayout = \"{PAYOUT}\"\npoll_secs = 600\nlongpoll = true\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--engines", "cpu", "--metrics", "127.0.0.1:0", "--threads", "1", "--no-pin", "--status-interval", "1", "--duration", "40"])
+        .arg("--config")
+        .arg(&conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let _guard = Hashrig(child);
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("hashrig: {line}");
+            l2.lock().unwrap().push(line);
+        }
+    });
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        while !cond() {
+            if Instant::now() > deadline {
+                let n = node.lock().unwrap();
+                panic!("timed out waiting for {what} after {:?}; node log: {:?}", t0.elapsed(), &n.log[n.log.len().saturating_sub(30)..]);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut maddr = String::new();
+    wait("the metrics address", &|| lines.lock().unwrap().iter().any(|l| l.contains("metrics: http://")));
+    for l in lines.lock().unwrap().iter() {
+        if let Some(r) = l.split("metrics: http://").nth(1) {
+            maddr = r.trim().trim_end_matches("/metrics").to_owned();
+        }
+    }
+    let holding = |id: &str| node.lock().unwrap().holding.iter().any(|h| h == id);
+
+    // 1. A transaction arrives while hashrig's longpoll is held: the held
+    //    request delivers the new template (no block can be found at this
+    //    difficulty, and the periodic poll is 10 minutes away).
+    let l0 = node.lock().unwrap().longpollid();
+    wait("hashrig's longpoll to be held", &|| holding(&l0));
+    let l1 = {
+        let mut n = node.lock().unwrap();
+        n.add_tx(tx(4, true));
+        n.longpollid()
+    };
+    wait("the held longpoll to deliver the new template", &|| {
+        node.lock().unwrap().log.iter().any(|e| matches!(e, Event::Gbt { carried: Some(c), held: true, changed: true, id, .. } if *c == l0 && *id == l1))
+    });
+    wait("trigger=longpoll in hashrig's metrics", &|| metric(&scrape(&maddr), "hashrig_gbt_templates_total{trigger=\"longpoll\"}") >= 1);
+    {
+        let n = node.lock().unwrap();
+        let plain: Vec<_> = n.log.iter().filter(|e| matches!(e, Event::Gbt { carried: None, .. })).collect();
+        assert_eq!(plain.len(), 1, "only the initial getblocktemplate was a plain call: {plain:?}");
+        assert!(n.accepted.is_empty() && n.stale.is_empty() && n.rejected.is_empty(), "no block at this difficulty");
+    }
+    let body = scrape(&maddr);
+    assert_eq!(metric(&body, "hashrig_gbt_templates_total{trigger=\"initial\"}"), 1, "{body}");
+    assert_eq!(metric(&body, "hashrig_gbt_templates_total{trigger=\"poll\"}"), 0, "{body}");
+    assert_eq!(metric(&body, "hashrig_gbt_templates_total{trigger=\"block\"}"), 0, "{body}");
+
+    // 2. Another miner's block moves the tip (and the difficulty drops so
+    //    hashrig finds blocks): the held longpoll is hashrig's only way to
+    //    learn it, and its first block must build on that tip.
+    wait("hashrig's longpoll to be held on the new template", &|| holding(&l1));
+    let b1 = node.lock().unwrap().other_miner(EASY_BITS, vec![tx(5, true)]);
+    wait("a block from hashrig", &|| !node.lock().unwrap().accepted.is_empty());
+    {
+        let n = node.lock().unwrap();
+        let first_submit = n.log.iter().position(|e| matches!(e, Event::Submit { .. })).unwrap();
+        let delivered = n.log[..first_submit].iter().position(|e| matches!(e, Event::Gbt { prev, .. } if *prev == b1));
+        let delivered = delivered.expect("the template on the other miner's block was served before hashrig's first block");
+        assert!(
+            matches!(&n.log[delivered], Event::Gbt { carried: Some(c), held: true, changed: true, .. } if *c == l1),
+            "the held longpoll delivered it: {:?}",
+            n.log[delivered]
+        );
+        assert!(matches!(n.log[first_submit], Event::Submit { prev: Some(p), verdict: Verdict::Accepted } if p == b1), "{:?}", n.log[first_submit]);
+    }
+
+    // 3. hashrig mines its own chain; one of its blocks is still on its way
+    //    to the node (held at the gate) when another miner's block moves the
+    //    tip. That block is stale; hashrig drops the old work and its next
+    //    accepted block links to the other miner's.
+    wait("a few more blocks from hashrig", &|| node.lock().unwrap().accepted.len() >= 3);
+    node.lock().unwrap().gate = true;
+    wait("a block of hashrig's at the gate", &|| node.lock().unwrap().gated >= 1);
+    let (old_tip, b2, mark) = {
+        let mut n = node.lock().unwrap();
+        let old = n.tip;
+        let b2 = n.other_miner(EASY_BITS, vec![tx(6, true), tx(7, false)]);
+        (old, b2, n.log.len())
+    };
+    wait("the longpoll to deliver the other miner's tip", &|| {
+        node.lock().unwrap().log[mark..].iter().any(|e| matches!(e, Event::Gbt { carried: Some(_), prev, .. } if *prev == b2))
+    });
+    // hashrig's main loop is stuck in submitblock meanwhile; give a
+    // misbehaving longpoll loop time to show itself.
+    std::thread::sleep(Duration::from_millis(500));
+    node.lock().unwrap().gate = false;
+    wait("hashrig's first block on the other miner's tip", &|| {
+        node.lock().unwrap().log[mark..].iter().any(|e| matches!(e, Event::Submit { verdict: Verdict::Accepted, .. }))
+    });
+    let stale_on_old_tip;
+    {
+        let n = node.lock().unwrap();
+        let after: Vec<_> = n.log[mark..].iter().filter_map(|e| if let Event::Submit { prev, verdict } = e { Some((*prev, *verdict)) } else { None }).collect();
+        let first_ok = after.iter().position(|(_, v)| *v == Verdict::Accepted).unwrap();
+        assert_eq!(after[first_ok].0, Some(b2), "hashrig's next accepted block links to the other miner's tip");
+        stale_on_old_tip = after.iter().filter(|(p, v)| *p == Some(old_tip) && *v == Verdict::Stale).count();
+        assert!(stale_on_old_tip >= 1, "the block held at the gate, on the displaced tip, was judged stale: {after:?}");
+        assert!(after.iter().all(|(p, v)| *p != Some(old_tip) || *v == Verdict::Stale), "every block on the old tip is stale: {after:?}");
+    }
+
+    // Settle the accounts: stop hashrig at its next submission, so that every
+    // earlier answer is in its metrics, and compare with the node's verdicts.
+    node.lock().unwrap().gate = true;
+    wait("hashrig to pause at the gate", &|| node.lock().unwrap().gated >= 1);
+    let body = scrape(&maddr);
+    let n = node.lock().unwrap();
+    println!(
+        "node: {} accepted, {} stale ({stale_on_old_tip} on the displaced tip), rejected {:?}; {} templates served ({} longpolls), {} longpollid changes; hashrig dropped {} outdated hits itself; {:?}",
+        n.accepted.len(),
+        n.stale.len(),
+        n.rejected,
+        n.log.iter().filter(|e| matches!(e, Event::Gbt { .. })).count(),
+        n.log.iter().filter(|e| matches!(e, Event::Gbt { carried: Some(_), .. })).count(),
+        n.id_changes,
+        metric(&body, "hashrig_blocks_total{result=\"stale\"}"),
+        t0.elapsed(),
+    );
+    assert!(n.rejected.iter().all(|r| r == "duplicate"), "rejected: {:?}", n.rejected);
+    assert_eq!(metric(&body, "hashrig_block_submit_answers_total{answer=\"accepted\"}"), n.accepted.len() as u64, "{body}");
+    assert_eq!(metric(&body, "hashrig_block_submit_answers_total{answer=\"inconclusive\"}"), n.stale.len() as u64, "{body}");
+    assert_eq!(metric(&body, "hashrig_block_submit_answers_total{answer=\"duplicate\"}"), n.rejected.len() as u64, "{body}");
+    assert_eq!(metric(&body, "hashrig_gbt_templates_total{trigger=\"poll\"}"), 0, "{body}");
+    assert!(metric(&body, "hashrig_gbt_templates_total{trigger=\"longpoll\"}") >= 2, "{body}");
+    // A longpoll that carries an outdated id is answered at once; a client
+    // that re-arms with the id it was just given sends one at most once per
+    // template change (the change falling between answer and re-arm).
+    let outdated = n.log.iter().filter(|e| matches!(e, Event::Gbt { carried: Some(_), held: false, .. })).count();
+    assert!(outdated <= n.id_changes, "{outdated} longpolls carried an outdated id, for {} template changes; last events: {:#?}", n.id_changes, &n.log[n.log.len().saturating_sub(40)..]);
+    let _ = std::fs::remove_file(&conf);
 }

@@ -447,19 +447,27 @@ pub fn run(
     }
     // Longpoll on its own thread: the call blocks until the node has a new
     // template (a new block, or new transactions after a while).
-    let (ltx, lrx) = crossbeam_channel::unbounded::<Value>();
-    let lp_id = Arc::new(parking_lot::Mutex::new(m.current.as_ref().and_then(|t| t.longpollid.clone())));
-    if m.cfg.longpoll && lp_id.lock().is_some() {
-        let (rpc, stop, lp_id, metrics) = (rpc.clone(), stop.clone(), lp_id.clone(), m.metrics.clone());
+    let (ltx, mut lrx) = crossbeam_channel::unbounded::<Value>();
+    let first_id = m.current.as_ref().and_then(|t| t.longpollid.clone());
+    if let (true, Some(mut id)) = (m.cfg.longpoll, first_id) {
+        let (rpc, stop, metrics) = (rpc.clone(), stop.clone(), m.metrics.clone());
         std::thread::Builder::new()
             .name("gbt-longpoll".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let Some(id) = lp_id.lock().clone() else { break };
                     match rpc.call_with(&rpc.longpoll_agent, "getblocktemplate", json!([{"rules": ["segwit"], "longpollid": id}])) {
                         Ok(v) => {
+                            // Re-arm with the id of the template just received,
+                            // not with the one the main loop mines (it may not
+                            // have taken this one yet): the node answers an
+                            // outdated id at once, which would spin.
+                            let next = v.get("longpollid").and_then(Value::as_str).map(str::to_owned);
                             if ltx.send(v).is_err() {
                                 break;
+                            }
+                            match next {
+                                Some(n) => id = n,
+                                None => break,
                             }
                         }
                         Err(e) => {
@@ -480,15 +488,24 @@ pub fn run(
                 Ok(h) => m.on_hit(h),
                 Err(_) => break,
             },
-            recv(lrx) -> v => if let Ok(v) = v {
-                if let Err(e) = m.take(v, "longpoll") {
-                    tracing::warn!("gbt: {e}");
+            recv(lrx) -> v => match v {
+                // A longpoll answer can be older than what was fetched since
+                // (after a block of ours): mining it would go back to a
+                // replaced tip. One identical to the current template would
+                // only restart its nonce space.
+                Ok(v) if m.current.as_ref().is_some_and(|c| {
+                    v.get("height").and_then(Value::as_u64).is_some_and(|h| h < u64::from(c.height))
+                        || (c.longpollid.is_some() && v.get("longpollid").and_then(Value::as_str) == c.longpollid.as_deref())
+                }) => tracing::debug!("gbt: longpoll template not newer than the current one; skipped"),
+                Ok(v) => {
+                    if let Err(e) = m.take(v, "longpoll") {
+                        tracing::warn!("gbt: {e}");
+                    }
                 }
+                // The longpoll thread is gone (the node stopped offering it).
+                Err(_) => lrx = crossbeam_channel::never(),
             },
             default(Duration::from_millis(200)) => {}
-        }
-        if let Some(t) = &m.current {
-            *lp_id.lock() = t.longpollid.clone();
         }
         if last_poll.elapsed() >= poll {
             last_poll = Instant::now();
