@@ -12,6 +12,11 @@ CARGO ?= cargo
 APT_PACKAGES := build-essential pkg-config libhwloc-dev libudev-dev prometheus python3 mesa-vulkan-drivers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_ARGS ?=
+# Mesa's Vulkan drivers (lavapipe, probed by the GPU engine and its tests)
+# print "XDG_RUNTIME_DIR is invalid" on headless machines without one.
+ifeq ($(XDG_RUNTIME_DIR),)
+export XDG_RUNTIME_DIR := /tmp/hashrig-runtime-$(shell id -u)
+endif
 
 .PHONY: all deps build run test bench check clean
 
@@ -28,6 +33,7 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 
 build: deps
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
 	$(CARGO) build --release
 
 run: build
@@ -36,6 +42,7 @@ run: build
 # One build profile for everything the tests need (the test profile is
 # optimised, see Cargo.toml); benches are compiled and run once as tests.
 test: deps
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
 	$(CARGO) test --all-targets --locked
 	$(CARGO) test --doc --locked
 

@@ -84,7 +84,7 @@ impl Target {
         if word != 0 && (size > 34 || (word > 0xff && size > 33) || (word > 0xffff && size > 32)) {
             return Err(CompactError::Overflow(n));
         }
-        let v = if size <= 3 { U256::from_u64(word as u64) } else { U256::from_u64(word as u64).shl(8 * (size - 3)) };
+        let v = if size <= 3 { U256::from_u64(word as u64) } else { U256::from_u64(word as u64).shl_bits(8 * (size - 3)) };
         Ok(Target(v))
     }
 
@@ -95,7 +95,7 @@ impl Target {
         let mut compact = if size <= 3 {
             (self.0.low_u64() << (8 * (3 - size))) as u32
         } else {
-            self.0.shr(8 * (size - 3)).low_u64() as u32
+            self.0.shr_bits(8 * (size - 3)).low_u64() as u32
         };
         // The mantissa is signed: move a set top bit into the exponent.
         if compact & 0x0080_0000 != 0 {
@@ -141,7 +141,7 @@ impl Target {
         let v = if e <= 0 {
             Target::DIFF1.0.shl_div((-e) as u32, m)
         } else {
-            Target::DIFF1.0.shl_div(0, m).shr(e as u32)
+            Target::DIFF1.0.shl_div(0, m).shr_bits(e as u32)
         };
         Ok(Target(if v.is_zero() { U256::from_u64(1) } else { v }))
     }
@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(t(0x04123456).unwrap().to_u256(), U256::from_u64(0x12345600));
         assert_eq!(t(0x05009234).unwrap().to_u256(), U256::from_u64(0x92340000));
         assert_eq!(t(0x05009234).unwrap().to_compact().to_consensus(), 0x05009234);
-        assert_eq!(t(0x20123456).unwrap().to_u256(), U256::from_u64(0x123456).shl(8 * 29));
+        assert_eq!(t(0x20123456).unwrap().to_u256(), U256::from_u64(0x123456).shl_bits(8 * 29));
         assert_eq!(t(0x20123456).unwrap().to_compact().to_consensus(), 0x20123456);
         assert_eq!(t(0x01fedcba), Err(CompactError::Negative(0x01fedcba)));
         assert_eq!(t(0x04923456), Err(CompactError::Negative(0x04923456)));
@@ -235,10 +235,10 @@ mod tests {
             assert!((back - d).abs() / d < 1e-9, "{d} → {back}");
         }
         assert_eq!(Target::from_difficulty(1.0).unwrap(), Target::DIFF1);
-        assert_eq!(Target::from_difficulty(2.0).unwrap().to_u256(), Target::DIFF1.to_u256().shr(1));
+        assert_eq!(Target::from_difficulty(2.0).unwrap().to_u256(), Target::DIFF1.to_u256().shr_bits(1));
         // difficulty 2^-32 saturates a 224-bit target up to 256 bits: still exact
         let easy = Target::from_difficulty(1.0 / 4294967296.0).unwrap();
-        assert_eq!(easy.to_u256(), Target::DIFF1.to_u256().shl(32));
+        assert_eq!(easy.to_u256(), Target::DIFF1.to_u256().shl_bits(32));
         assert_eq!(Target::from_difficulty(1e-30).unwrap(), Target::MAX);
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(Target::from_difficulty(bad).is_err());

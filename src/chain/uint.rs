@@ -61,7 +61,7 @@ impl U256 {
     }
 
     /// Shift left; bits shifted past 256 are lost (callers check `bits()` first).
-    pub fn shl(self, n: u32) -> Self {
+    pub fn shl_bits(self, n: u32) -> Self {
         if n >= 256 {
             return U256::ZERO;
         }
@@ -77,7 +77,8 @@ impl U256 {
         U256(r)
     }
 
-    pub fn shr(self, n: u32) -> Self {
+    #[allow(clippy::needless_range_loop)] // limb arithmetic reads clearer indexed
+    pub fn shr_bits(self, n: u32) -> Self {
         if n >= 256 {
             return U256::ZERO;
         }
@@ -170,10 +171,10 @@ mod tests {
     fn shifts_round_trip() {
         let v = U256([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210, 7, 0]);
         for n in [0, 1, 13, 63, 64, 65, 100, 124, 125] {
-            assert_eq!(v.shl(n).shr(n), v, "shift {n}");
+            assert_eq!(v.shl_bits(n).shr_bits(n), v, "shift {n}");
         }
-        assert_eq!(U256::from_u64(1).shl(255).bits(), 256);
-        assert_eq!(U256::from_u64(1).shl(256), U256::ZERO);
+        assert_eq!(U256::from_u64(1).shl_bits(255).bits(), 256);
+        assert_eq!(U256::from_u64(1).shl_bits(256), U256::ZERO);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the runtime (on the embedded demo node when no node is configured).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show CPU features (compiled in and detected), topology and the pinning plan.
     Devices(devices::DevicesArgs),
     /// Measure throughput.
@@ -109,7 +109,7 @@ pub fn main() -> ExitCode {
     };
     init_logging();
     let result = match cli.command {
-        Command::Run(a) => run::main(a),
+        Command::Run(a) => run::main(*a),
         Command::Devices(a) => devices::main(a),
         Command::Bench(b) => bench::main(b),
         Command::Scan(a) => scan::main(a),

@@ -86,7 +86,7 @@ impl AdapterSummary {
             max_compute_workgroup_size_x: l.max_compute_workgroup_size_x,
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
             max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
-            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
         }
     }
 

@@ -8,6 +8,7 @@
 //! - hash 2: round 0 is a constant plus W0; padding words 8..15 and their
 //!   schedule terms are folded into constants (`c2`); rounds stop at 60, where
 //!   state word 7 (the hash's top 32 bits) is final, for the pre-filter.
+//!
 //! Candidates are confirmed with the scalar path.
 
 use super::scalar::{big_sigma0, big_sigma1, ch, maj, round, small_sigma0, small_sigma1, H0, K};

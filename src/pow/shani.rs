@@ -10,6 +10,7 @@
 //!   constant plus its first message word; and only its state word 7 is needed
 //!   for the pre-filter, which is final after round 60 (rounds 1..=60: 30
 //!   instructions, taken in pairs one word off the 4-word schedule grid).
+//!
 //! Constant message words (padding, header words) and their schedule terms
 //! are folded into per-header vectors. Candidates whose top 32 hash bits pass
 //! are confirmed with the scalar path.
@@ -232,6 +233,7 @@ unsafe fn hash_top<const N: usize>(c: &Ctx, w3: [u32; N]) -> [u32; N] {
 
 /// Scans `start..end` with `N` ways.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // lane loops over fixed-size arrays
 unsafe fn scan_n<const N: usize>(input: &SearchInput, start: u32, end: u64, hits: &mut Vec<u32>) {
     let c = Ctx::new(input);
     let mut n = start as u64;
