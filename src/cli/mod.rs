@@ -100,8 +100,32 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).with_target(false).try_init();
 }
 
+/// Mesa's Vulkan drivers (lavapipe), probed when GPUs are enumerated, print
+/// "error: XDG_RUNTIME_DIR is invalid or not set" on headless servers. That
+/// line is noise, not an error of ours: give Mesa a private runtime directory
+/// when the session has none. Runs first in `main`, before any thread exists,
+/// so changing the environment is safe.
+fn quiet_mesa_on_headless() {
+    if !cfg!(feature = "gpu") || std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("hashrig-runtime-{user}"));
+    #[cfg(unix)]
+    let made = {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).is_ok()
+    };
+    #[cfg(not(unix))]
+    let made = false;
+    if made {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
 /// Exit codes: 0 success, 1 runtime failure, 2 bad input (as clap uses).
 pub fn main() -> ExitCode {
+    quiet_mesa_on_headless();
     let matches = Cli::command().long_version(long_version()).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
