@@ -5,13 +5,14 @@
 # raw outputs beside it in hw-profiles/<name>.gpu-run.txt.
 #
 #   tools/gpu-profile.sh [NAME] [SECONDS]     (default NAME: derived from the GPU, SECONDS 10)
+#   SOFTWARE=1 tools/gpu-profile.sh lavapipe 2   dry run on a software adapter (lavapipe)
 #
 # On the project's device machine (H100/H200, see /work/.library/device/README.md,
 # "headless rendering"): once, on the development machine, in the repo root:
 #   echo /.gl/ >>.git/info/exclude; mkdir -p .gl /tmp/amd64/partial
 #   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
 #   apt-get $o update; (cd .gl && apt-get $o download libvulkan1)
-#   cargo build --release
+#   CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release   (keeps the binary well under the 64 MiB carry limit)
 # then one `run` call with carry [".gl", "target/release/hashrig"] and command:
 #   for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig;
 #   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json;
@@ -26,8 +27,22 @@ if [ ! -x "$HASHRIG" ]; then
     cargo build --release
 fi
 export HASHRIG_CACHE_DIR=${HASHRIG_CACHE_DIR:-$PWD/target/hashrig-cache}
+SW=()
+if [ "${SOFTWARE:-0}" = 1 ]; then SW=(--gpu-allow-software); fi
 
-adapter=$("$HASHRIG" devices | grep -E '^gpu[0-9]+:' | grep -v software | head -1 || true)
+# GET /metrics with bash alone: the device machine may have no curl.
+scrape() {
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 0
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    cat <&3
+    exec 3<&-
+}
+
+if [ "${SOFTWARE:-0}" = 1 ]; then
+    adapter=$("$HASHRIG" devices | grep -E '^gpu[0-9]+:' | head -1 || true)
+else
+    adapter=$("$HASHRIG" devices | grep -E '^gpu[0-9]+:' | grep -v software | head -1 || true)
+fi
 if [ -z "$adapter" ]; then
     echo "no hardware GPU adapter found:" >&2
     "$HASHRIG" devices >&2
@@ -43,16 +58,16 @@ log=hw-profiles/$name.gpu-run.txt
     "$HASHRIG" devices
     echo
     echo "\$ $HASHRIG bench pow --engine gpu --gpu-retune --seconds $SECONDS_PER_PHASE --json --profile-out $profile"
-    "$HASHRIG" bench pow --engine gpu --gpu-retune --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
+    "$HASHRIG" bench pow --engine gpu --gpu-retune "${SW[@]}" --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
     echo
     echo "\$ $HASHRIG bench pow --engine all --seconds $SECONDS_PER_PHASE --json --profile-out $profile"
-    "$HASHRIG" bench pow --engine all --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
+    "$HASHRIG" bench pow --engine all "${SW[@]}" --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
     echo
     echo "\$ $HASHRIG run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5   (job switch latency, from /metrics)"
-    "$HASHRIG" run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5 &
+    "$HASHRIG" run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5 "${SW[@]}" &
     pid=$!
     sleep 18
-    curl -s http://127.0.0.1:19787/metrics | grep -E '^hashrig_(job_switch_seconds|gpu_|hashes_total|hardware_errors_total)' || true
+    scrape 19787 | grep -E '^hashrig_(job_switch_seconds|gpu_|hashes_total|hardware_errors_total)' || true
     wait $pid || true
 } 2>&1 | tee "$log"
 echo "wrote $profile and $log"
