@@ -111,7 +111,8 @@ fn secp(c: &mut Criterion) {
                 });
             }
             _ => {
-                let pk = secp256k1::XOnlyPublicKey::from_byte_array(items[0].pubkey.as_slice().try_into().unwrap()).unwrap();
+                let pk =
+                    secp256k1::XOnlyPublicKey::from_byte_array(items[0].pubkey.as_slice().try_into().unwrap()).unwrap();
                 let sig = secp256k1::schnorr::Signature::from_byte_array(items[0].sig.as_slice().try_into().unwrap());
                 let msg = items[0].msg.clone();
                 g.bench_function("libsecp256k1_single", |b| {

@@ -113,7 +113,12 @@ impl GpuMetrics {
         )
         .expect("static metric definition");
         r.register(Box::new(adapter_info.clone())).expect("metric registered once");
-        let device_lost = counter(r, "hashrig_gpu_device_lost_total", "GPU devices lost; their work went back to the other engines.", &["device"]);
+        let device_lost = counter(
+            r,
+            "hashrig_gpu_device_lost_total",
+            "GPU devices lost; their work went back to the other engines.",
+            &["device"],
+        );
         let dispatch_seconds = HistogramVec::new(
             HistogramOpts::new("hashrig_gpu_dispatch_seconds", "Kernel time of one sha256d dispatch.")
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0]),
@@ -140,7 +145,8 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
-        let hashes = counter(&r, "hashrig_hashes_total", "Nonces hashed (sha256d of one header).", &["engine", "device"]);
+        let hashes =
+            counter(&r, "hashrig_hashes_total", "Nonces hashed (sha256d of one header).", &["engine", "device"]);
         let jobs = counter(&r, "hashrig_jobs_total", "Mining jobs received from the node adapter.", &["source"]);
         let shares = counter(&r, "hashrig_shares_total", "Shares submitted, by result.", &["result"]);
         let blocks = counter(&r, "hashrig_blocks_total", "Blocks submitted, by result.", &["result"]);
@@ -181,8 +187,9 @@ impl Metrics {
         let chain_height = IntGauge::new("hashrig_chain_height", "Height of the block the current job builds.")
             .expect("static metric definition");
         r.register(Box::new(chain_height.clone())).expect("metric registered once");
-        let share_difficulty = prometheus::Gauge::new("hashrig_share_difficulty", "Difficulty of the current share target.")
-            .expect("static metric definition");
+        let share_difficulty =
+            prometheus::Gauge::new("hashrig_share_difficulty", "Difficulty of the current share target.")
+                .expect("static metric definition");
         r.register(Box::new(share_difficulty.clone())).expect("metric registered once");
         let build_info = IntGaugeVec::new(
             Opts::new("hashrig_build_info", "Build and CPU path in use (value is always 1)."),
@@ -193,26 +200,36 @@ impl Metrics {
         // ---- signature verification ----
         let sig_batch_seconds = HistogramVec::new(
             HistogramOpts::new("hashrig_sig_batch_seconds", "Signature batch latency, submission to last verdict.")
-                .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                .buckets(vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
             &["scheme", "size_class"],
         )
         .expect("static metric definition");
         r.register(Box::new(sig_batch_seconds.clone())).expect("metric registered once");
-        let sig_verdicts = counter(&r, "hashrig_sig_verdicts_total", "Signatures verified, by scheme and result.", &["scheme", "result"]);
-        let sig_batches = counter(&r, "hashrig_sig_batches_total", "Signature batches run, by path (inline, split).", &["path"]);
+        let sig_verdicts = counter(
+            &r,
+            "hashrig_sig_verdicts_total",
+            "Signatures verified, by scheme and result.",
+            &["scheme", "result"],
+        );
+        let sig_batches =
+            counter(&r, "hashrig_sig_batches_total", "Signature batches run, by path (inline, split).", &["path"]);
         let sig_deadline_missed = counter(
             &r,
             "hashrig_sig_deadline_missed_total",
             "Signature batches answered after their deadline.",
             &["scheme"],
         );
-        let sig_queued_items = IntGauge::new("hashrig_sig_queued_items", "Signature items accepted and not yet answered.")
-            .expect("static metric definition");
+        let sig_queued_items =
+            IntGauge::new("hashrig_sig_queued_items", "Signature items accepted and not yet answered.")
+                .expect("static metric definition");
         r.register(Box::new(sig_queued_items.clone())).expect("metric registered once");
         let sigserve_connections = IntGauge::new("hashrig_sigserve_connections", "Open sigserve connections.")
             .expect("static metric definition");
         r.register(Box::new(sigserve_connections.clone())).expect("metric registered once");
-        let sigserve_frames = counter(&r, "hashrig_sigserve_frames_total", "sigserve requests, by kind and result.", &["kind", "result"]);
+        let sigserve_frames =
+            counter(&r, "hashrig_sigserve_frames_total", "sigserve requests, by kind and result.", &["kind", "result"]);
         let pool_connected = IntGaugeVec::new(
             Opts::new("hashrig_pool_connected", "1 while connected and authorised to the pool in this role."),
             &["role"],
@@ -228,15 +245,21 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(pool_shares_found.clone())).expect("metric registered once");
-        let pool_shares = counter(&r, "hashrig_pool_shares_total", "Pool share outcomes, by result and reason.", &["result", "reason"]);
+        let pool_shares = counter(
+            &r,
+            "hashrig_pool_shares_total",
+            "Pool share outcomes, by result and reason.",
+            &["result", "reason"],
+        );
         let pool_shares_queued = prometheus::IntCounter::new(
             "hashrig_pool_shares_queued_total",
             "Shares found while disconnected and kept for the reconnect.",
         )
         .expect("static metric definition");
         r.register(Box::new(pool_shares_queued.clone())).expect("metric registered once");
-        let pool_stale_ratio = prometheus::Gauge::new("hashrig_pool_stale_ratio", "Stale shares over all share outcomes.")
-            .expect("static metric definition");
+        let pool_stale_ratio =
+            prometheus::Gauge::new("hashrig_pool_stale_ratio", "Stale shares over all share outcomes.")
+                .expect("static metric definition");
         r.register(Box::new(pool_stale_ratio.clone())).expect("metric registered once");
         let pool_submit_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("hashrig_pool_submit_seconds", "Round trip of mining.submit to the pool's answer.")
@@ -245,11 +268,14 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(pool_submit_seconds.clone())).expect("metric registered once");
         let pool_reconnects = counter(&r, "hashrig_pool_reconnects_total", "Pool reconnections, by cause.", &["cause"]);
-        let pool_failovers = counter(&r, "hashrig_pool_failovers_total", "Switches between pools, by direction.", &["direction"]);
-        let gbt_templates = counter(&r, "hashrig_gbt_templates_total", "Block templates fetched, by trigger.", &["trigger"]);
+        let pool_failovers =
+            counter(&r, "hashrig_pool_failovers_total", "Switches between pools, by direction.", &["direction"]);
+        let gbt_templates =
+            counter(&r, "hashrig_gbt_templates_total", "Block templates fetched, by trigger.", &["trigger"]);
         let block_submit_answers =
             counter(&r, "hashrig_block_submit_answers_total", "The node's answers to submitblock.", &["answer"]);
-        let rpc_errors = counter(&r, "hashrig_rpc_errors_total", "Failed JSON-RPC calls to the node, by method.", &["method"]);
+        let rpc_errors =
+            counter(&r, "hashrig_rpc_errors_total", "Failed JSON-RPC calls to the node, by method.", &["method"]);
         let gpu = GpuMetrics::register(&r);
         Arc::new(Metrics {
             gpu,
@@ -324,9 +350,7 @@ impl MetricsServer {
                                 .parse::<tiny_http::Header>()
                                 .expect("static header"),
                         ),
-                    (tiny_http::Method::Get, "/") => {
-                        tiny_http::Response::from_string("hashrig: metrics at /metrics\n")
-                    }
+                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string("hashrig: metrics at /metrics\n"),
                     _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
                 };
                 // A client that hung up is not our problem.

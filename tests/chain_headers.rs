@@ -42,8 +42,5 @@ fn block_100000_difficulty() {
     let h = Header::from_hex(&hex).unwrap();
     // Published difficulty of block 100000: 14484.1623612254.
     assert!((h.target().unwrap().difficulty() - 14484.1623612254).abs() < 1e-6);
-    assert_eq!(
-        h.prev_blockhash.to_string(),
-        "000000000002d01c1fccc21636b607dfd930d31d01c3a62104612a1719011250"
-    );
+    assert_eq!(h.prev_blockhash.to_string(), "000000000002d01c1fccc21636b607dfd930d31d01c3a62104612a1719011250");
 }

@@ -91,7 +91,8 @@ fn easy_target_matches_hashlib() {
         let count = 30_001;
         let expect = hashlib_hits(h, start, count, &target);
         assert!(expect.len() > 50, "easy target gives many hits");
-        let o = scan(&["--header", h, "--start", &start.to_string(), "--count", &count.to_string(), "--target", &target]);
+        let o =
+            scan(&["--header", h, "--start", &start.to_string(), "--count", &count.to_string(), "--target", &target]);
         assert!(o.status.success());
         assert_eq!(hits(&o), expect);
     }
@@ -124,16 +125,79 @@ fn bits_option_sets_the_target() {
 fn malformed_input_exits_2_with_a_message() {
     let cases: Vec<Vec<String>> = vec![
         vec!["--header".into(), B100K[..158].into(), "--start".into(), "0".into(), "--count".into(), "1".into()],
-        vec!["--header".into(), format!("{}zz", &B100K[..158]), "--start".into(), "0".into(), "--count".into(), "1".into()],
+        vec![
+            "--header".into(),
+            format!("{}zz", &B100K[..158]),
+            "--start".into(),
+            "0".into(),
+            "--count".into(),
+            "1".into(),
+        ],
         vec!["--header".into(), B100K.into(), "--start".into(), "-1".into(), "--count".into(), "1".into()],
         vec!["--header".into(), B100K.into(), "--start".into(), "4294967296".into(), "--count".into(), "1".into()],
         vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "x".into()],
-        vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "1".into(), "--bits".into(), "1d00ff".into()],
-        vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "1".into(), "--bits".into(), "04923456".into()],
-        vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "1".into(), "--target".into(), "ff".into()],
-        vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "1".into(), "--bits".into(), "1d00ffff".into(), "--target".into(), "0".repeat(64)],
-        vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "1".into(), "--threads".into(), "0".into()],
-        vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "1".into(), "--engine".into(), "quantum".into()],
+        vec![
+            "--header".into(),
+            B100K.into(),
+            "--start".into(),
+            "0".into(),
+            "--count".into(),
+            "1".into(),
+            "--bits".into(),
+            "1d00ff".into(),
+        ],
+        vec![
+            "--header".into(),
+            B100K.into(),
+            "--start".into(),
+            "0".into(),
+            "--count".into(),
+            "1".into(),
+            "--bits".into(),
+            "04923456".into(),
+        ],
+        vec![
+            "--header".into(),
+            B100K.into(),
+            "--start".into(),
+            "0".into(),
+            "--count".into(),
+            "1".into(),
+            "--target".into(),
+            "ff".into(),
+        ],
+        vec![
+            "--header".into(),
+            B100K.into(),
+            "--start".into(),
+            "0".into(),
+            "--count".into(),
+            "1".into(),
+            "--bits".into(),
+            "1d00ffff".into(),
+            "--target".into(),
+            "0".repeat(64),
+        ],
+        vec![
+            "--header".into(),
+            B100K.into(),
+            "--start".into(),
+            "0".into(),
+            "--count".into(),
+            "1".into(),
+            "--threads".into(),
+            "0".into(),
+        ],
+        vec![
+            "--header".into(),
+            B100K.into(),
+            "--start".into(),
+            "0".into(),
+            "--count".into(),
+            "1".into(),
+            "--engine".into(),
+            "quantum".into(),
+        ],
         vec!["--start".into(), "0".into(), "--count".into(), "1".into()],
     ];
     for args in cases {

@@ -24,7 +24,9 @@ use bitcoin::absolute::LockTime;
 use bitcoin::consensus::{deserialize, serialize};
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
-use bitcoin::{Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn, TxOut, Witness};
+use bitcoin::{
+    Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn, TxOut, Witness,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hashrig");
@@ -43,7 +45,10 @@ fn tx(i: u8, segwit: bool) -> Transaction {
             sequence: Sequence::MAX,
             witness: if segwit { Witness::from_slice(&[vec![0x30; 71], vec![0x02; 33]]) } else { Witness::new() },
         }],
-        output: vec![TxOut { value: Amount::from_sat(10_000 + i as u64), script_pubkey: ScriptBuf::from_bytes(vec![0x00, 0x14].into_iter().chain([i; 20]).collect()) }],
+        output: vec![TxOut {
+            value: Amount::from_sat(10_000 + i as u64),
+            script_pubkey: ScriptBuf::from_bytes(vec![0x00, 0x14].into_iter().chain([i; 20]).collect()),
+        }],
     }
 }
 
@@ -64,7 +69,10 @@ enum Event {
         id: String,
         prev: BlockHash,
     },
-    Submit { prev: Option<BlockHash>, verdict: Verdict },
+    Submit {
+        prev: Option<BlockHash>,
+        verdict: Verdict,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,9 +163,13 @@ impl Node {
 
     fn template(&self) -> Value {
         let h = self.height + 1;
-        let wtxids: Vec<_> = std::iter::once(bitcoin::Wtxid::all_zeros()).chain(self.txs.iter().map(|t| t.compute_wtxid())).collect();
+        let wtxids: Vec<_> =
+            std::iter::once(bitcoin::Wtxid::all_zeros()).chain(self.txs.iter().map(|t| t.compute_wtxid())).collect();
         let root = bitcoin::merkle_tree::calculate_root(wtxids.into_iter()).unwrap();
-        let commitment = Block::compute_witness_commitment(&bitcoin::WitnessMerkleNode::from_raw_hash(root.to_raw_hash()), &[0u8; 32]);
+        let commitment = Block::compute_witness_commitment(
+            &bitcoin::WitnessMerkleNode::from_raw_hash(root.to_raw_hash()),
+            &[0u8; 32],
+        );
         let mut dwc = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
         dwc.extend_from_slice(commitment.as_byte_array());
         let target = Target::from_compact(CompactTarget::from_consensus(self.bits));
@@ -214,7 +226,8 @@ impl Node {
                 return Err("bad-witness-merkle-match".into());
             }
             let cb = &block.txdata[0];
-            if !cb.is_coinbase() || cb.input[0].witness.len() != 1 || cb.input[0].witness.nth(0) != Some(&[0u8; 32][..]) {
+            if !cb.is_coinbase() || cb.input[0].witness.len() != 1 || cb.input[0].witness.nth(0) != Some(&[0u8; 32][..])
+            {
                 return Err("bad-cb-witness-nonce".into());
             }
             if block.weight().to_wu() > 4_000_000 {
@@ -375,7 +388,18 @@ fn solo_mining_blocks_pass_full_validation() {
     let node = Arc::new(Mutex::new(Node::new(199, genesis, BITS, vec![tx(1, false), tx(2, true), tx(3, true)])));
     let addr = serve(node.clone());
     let mut child = Command::new(BIN)
-        .args(["run", "--metrics", "127.0.0.1:0", "--threads", "1", "--no-pin", "--status-interval", "1", "--duration", "120"])
+        .args([
+            "run",
+            "--metrics",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--no-pin",
+            "--status-interval",
+            "1",
+            "--duration",
+            "120",
+        ])
         .args(["--node", &format!("http://{addr}"), "--rpc-user", "alice", "--rpc-pass", "s3cret", "--payout", PAYOUT])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -395,7 +419,10 @@ fn solo_mining_blocks_pass_full_validation() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let lines: Vec<String> = rx.try_iter().collect();
-    let maddr = lines.iter().find_map(|l| l.split("metrics: http://").nth(1).map(|r| r.trim_end_matches("/metrics").to_owned())).unwrap();
+    let maddr = lines
+        .iter()
+        .find_map(|l| l.split("metrics: http://").nth(1).map(|r| r.trim_end_matches("/metrics").to_owned()))
+        .unwrap();
     let body = scrape(&maddr);
     let _ = child.kill();
     let _ = child.wait();
@@ -423,7 +450,9 @@ impl Drop for Hashrig {
 
 /// A counter's value in a Prometheus text body (0 when absent).
 fn metric(body: &str, series: &str) -> u64 {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 #[test]
@@ -442,7 +471,20 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
     )
     .unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "--engines", "cpu", "--metrics", "127.0.0.1:0", "--threads", "1", "--no-pin", "--status-interval", "1", "--duration", "40"])
+        .args([
+            "run",
+            "--engines",
+            "cpu",
+            "--metrics",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--no-pin",
+            "--status-interval",
+            "1",
+            "--duration",
+            "40",
+        ])
         .arg("--config")
         .arg(&conf)
         .stdout(Stdio::piped())
@@ -463,7 +505,11 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
         while !cond() {
             if Instant::now() > deadline {
                 let n = node.lock().unwrap();
-                panic!("timed out waiting for {what} after {:?}; node log: {:?}", t0.elapsed(), &n.log[n.log.len().saturating_sub(30)..]);
+                panic!(
+                    "timed out waiting for {what} after {:?}; node log: {:?}",
+                    t0.elapsed(),
+                    &n.log[n.log.len().saturating_sub(30)..]
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -490,7 +536,9 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
     wait("the held longpoll to deliver the new template", &|| {
         node.lock().unwrap().log.iter().any(|e| matches!(e, Event::Gbt { carried: Some(c), held: true, changed: true, id, .. } if *c == l0 && *id == l1))
     });
-    wait("trigger=longpoll in hashrig's metrics", &|| metric(&scrape(&maddr), "hashrig_gbt_templates_total{trigger=\"longpoll\"}") >= 1);
+    wait("trigger=longpoll in hashrig's metrics", &|| {
+        metric(&scrape(&maddr), "hashrig_gbt_templates_total{trigger=\"longpoll\"}") >= 1
+    });
     {
         let n = node.lock().unwrap();
         let plain: Vec<_> = n.log.iter().filter(|e| matches!(e, Event::Gbt { carried: None, .. })).collect();
@@ -512,13 +560,18 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
         let n = node.lock().unwrap();
         let first_submit = n.log.iter().position(|e| matches!(e, Event::Submit { .. })).unwrap();
         let delivered = n.log[..first_submit].iter().position(|e| matches!(e, Event::Gbt { prev, .. } if *prev == b1));
-        let delivered = delivered.expect("the template on the other miner's block was served before hashrig's first block");
+        let delivered =
+            delivered.expect("the template on the other miner's block was served before hashrig's first block");
         assert!(
             matches!(&n.log[delivered], Event::Gbt { carried: Some(c), held: true, changed: true, .. } if *c == l1),
             "the held longpoll delivered it: {:?}",
             n.log[delivered]
         );
-        assert!(matches!(n.log[first_submit], Event::Submit { prev: Some(p), verdict: Verdict::Accepted } if p == b1), "{:?}", n.log[first_submit]);
+        assert!(
+            matches!(n.log[first_submit], Event::Submit { prev: Some(p), verdict: Verdict::Accepted } if p == b1),
+            "{:?}",
+            n.log[first_submit]
+        );
     }
 
     // 3. hashrig mines its own chain; one of its blocks is still on its way
@@ -535,7 +588,9 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
         (old, b2, n.log.len())
     };
     wait("the longpoll to deliver the other miner's tip", &|| {
-        node.lock().unwrap().log[mark..].iter().any(|e| matches!(e, Event::Gbt { carried: Some(_), prev, .. } if *prev == b2))
+        node.lock().unwrap().log[mark..]
+            .iter()
+            .any(|e| matches!(e, Event::Gbt { carried: Some(_), prev, .. } if *prev == b2))
     });
     // hashrig's main loop is stuck in submitblock meanwhile; give a
     // misbehaving longpoll loop time to show itself.
@@ -547,12 +602,18 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
     let stale_on_old_tip;
     {
         let n = node.lock().unwrap();
-        let after: Vec<_> = n.log[mark..].iter().filter_map(|e| if let Event::Submit { prev, verdict } = e { Some((*prev, *verdict)) } else { None }).collect();
+        let after: Vec<_> = n.log[mark..]
+            .iter()
+            .filter_map(|e| if let Event::Submit { prev, verdict } = e { Some((*prev, *verdict)) } else { None })
+            .collect();
         let first_ok = after.iter().position(|(_, v)| *v == Verdict::Accepted).unwrap();
         assert_eq!(after[first_ok].0, Some(b2), "hashrig's next accepted block links to the other miner's tip");
         stale_on_old_tip = after.iter().filter(|(p, v)| *p == Some(old_tip) && *v == Verdict::Stale).count();
         assert!(stale_on_old_tip >= 1, "the block held at the gate, on the displaced tip, was judged stale: {after:?}");
-        assert!(after.iter().all(|(p, v)| *p != Some(old_tip) || *v == Verdict::Stale), "every block on the old tip is stale: {after:?}");
+        assert!(
+            after.iter().all(|(p, v)| *p != Some(old_tip) || *v == Verdict::Stale),
+            "every block on the old tip is stale: {after:?}"
+        );
     }
 
     // Settle the accounts: stop hashrig at its next submission, so that every
@@ -573,15 +634,32 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
         t0.elapsed(),
     );
     assert!(n.rejected.iter().all(|r| r == "duplicate"), "rejected: {:?}", n.rejected);
-    assert_eq!(metric(&body, "hashrig_block_submit_answers_total{answer=\"accepted\"}"), n.accepted.len() as u64, "{body}");
-    assert_eq!(metric(&body, "hashrig_block_submit_answers_total{answer=\"inconclusive\"}"), n.stale.len() as u64, "{body}");
-    assert_eq!(metric(&body, "hashrig_block_submit_answers_total{answer=\"duplicate\"}"), n.rejected.len() as u64, "{body}");
+    assert_eq!(
+        metric(&body, "hashrig_block_submit_answers_total{answer=\"accepted\"}"),
+        n.accepted.len() as u64,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "hashrig_block_submit_answers_total{answer=\"inconclusive\"}"),
+        n.stale.len() as u64,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "hashrig_block_submit_answers_total{answer=\"duplicate\"}"),
+        n.rejected.len() as u64,
+        "{body}"
+    );
     assert_eq!(metric(&body, "hashrig_gbt_templates_total{trigger=\"poll\"}"), 0, "{body}");
     assert!(metric(&body, "hashrig_gbt_templates_total{trigger=\"longpoll\"}") >= 2, "{body}");
     // A longpoll that carries an outdated id is answered at once; a client
     // that re-arms with the id it was just given sends one at most once per
     // template change (the change falling between answer and re-arm).
     let outdated = n.log.iter().filter(|e| matches!(e, Event::Gbt { carried: Some(_), held: false, .. })).count();
-    assert!(outdated <= n.id_changes, "{outdated} longpolls carried an outdated id, for {} template changes; last events: {:#?}", n.id_changes, &n.log[n.log.len().saturating_sub(40)..]);
+    assert!(
+        outdated <= n.id_changes,
+        "{outdated} longpolls carried an outdated id, for {} template changes; last events: {:#?}",
+        n.id_changes,
+        &n.log[n.log.len().saturating_sub(40)..]
+    );
     let _ = std::fs::remove_file(&conf);
 }

@@ -15,7 +15,9 @@ use hashrig::sched::{GpuConfig, GpuEngine, PowJob, PowScheduler, Stats};
 
 fn context() -> GpuContext {
     let a = gpu::adapters().into_iter().next().unwrap_or_else(|| {
-        panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
+        panic!(
+            "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
+        )
     });
     let opts = ContextOptions { depth: 3, hit_slots: 256, tune: TuneChoice { wg: 64, npt: 16 } };
     GpuContext::new(&a, &opts).unwrap_or_else(|e| panic!("GPU context on {}: {e}", a.summary.name))
@@ -61,7 +63,8 @@ fn gpu_engine_mines_switches_jobs_and_survives_device_loss() {
     let ctx = context();
     let loss = ctx.loss_handle();
     let cfg = GpuConfig { device: "gpu0".into(), dispatch_time: Duration::from_millis(10) };
-    let engine = GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone()).expect("engine");
+    let engine =
+        GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone()).expect("engine");
 
     let gpu_hashes = || metrics.hashes.with_label_values(&["gpu", "gpu0"]).get();
     let mut got = Vec::new();

@@ -27,13 +27,16 @@ fn every_kernel_parses_and_validates() {
         let mut src = String::new();
         for r in requires(&text) {
             let piece = dir.join(&r);
-            src.push_str(&std::fs::read_to_string(&piece).unwrap_or_else(|e| panic!("{} requires {r}: {e}", f.display())));
+            src.push_str(
+                &std::fs::read_to_string(&piece).unwrap_or_else(|e| panic!("{} requires {r}: {e}", f.display())),
+            );
             src.push('\n');
         }
         src.push_str(&text);
         let module = naga::front::wgsl::parse_str(&src)
             .unwrap_or_else(|e| panic!("{} does not parse:\n{}", f.display(), e.emit_to_string(&src)));
-        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+        let mut v =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
         v.validate(&module).unwrap_or_else(|e| panic!("{} does not validate: {e:?}", f.display()));
         entry_points += module.entry_points.len();
     }

@@ -147,12 +147,12 @@ fn chunk_range_and_nonce_space_edges() {
     header[..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
     let input = SearchInput::new(&header, &easy_target(0x0fff_ffff));
     let cases: [(u32, u64, u64); 6] = [
-        (u32::MAX - 5000, 5001, 1000),      // ends exactly at 0xffffffff
-        (u32::MAX - 5000, 1 << 20, 777),    // asks past 2^32: clamped
-        (u32::MAX, 1, 1),                   // the very last nonce alone
-        (0, 1, 1),                          // the very first
-        (0, 3 * 1024 + 17, 1024),           // partial last dispatch and thread
-        (12_345, 64 * 16 + 1, 64 * 16),     // one full workgroup and one nonce
+        (u32::MAX - 5000, 5001, 1000),   // ends exactly at 0xffffffff
+        (u32::MAX - 5000, 1 << 20, 777), // asks past 2^32: clamped
+        (u32::MAX, 1, 1),                // the very last nonce alone
+        (0, 1, 1),                       // the very first
+        (0, 3 * 1024 + 17, 1024),        // partial last dispatch and thread
+        (12_345, 64 * 16 + 1, 64 * 16),  // one full workgroup and one nonce
     ];
     for (start, count, per) in cases {
         let range = NonceRange::new(start, count);

@@ -18,7 +18,8 @@ const MAX: usize = 1 << 20;
 
 fn valid_frames() -> Vec<Vec<u8>> {
     let pool = pool();
-    let mut v: Vec<Vec<u8>> = (0..8).map(|n| frame::encode_batch(n as u64, 1000, &batch(&pool, n, n as u64, 2).0).unwrap()).collect();
+    let mut v: Vec<Vec<u8>> =
+        (0..8).map(|n| frame::encode_batch(n as u64, 1000, &batch(&pool, n, n as u64, 2).0).unwrap()).collect();
     v.push(frame::encode_ping(3));
     v.push(frame::encode_verdicts(4, &[hashrig::sig::Verdict::Valid]));
     v.push(frame::encode_error(5, ErrorCode::BadFrame, "x"));
@@ -51,7 +52,8 @@ fn parser_random_bytes_and_mutations() {
                 let len = (b.len() - 4) as u32;
                 b[..4].copy_from_slice(&len.to_le_bytes());
                 b[4] = frame::VERSION;
-                b[5] = [frame::KIND_BATCH, frame::KIND_PING, frame::KIND_VERDICTS, frame::KIND_ERROR][rng.random_range(0..4)];
+                b[5] = [frame::KIND_BATCH, frame::KIND_PING, frame::KIND_VERDICTS, frame::KIND_ERROR]
+                    [rng.random_range(0..4)];
             }
             b
         } else {

@@ -93,7 +93,8 @@ impl Conn {
         let mut p = notify_template();
         p[0] = json!(id);
         p[8] = json!(clean);
-        self.jobs.insert(id.into(), Job { params: p.clone(), diff: self.diff, en1: self.en1.clone(), sent: Instant::now() });
+        self.jobs
+            .insert(id.into(), Job { params: p.clone(), diff: self.diff, en1: self.en1.clone(), sent: Instant::now() });
         self.send(json!({"id": null, "method": "mining.notify", "params": p}));
     }
     /// Handles what the miner sends until `want` more shares are accepted.
@@ -101,7 +102,8 @@ impl Conn {
         let goal = t.accepted + want;
         let until = Instant::now() + Duration::from_secs(90);
         while t.accepted < goal {
-            let m = self.recv(until).unwrap_or_else(|| panic!("pool: no more shares (have {}, want {goal})", t.accepted));
+            let m =
+                self.recv(until).unwrap_or_else(|| panic!("pool: no more shares (have {}, want {goal})", t.accepted));
             self.handle(m, t, job_prefix);
         }
     }
@@ -202,7 +204,14 @@ fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -> Co
     loop {
         let (s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut c = Conn { r: BufReader::new(s.try_clone().unwrap()), w: s, en1: en1.to_vec(), jobs: HashMap::new(), diff: D1, session: session.into() };
+        let mut c = Conn {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+            en1: en1.to_vec(),
+            jobs: HashMap::new(),
+            diff: D1,
+            session: session.into(),
+        };
         let until = Instant::now() + Duration::from_secs(30);
         let mut authorized = false;
         let mut probe = false;
@@ -265,8 +274,24 @@ fn pool_session_with_failover_loses_and_duplicates_nothing() {
     )
     .unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "--metrics", "127.0.0.1:0", "--threads", "1", "--no-pin", "--status-interval", "1", "--duration", "170"])
-        .args(["--pool", &format!("stratum+tcp://{a_addr}"), "--pool", &format!("stratum+tcp://{}", b.local_addr().unwrap())])
+        .args([
+            "run",
+            "--metrics",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--no-pin",
+            "--status-interval",
+            "1",
+            "--duration",
+            "170",
+        ])
+        .args([
+            "--pool",
+            &format!("stratum+tcp://{a_addr}"),
+            "--pool",
+            &format!("stratum+tcp://{}", b.local_addr().unwrap()),
+        ])
         .args(["--user", "worker1", "--pass", "secret", "--config", cfg.to_str().unwrap()])
         .env("HASHRIG_LOG", "info")
         .stdout(Stdio::piped())
@@ -360,7 +385,11 @@ fn pool_session_with_failover_loses_and_duplicates_nothing() {
 
     let pool_accepted = t.accepted + tb.accepted;
     let m = |p: &str| metric(&body, p);
-    println!("pool accepted {pool_accepted}, versions rolled {}, client:\n{}", t.versions_rolled, body.lines().filter(|l| l.starts_with("hashrig_pool")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "pool accepted {pool_accepted}, versions rolled {}, client:\n{}",
+        t.versions_rolled,
+        body.lines().filter(|l| l.starts_with("hashrig_pool")).collect::<Vec<_>>().join("\n")
+    );
     assert!(t.rejected.is_empty() && tb.rejected.is_empty(), "rejected: {:?} {:?}", t.rejected, tb.rejected);
     assert!(pool_accepted >= 21);
     assert!(t.versions_rolled > 0, "version rolling used");

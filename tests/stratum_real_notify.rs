@@ -20,10 +20,7 @@ fn notify() -> hashrig::node::stratum::proto::Notify {
 fn header_fields_decode_as_published() {
     let n = notify();
     // Stratum sends prevhash as 8 byte-swapped words; the published decoding:
-    assert_eq!(
-        n.prev_blockhash.to_string(),
-        "0000000000000000000189f858336592081b230c87fb44c633c6373820547715"
-    );
+    assert_eq!(n.prev_blockhash.to_string(), "0000000000000000000189f858336592081b230c87fb44c633c6373820547715");
     assert_eq!(n.version, 0x2000_0000);
     assert_eq!(n.bits.to_consensus(), 0x1701e2a0);
     assert_eq!(n.ntime, 1_764_209_801); // 2025-11-27 02:16:41 UTC

@@ -5,27 +5,16 @@ use std::collections::BTreeSet;
 use hashrig::topo::*;
 
 fn opts(threads: Option<usize>, smt: bool, nodes: Option<Vec<u32>>) -> PlanOptions {
-    PlanOptions {
-        threads,
-        smt,
-        nodes,
-    }
+    PlanOptions { threads, smt, nodes }
 }
 
 fn per_group(plan: &PinPlan) -> Vec<(u32, usize)> {
-    plan.groups
-        .iter()
-        .map(|g| (g.numa_node, g.workers.len()))
-        .collect()
+    plan.groups.iter().map(|g| (g.numa_node, g.workers.len())).collect()
 }
 
 /// Ids are 0..n in order, and every slot's node matches its group.
 fn assert_well_formed(plan: &PinPlan) {
-    let ids: Vec<usize> = plan
-        .groups
-        .iter()
-        .flat_map(|g| g.workers.iter().map(|w| w.id))
-        .collect();
+    let ids: Vec<usize> = plan.groups.iter().flat_map(|g| g.workers.iter().map(|w| w.id)).collect();
     assert_eq!(ids, (0..plan.worker_count()).collect::<Vec<_>>());
     for g in &plan.groups {
         assert!(!g.workers.is_empty());
@@ -39,10 +28,7 @@ fn assert_well_formed(plan: &PinPlan) {
 fn fallback_topology_plans_one_worker_per_cpu() {
     let topo = Topology::fallback(4);
     assert_eq!(topo.source, TopologySource::Fallback);
-    assert_eq!(
-        (topo.numa_nodes.len(), topo.core_count(), topo.pu_count()),
-        (1, 4, 4)
-    );
+    assert_eq!((topo.numa_nodes.len(), topo.core_count(), topo.pu_count()), (1, 4, 4));
     let plan = PinPlan::build(&topo, &PlanOptions::default()).unwrap();
     assert_eq!(per_group(&plan), [(0, 4)]);
     assert_well_formed(&plan);
@@ -56,10 +42,7 @@ fn plan_option_errors() {
     let err = PinPlan::build(&topo, &opts(Some(0), false, None)).unwrap_err();
     assert!(matches!(err, TopoError::ZeroThreads), "{err}");
     let err = PinPlan::build(&topo, &opts(None, false, Some(vec![0, 7]))).unwrap_err();
-    assert!(
-        matches!(&err, TopoError::UnknownNodes { unknown, .. } if unknown == &[7]),
-        "{err}"
-    );
+    assert!(matches!(&err, TopoError::UnknownNodes { unknown, .. } if unknown == &[7]), "{err}");
     assert!(err.to_string().contains('7'), "{err}");
     let err = PinPlan::build(&topo, &opts(None, false, Some(vec![]))).unwrap_err();
     assert!(matches!(err, TopoError::EmptyPlan { .. }), "{err}");
@@ -116,12 +99,7 @@ fn pinning_the_current_thread_does_not_panic() {
         // Linux: the kernel's view of this thread's affinity.
         let allowed = std::fs::read_to_string("/proc/thread-self/status")
             .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("Cpus_allowed_list:")
-                        .map(|v| v.trim().to_owned())
-                })
-            });
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_owned())));
         (pinned, direct, allowed)
     })
     .join()
@@ -129,21 +107,13 @@ fn pinning_the_current_thread_does_not_panic() {
     println!("pinned: {pinned}, second attempt: {direct:?}, Cpus_allowed_list: {allowed:?}");
     if pinned {
         if let Some(allowed) = allowed {
-            assert_eq!(
-                allowed, expected,
-                "thread reported pinned but its affinity is {allowed}"
-            );
+            assert_eq!(allowed, expected, "thread reported pinned but its affinity is {allowed}");
         }
     }
     #[cfg(not(feature = "numa"))]
     assert!(!pinned && matches!(direct, Err(PinError::Unsupported)));
     // A PU that cannot exist is refused with an error, not a panic.
-    let bogus = WorkerSlot {
-        id: 9,
-        numa_node: 0,
-        core: 0,
-        pu: u32::MAX,
-    };
+    let bogus = WorkerSlot { id: 9, numa_node: 0, core: 0, pu: u32::MAX };
     assert!(pin_current_thread(&bogus).is_err());
     assert!(!pin_or_warn(&bogus));
 }
@@ -151,10 +121,7 @@ fn pinning_the_current_thread_does_not_panic() {
 #[cfg(not(feature = "numa"))]
 #[test]
 fn synthetic_needs_numa_feature() {
-    assert!(matches!(
-        Topology::synthetic("numa:1 core:2 pu:1"),
-        Err(TopoError::NumaFeatureDisabled(_))
-    ));
+    assert!(matches!(Topology::synthetic("numa:1 core:2 pu:1"), Err(TopoError::NumaFeatureDisabled(_))));
 }
 
 #[cfg(feature = "numa")]
@@ -186,10 +153,7 @@ mod synthetic {
             }
         }
         let text = topo.to_string();
-        assert!(
-            text.starts_with("2 packages, 4 NUMA nodes, 32 cores, 64 PUs"),
-            "{text}"
-        );
+        assert!(text.starts_with("2 packages, 4 NUMA nodes, 32 cores, 64 PUs"), "{text}");
         assert_eq!(text.lines().count(), 5, "{text}");
     }
 
@@ -205,15 +169,8 @@ mod synthetic {
         assert_eq!(cores.len(), 32, "each worker on a distinct core");
         for w in plan.workers() {
             let node = topo.node(w.numa_node).unwrap();
-            let core = node
-                .cores
-                .iter()
-                .find(|c| c.logical_index == w.core)
-                .unwrap();
-            assert_eq!(
-                w.pu, core.pus[0],
-                "worker {w:?} is not on its core's first PU"
-            );
+            let core = node.cores.iter().find(|c| c.logical_index == w.core).unwrap();
+            assert_eq!(w.pu, core.pus[0], "worker {w:?} is not on its core's first PU");
         }
     }
 
@@ -245,10 +202,7 @@ mod synthetic {
         // Cores in order within a node.
         let node0 = &topo.numa_nodes[0];
         let got: Vec<u32> = plan.groups[0].workers.iter().map(|w| w.core).collect();
-        assert_eq!(
-            got,
-            [node0.cores[0].logical_index, node0.cores[1].logical_index]
-        );
+        assert_eq!(got, [node0.cores[0].logical_index, node0.cores[1].logical_index]);
         let plan = PinPlan::build(&topo, &opts(Some(2), false, None)).unwrap();
         assert_eq!(per_group(&plan), [(0, 1), (1, 1)]);
         let plan = PinPlan::build(&topo, &opts(Some(1000), true, None)).unwrap();
@@ -276,10 +230,7 @@ mod synthetic {
     #[test]
     fn single_node_two_cores() {
         let topo = Topology::synthetic("numa:1 core:2 pu:1").unwrap();
-        assert_eq!(
-            (topo.numa_nodes.len(), topo.core_count(), topo.pu_count()),
-            (1, 2, 2)
-        );
+        assert_eq!((topo.numa_nodes.len(), topo.core_count(), topo.pu_count()), (1, 2, 2));
         let plan = PinPlan::build(&topo, &opts(None, true, None)).unwrap();
         assert_eq!(per_group(&plan), [(0, 2)]);
         assert_well_formed(&plan);
@@ -288,10 +239,7 @@ mod synthetic {
     #[test]
     fn no_numa_level() {
         let topo = Topology::synthetic("pack:1 core:4 pu:2").unwrap();
-        assert_eq!(
-            (topo.numa_nodes.len(), topo.core_count(), topo.pu_count()),
-            (1, 4, 8)
-        );
+        assert_eq!((topo.numa_nodes.len(), topo.core_count(), topo.pu_count()), (1, 4, 8));
         assert_eq!(topo.numa_nodes[0].os_index, 0);
         let plan = PinPlan::build(&topo, &PlanOptions::default()).unwrap();
         assert_eq!(per_group(&plan), [(0, 4)]);
@@ -307,18 +255,12 @@ mod synthetic {
         assert_eq!((topo.numa_nodes.len(), topo.core_count()), (1, 4));
         // No core level: every PU becomes its own core.
         let topo = Topology::synthetic("pack:1 numa:2 pu:3").unwrap();
-        assert_eq!(
-            (topo.numa_nodes.len(), topo.core_count(), topo.pu_count()),
-            (2, 6, 6)
-        );
+        assert_eq!((topo.numa_nodes.len(), topo.core_count(), topo.pu_count()), (2, 6, 6));
         let plan = PinPlan::build(&topo, &PlanOptions::default()).unwrap();
         assert_well_formed(&plan);
         // NUMA nodes below cores' caches / groups.
         let topo = Topology::synthetic("pack:2 group:2 numa:1 l3:1 core:3 pu:4").unwrap();
-        assert_eq!(
-            (topo.numa_nodes.len(), topo.core_count(), topo.pu_count()),
-            (4, 12, 48)
-        );
+        assert_eq!((topo.numa_nodes.len(), topo.core_count(), topo.pu_count()), (4, 12, 48));
         let plan = PinPlan::build(&topo, &opts(Some(5), true, None)).unwrap();
         assert_eq!(per_group(&plan), [(0, 2), (1, 1), (2, 1), (3, 1)]);
     }

@@ -116,9 +116,6 @@ mod tests {
     #[test]
     fn sha256_known_answer() {
         // FIPS 180-2 "abc".
-        assert_eq!(
-            hex::encode(sha256(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex::encode(sha256(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -105,10 +105,7 @@ mod tests {
         let h = Header::from_hex(GENESIS).unwrap();
         assert_eq!(h.version, 1);
         assert_eq!(h.prev_blockhash, BlockHash::ZERO);
-        assert_eq!(
-            h.merkle_root.to_string(),
-            "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
-        );
+        assert_eq!(h.merkle_root.to_string(), "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b");
         assert_eq!(h.time, 1231006505);
         assert_eq!(h.bits.to_consensus(), 0x1d00ffff);
         assert_eq!(h.nonce, 2083236893);

@@ -30,10 +30,7 @@ pub fn root(txids: &[Txid]) -> Option<TxMerkleNode> {
     }
     let mut level: Vec<[u8; 32]> = txids.iter().map(|t| t.to_byte_array()).collect();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|p| hash_pair(&p[0], p.get(1).unwrap_or(&p[0])))
-            .collect();
+        level = level.chunks(2).map(|p| hash_pair(&p[0], p.get(1).unwrap_or(&p[0]))).collect();
     }
     Some(TxMerkleNode::from_byte_array(level[0]))
 }
@@ -48,10 +45,7 @@ pub fn branch_for_coinbase(txids: &[Txid]) -> Vec<[u8; 32]> {
     let mut level: Vec<[u8; 32]> = txids.iter().map(|t| t.to_byte_array()).collect();
     while level.len() > 1 {
         branch.push(*level.get(1).unwrap_or(&level[0]));
-        level = level
-            .chunks(2)
-            .map(|p| hash_pair(&p[0], p.get(1).unwrap_or(&p[0])))
-            .collect();
+        level = level.chunks(2).map(|p| hash_pair(&p[0], p.get(1).unwrap_or(&p[0]))).collect();
     }
     branch
 }

@@ -84,7 +84,8 @@ impl Target {
         if word != 0 && (size > 34 || (word > 0xff && size > 33) || (word > 0xffff && size > 32)) {
             return Err(CompactError::Overflow(n));
         }
-        let v = if size <= 3 { U256::from_u64(word as u64) } else { U256::from_u64(word as u64).shl_bits(8 * (size - 3)) };
+        let v =
+            if size <= 3 { U256::from_u64(word as u64) } else { U256::from_u64(word as u64).shl_bits(8 * (size - 3)) };
         Ok(Target(v))
     }
 

@@ -19,7 +19,11 @@ use crate::pow::Backend;
 use crate::topo::PlanOptions;
 
 #[derive(Parser, Debug)]
-#[command(name = "hashrig", version, about = "Proof-of-work hashing and batch signature checks on NUMA-pinned CPU cores and GPUs")]
+#[command(
+    name = "hashrig",
+    version,
+    about = "Proof-of-work hashing and batch signature checks on NUMA-pinned CPU cores and GPUs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -70,7 +74,9 @@ impl CpuArgs {
         match self.backend {
             None => Ok(crate::pow::detect()),
             Some(b) if crate::pow::available().contains(&b) => Ok(b),
-            Some(b) => anyhow::bail!("backend {} is not available on this CPU (available: {})", b.name(), backend_list()),
+            Some(b) => {
+                anyhow::bail!("backend {} is not available on this CPU (available: {})", b.name(), backend_list())
+            }
         }
     }
 }
@@ -82,11 +88,7 @@ pub fn backend_list() -> String {
 /// `--version` text: the build plus the CPU paths compiled in and detected,
 /// so a bug report says which code ran.
 fn long_version() -> String {
-    format!(
-        "{}\n{}",
-        env!("CARGO_PKG_VERSION"),
-        devices::feature_report().trim_end()
-    )
+    format!("{}\n{}", env!("CARGO_PKG_VERSION"), devices::feature_report().trim_end())
 }
 
 pub fn default_metrics_addr() -> SocketAddr {
@@ -97,7 +99,12 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HASHRIG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // One console stream, as miners print it; stdout so it can be piped.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_target(false)
+        .try_init();
 }
 
 /// Mesa's Vulkan drivers (lavapipe), probed when GPUs are enumerated, print

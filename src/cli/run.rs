@@ -13,10 +13,10 @@ use clap::Args;
 
 use crate::metrics::{Metrics, MetricsServer};
 use crate::node::demo::{DemoNode, DemoParams};
-use crate::sched::{cpu, CpuConfig, CpuEngine, PowScheduler, Stats};
-use crate::topo::{PinPlan, Topology};
 use crate::node::sigserve::{ServeAddr, ServerConfig, SigServer};
+use crate::sched::{cpu, CpuConfig, CpuEngine, PowScheduler, Stats};
 use crate::sig::{demo as sigdemo, RateMeter, SigEngine, SigEngineConfig};
+use crate::topo::{PinPlan, Topology};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -164,9 +164,15 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     let sig_engine = SigEngine::start(sig_cfg, Some(metrics.clone()))?;
     // The demo feed runs on the embedded demo only; a real node's validator
     // talks to sigserve instead.
-    let sig_feed = if matches!(adapter, crate::node::config::Adapter::Demo) && a.sig_demo_rate > 0.0 && a.sig_demo_rate.is_finite() {
+    let sig_feed = if matches!(adapter, crate::node::config::Adapter::Demo)
+        && a.sig_demo_rate > 0.0
+        && a.sig_demo_rate.is_finite()
+    {
         let p = sigdemo::FeedParams { rate: a.sig_demo_rate, ..sigdemo::FeedParams::default() };
-        tracing::info!("sig: demo feed of {:.0} signatures/s (ed25519, ecdsa, schnorr; valid and invalid mixed)", p.rate);
+        tracing::info!(
+            "sig: demo feed of {:.0} signatures/s (ed25519, ecdsa, schnorr; valid and invalid mixed)",
+            p.rate
+        );
         Some(sigdemo::spawn_feed(sig_engine.clone(), p, Arc::new(sigdemo::FeedStats::default()), stop.clone())?)
     } else {
         None
@@ -203,12 +209,17 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let adapter_result: anyhow::Result<()> = match adapter {
         crate::node::config::Adapter::Pool(cfg) => {
-            tracing::info!("node: Stratum pool(s) {}", cfg.pools.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(", "));
-            crate::node::stratum::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone()).map_err(Into::into)
+            tracing::info!(
+                "node: Stratum pool(s) {}",
+                cfg.pools.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            crate::node::stratum::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone())
+                .map_err(Into::into)
         }
         crate::node::config::Adapter::Solo(cfg) => {
             tracing::info!("node: solo mining on {} (getblocktemplate)", cfg.url);
-            crate::node::gbt::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone()).map_err(Into::into)
+            crate::node::gbt::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone())
+                .map_err(Into::into)
         }
         crate::node::config::Adapter::Demo => {
             tracing::info!("node: embedded demo chain (no --pool or --node configured)");
@@ -266,9 +277,22 @@ fn start_gpu_engines(
     }
     let mut out = Vec::new();
     for (device, ctx) in gpus {
-        tracing::info!("{device}: {} | {} | driver {} {}", ctx.summary.name, ctx.tune, ctx.summary.driver, ctx.summary.driver_info);
+        tracing::info!(
+            "{device}: {} | {} | driver {} {}",
+            ctx.summary.name,
+            ctx.tune,
+            ctx.summary.driver,
+            ctx.summary.driver_info
+        );
         let cfg = crate::sched::GpuConfig { device, dispatch_time: crate::sched::gpu::DEFAULT_DISPATCH_TIME };
-        out.push(crate::sched::GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone())?);
+        out.push(crate::sched::GpuEngine::start(
+            ctx,
+            cfg,
+            sched.clone(),
+            stats.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )?);
     }
     Ok(out)
 }

@@ -86,11 +86,7 @@ pub fn main(a: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     let range = NonceRange::new(a.start, a.count);
     if range.len() < a.count {
-        eprintln!(
-            "note: nonces stop at 0xffffffff; scanning {} of the {} asked for",
-            range.len(),
-            a.count
-        );
+        eprintln!("note: nonces stop at 0xffffffff; scanning {} of the {} asked for", range.len(), a.count);
     }
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let hits = match a.engine {
@@ -201,7 +197,9 @@ fn scan_gpu(
                 while let Some(r) = take(GPU_SLICE) {
                     let out = ctx.scan(input, r, 1 << 24).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
                     for n in &out.hardware_errors {
-                        eprintln!("error: {label} reported nonce {n} whose hash disagrees with the CPU's (hardware error)");
+                        eprintln!(
+                            "error: {label} reported nonce {n} whose hash disagrees with the CPU's (hardware error)"
+                        );
                     }
                     hits.extend(out.hits);
                 }

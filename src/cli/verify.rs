@@ -48,7 +48,11 @@ impl Backend {
 }
 
 /// Verify `pending` (line results in input order) and print one line each.
-fn flush(b: &mut Backend, pending: &mut Vec<Result<SigItem, crate::sig::Reason>>, out: &mut impl Write) -> anyhow::Result<()> {
+fn flush(
+    b: &mut Backend,
+    pending: &mut Vec<Result<SigItem, crate::sig::Reason>>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let items: Vec<SigItem> = pending.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
     let mut verdicts = b.verify(&items)?.into_iter();
     for p in pending.drain(..) {

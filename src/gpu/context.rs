@@ -101,9 +101,10 @@ impl GpuContext {
             required_limits,
             ..Default::default()
         };
-        let (device, queue) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(a.request_device(&desc))))
-            .map_err(|_| GpuError::RequestDevice("wgpu panicked while requesting the device".into()))?
-            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let (device, queue) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(a.request_device(&desc))))
+                .map_err(|_| GpuError::RequestDevice("wgpu panicked while requesting the device".into()))?
+                .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
         let lost = Arc::new(AtomicBool::new(false));
         let lost_reason = Arc::new(Mutex::new(String::new()));
         {
@@ -128,8 +129,8 @@ impl GpuContext {
                 flag.store(true, Ordering::Release);
             }));
         }
-        let src = kernel::source(kernel::SHA256D_FILE)
-            .ok_or_else(|| GpuError::Compile("kernel source incomplete".into()))?;
+        let src =
+            kernel::source(kernel::SHA256D_FILE).ok_or_else(|| GpuError::Compile("kernel source incomplete".into()))?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         // SAFETY: the kernel indexes only `hits.slots[slot]` with `slot <
         // p.cfg.w`, and the host sizes the buffer for exactly `p.cfg.w` slots
@@ -137,7 +138,10 @@ impl GpuContext {
         // So bounds checks and loop guards can go (naga still validates it).
         let module = unsafe {
             device.create_shader_module_trusted(
-                wgpu::ShaderModuleDescriptor { label: Some(kernel::SHA256D_LABEL), source: wgpu::ShaderSource::Wgsl(src.into()) },
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel::SHA256D_LABEL),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                },
                 wgpu::ShaderRuntimeChecks::unchecked(),
             )
         };
@@ -310,7 +314,8 @@ impl GpuContext {
         }
         let p = params.with_range(range, self.hit_slots);
         self.queue.write_buffer(&slot.params, 0, &p.to_bytes());
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sha256d dispatch") });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sha256d dispatch") });
         enc.clear_buffer(&slot.hits, 0, Some(HITS_HEADER));
         {
             let timestamp_writes = slot.queries.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
@@ -318,7 +323,8 @@ impl GpuContext {
                 beginning_of_pass_write_index: Some(0),
                 end_of_pass_write_index: Some(1),
             });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("sha256d"), timestamp_writes });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("sha256d"), timestamp_writes });
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &slot.bind, &[]);
             pass.dispatch_workgroups(gx as u32, gy as u32, 1);
@@ -357,7 +363,8 @@ impl GpuContext {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.lost.store(true, Ordering::Release);
-                *self.lost_reason.lock() = format!("dispatch of {} nonces still running after {timeout:?}", pending.range.len());
+                *self.lost_reason.lock() =
+                    format!("dispatch of {} nonces still running after {timeout:?}", pending.range.len());
                 return Err(GpuError::Timeout(timeout));
             }
             let poll = self.device.poll(wgpu::PollType::Wait {
@@ -533,7 +540,10 @@ fn build_pipeline(
         layout: Some(&pl),
         module,
         entry_point: Some(kernel::SHA256D_ENTRY),
-        compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: false },
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants,
+            zero_initialize_workgroup_memory: false,
+        },
         cache: None,
     });
     match pollster::block_on(scope.pop()) {

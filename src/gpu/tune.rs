@@ -166,7 +166,11 @@ pub fn apply(ctx: &mut GpuContext, mode: &TuneMode) -> Result<TuneChoice, GpuErr
                     t0.elapsed().as_secs_f64()
                 );
                 if let Some(p) = cache {
-                    store(p, cache_key(&ctx.summary), CacheEntry { choice, hashes_per_sec: rate, date: crate::profile::utc_date() });
+                    store(
+                        p,
+                        cache_key(&ctx.summary),
+                        CacheEntry { choice, hashes_per_sec: rate, date: crate::profile::utc_date() },
+                    );
                 }
             }
         }

@@ -143,7 +143,9 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
         let auth = match (user, pass, cookie) {
             (Some(user), Some(pass), None) => RpcAuth::UserPass { user, pass },
             (None, None, Some(c)) => RpcAuth::Cookie(c),
-            (None, None, None) => return Err(ConfigError::Invalid("--node needs --rpc-user and --rpc-pass, or --rpc-cookie".into())),
+            (None, None, None) => {
+                return Err(ConfigError::Invalid("--node needs --rpc-user and --rpc-pass, or --rpc-cookie".into()))
+            }
             _ => return Err(ConfigError::Invalid("give either --rpc-user with --rpc-pass, or --rpc-cookie".into())),
         };
         let payout = a
@@ -185,7 +187,11 @@ mod tests {
     #[test]
     fn flags_and_files() {
         assert_eq!(resolve(&AdapterArgs::default(), None).unwrap(), Adapter::Demo);
-        let a = AdapterArgs { pool: vec!["stratum+tcp://a:1".into(), "stratum+tcp://b:2".into()], user: vec!["u".into()], ..Default::default() };
+        let a = AdapterArgs {
+            pool: vec!["stratum+tcp://a:1".into(), "stratum+tcp://b:2".into()],
+            user: vec!["u".into()],
+            ..Default::default()
+        };
         let Adapter::Pool(c) = resolve(&a, None).unwrap() else { panic!() };
         assert_eq!(c.pools[1].user, "u");
         assert_eq!(c.pools[1].pass, "x");

@@ -126,8 +126,13 @@ fn demo_transactions(height: u32) -> Vec<Vec<u8>> {
 impl DemoChain {
     /// A chain holding only a freshly mined genesis block.
     pub fn new(params: DemoParams) -> DemoChain {
-        let cb = coinbase::build(0, 1, b"hashrig demo genesis", &[TxOut { value: BLOCK_REWARD, script_pubkey: PAYOUT_SCRIPT.to_vec() }])
-            .expect("static coinbase");
+        let cb = coinbase::build(
+            0,
+            1,
+            b"hashrig demo genesis",
+            &[TxOut { value: BLOCK_REWARD, script_pubkey: PAYOUT_SCRIPT.to_vec() }],
+        )
+        .expect("static coinbase");
         let cb = coinbase::assemble(&cb.coinb1, &[0], &[], &cb.coinb2);
         let mut header = Header {
             version: 1,
@@ -163,10 +168,12 @@ impl DemoChain {
     pub fn template(&self, extranonce2_size: usize) -> (WorkTemplate, Vec<Vec<u8>>) {
         let height = self.height() + 1;
         let txs = demo_transactions(height);
-        let parts = coinbase::build(height, extranonce2_size, b"/hashrig demo/", &[TxOut {
-            value: BLOCK_REWARD,
-            script_pubkey: PAYOUT_SCRIPT.to_vec(),
-        }])
+        let parts = coinbase::build(
+            height,
+            extranonce2_size,
+            b"/hashrig demo/",
+            &[TxOut { value: BLOCK_REWARD, script_pubkey: PAYOUT_SCRIPT.to_vec() }],
+        )
         .expect("extranonce size checked by caller");
         let mut ids = vec![Txid::ZERO];
         ids.extend(txs.iter().map(|t| coinbase::txid(t)));
@@ -268,7 +275,14 @@ impl DemoNode {
     }
 
     /// Runs until `stop` is set.
-    pub fn run(mut self, sched: Arc<PowScheduler>, hits: Receiver<Hit>, stats: Arc<Stats>, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
+    pub fn run(
+        mut self,
+        sched: Arc<PowScheduler>,
+        hits: Receiver<Hit>,
+        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) {
         let (mut seq, mut txs) = self.publish(&sched);
         let mut seen: HashSet<(u64, u64, u32)> = HashSet::new();
         while !stop.load(Ordering::Relaxed) {

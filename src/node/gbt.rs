@@ -34,7 +34,10 @@ const MAX_RESPONSE: u64 = 64 << 20;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum RpcAuth {
-    UserPass { user: String, pass: String },
+    UserPass {
+        user: String,
+        pass: String,
+    },
     /// Bitcoin Core's `.cookie` file (`__cookie__:password`), re-read on
     /// every call since the node rewrites it when it restarts.
     Cookie(PathBuf),
@@ -146,8 +149,10 @@ impl Rpc {
         if status == 401 || status == 403 {
             return Err(rpc_err(method, format!("HTTP {status}: check --rpc-user/--rpc-pass or --rpc-cookie")));
         }
-        let text = resp.body_mut().with_config().limit(MAX_RESPONSE).read_to_string().map_err(|e| rpc_err(method, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| rpc_err(method, format!("HTTP {status}, not JSON: {e}")))?;
+        let text =
+            resp.body_mut().with_config().limit(MAX_RESPONSE).read_to_string().map_err(|e| rpc_err(method, e))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| rpc_err(method, format!("HTTP {status}, not JSON: {e}")))?;
         match v.get("error") {
             Some(e) if !e.is_null() => Err(rpc_err(method, hashrig_printable(&e.to_string()))),
             _ => v.get("result").cloned().ok_or_else(|| rpc_err(method, format!("HTTP {status}, no result"))),
@@ -215,7 +220,8 @@ pub fn build_template(v: &Value, payout: &bitcoin::ScriptBuf, tag: &[u8]) -> Res
     let prev_blockhash = BlockHash::from_str(str_field(v, "previousblockhash")?).map_err(|e| t(e.to_string()))?;
     let bits = CompactTarget::from_hex(str_field(v, "bits")?).map_err(|e| t(e.to_string()))?;
     let target = Target::from_compact(bits).map_err(|e| t(e.to_string()))?;
-    let version = field(v, "version")?.as_i64().and_then(|x| i32::try_from(x).ok().or(u32::try_from(x).ok().map(|u| u as i32)));
+    let version =
+        field(v, "version")?.as_i64().and_then(|x| i32::try_from(x).ok().or(u32::try_from(x).ok().map(|u| u as i32)));
     let version = version.ok_or_else(|| t("version is not a 32-bit integer".into()))?;
     let curtime = u32::try_from(u64_field(v, "curtime")?).map_err(|_| t("curtime above u32".into()))?;
     let coinbase_value = u64_field(v, "coinbasevalue")?;
@@ -247,7 +253,11 @@ pub fn build_template(v: &Value, payout: &bitcoin::ScriptBuf, tag: &[u8]) -> Res
     let ours = witness_commitment_script(&txs.iter().map(|x| x.wtxid).collect::<Vec<_>>());
     if let Some(d) = &default_commitment {
         if *d != ours {
-            return Err(t(format!("default_witness_commitment {} differs from ours {}", hex::encode(d), hex::encode(&ours))));
+            return Err(t(format!(
+                "default_witness_commitment {} differs from ours {}",
+                hex::encode(d),
+                hex::encode(&ours)
+            )));
         }
     } else if any_witness {
         return Err(t("witness transactions but no default_witness_commitment".into()));
@@ -302,9 +312,13 @@ pub fn block_hex(tpl: &Template, hit: &Hit) -> Result<String, GbtError> {
 /// The payout script, checked against the node's chain name
 /// ("main", "test", "testnet4", "signet", "regtest").
 pub fn payout_script(address: &str, chain: &str) -> Result<bitcoin::ScriptBuf, GbtError> {
-    let network = bitcoin::Network::from_core_arg(chain).map_err(|e| GbtError::Payout(format!("unknown chain {chain:?}: {e}")))?;
-    let a: bitcoin::Address<NetworkUnchecked> = address.parse().map_err(|e| GbtError::Payout(format!("{address:?}: {e}")))?;
-    let a = a.require_network(network).map_err(|e| GbtError::Payout(format!("{address:?} is not a {chain} address: {e}")))?;
+    let network = bitcoin::Network::from_core_arg(chain)
+        .map_err(|e| GbtError::Payout(format!("unknown chain {chain:?}: {e}")))?;
+    let a: bitcoin::Address<NetworkUnchecked> =
+        address.parse().map_err(|e| GbtError::Payout(format!("{address:?}: {e}")))?;
+    let a = a
+        .require_network(network)
+        .map_err(|e| GbtError::Payout(format!("{address:?} is not a {chain} address: {e}")))?;
     Ok(a.script_pubkey())
 }
 
@@ -455,7 +469,11 @@ pub fn run(
             .name("gbt-longpoll".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match rpc.call_with(&rpc.longpoll_agent, "getblocktemplate", json!([{"rules": ["segwit"], "longpollid": id}])) {
+                    match rpc.call_with(
+                        &rpc.longpoll_agent,
+                        "getblocktemplate",
+                        json!([{"rules": ["segwit"], "longpollid": id}]),
+                    ) {
                         Ok(v) => {
                             // Re-arm with the id of the template just received,
                             // not with the one the main loop mines (it may not

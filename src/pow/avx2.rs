@@ -194,8 +194,7 @@ pub unsafe fn scan(input: &SearchInput, start: u32, end: u64, hits: &mut Vec<u32
     let c = Ctx::new(input);
     // Byte swap within each 32-bit lane, to read the top word as the hash's LE word 7.
     let bswap = _mm256_setr_epi8(
-        3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8,
-        15, 14, 13, 12,
+        3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12,
     );
     let target7 = splat(c.target7);
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

@@ -5,11 +5,11 @@
 //! same hits: fast paths only pre-filter on the hash's top 32 bits, and every
 //! candidate is confirmed with the scalar reference before it is reported.
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
 pub mod backend;
 pub mod midstate;
 pub mod scalar;
-#[cfg(target_arch = "x86_64")]
-pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;
 

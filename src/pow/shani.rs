@@ -68,10 +68,7 @@ impl Ctx {
             round(&mut s, w[t].wrapping_add(K[t]));
         }
         // Round 3 without its message word: a3 = t1 + t2 + W3, e3 = d + t1 + W3.
-        let t1 = s[7]
-            .wrapping_add(big_sigma1(s[4]))
-            .wrapping_add(ch(s[4], s[5], s[6]))
-            .wrapping_add(K[3]);
+        let t1 = s[7].wrapping_add(big_sigma1(s[4])).wrapping_add(ch(s[4], s[5], s[6])).wrapping_add(K[3]);
         let t2 = big_sigma0(s[0]).wrapping_add(maj(s[0], s[1], s[2]));
         let s3 = [t1.wrapping_add(t2), s[0], s[1], s[2], s[3].wrapping_add(t1), s[4], s[5], s[6]];
         let (abef3, cdgh3) = to_sha_layout(&s3);
@@ -173,10 +170,7 @@ unsafe fn hash_top<const N: usize>(c: &Ctx, w3: [u32; N]) -> [u32; N] {
     }
     // ---- hash 2: constant IV, so round 0 is a constant plus W0 in lanes A and E.
     let iv = H0;
-    let t1 = iv[7]
-        .wrapping_add(big_sigma1(iv[4]))
-        .wrapping_add(ch(iv[4], iv[5], iv[6]))
-        .wrapping_add(K[0]);
+    let t1 = iv[7].wrapping_add(big_sigma1(iv[4])).wrapping_add(ch(iv[4], iv[5], iv[6])).wrapping_add(K[0]);
     let t2 = big_sigma0(iv[0]).wrapping_add(maj(iv[0], iv[1], iv[2]));
     let base = v([iv[4], iv[3].wrapping_add(t1), iv[0], t1.wrapping_add(t2)]);
     let mask = v([0, !0, 0, !0]);

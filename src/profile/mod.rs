@@ -99,7 +99,9 @@ impl Machine {
             numa_nodes: topo.numa_nodes.len(),
             cores: topo.core_count(),
             pus: topo.pu_count(),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
             note: String::new(),
         }
     }
@@ -128,10 +130,7 @@ impl HwProfile {
 
 /// Today's UTC date as YYYY-MM-DD (civil-from-days, no calendar crate needed).
 pub fn utc_date() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -151,7 +150,14 @@ mod tests {
     #[test]
     fn round_trips_through_toml() {
         let p = HwProfile {
-            machine: Machine { cpu_model: "x".into(), cores: 2, pus: 2, numa_nodes: 1, packages: 1, ..Default::default() },
+            machine: Machine {
+                cpu_model: "x".into(),
+                cores: 2,
+                pus: 2,
+                numa_nodes: 1,
+                packages: 1,
+                ..Default::default()
+            },
             pow_gpu: Vec::new(),
             pow_cpu: Some(PowCpu {
                 hashrig_version: "0.1.0".into(),
@@ -164,7 +170,13 @@ mod tests {
                 all_threads_hashes_per_sec: 4.0e7,
                 scaling: 2.0,
             }),
-            comparison: vec![Comparison { name: "openssl".into(), command: "openssl speed".into(), value: 1.0, unit: "x".into(), note: String::new() }],
+            comparison: vec![Comparison {
+                name: "openssl".into(),
+                command: "openssl speed".into(),
+                value: 1.0,
+                unit: "x".into(),
+                note: String::new(),
+            }],
         };
         let s = toml::to_string_pretty(&p).unwrap();
         assert_eq!(toml::from_str::<HwProfile>(&s).unwrap(), p);

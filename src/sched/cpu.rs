@@ -89,9 +89,7 @@ impl CpuEngine {
                     metrics: metrics.clone(),
                     stop: stop.clone(),
                 };
-                let t = std::thread::Builder::new()
-                    .name(format!("cpu-worker-{}", slot.id))
-                    .spawn(move || w.run())?;
+                let t = std::thread::Builder::new().name(format!("cpu-worker-{}", slot.id)).spawn(move || w.run())?;
                 threads.push(t);
             }
         }

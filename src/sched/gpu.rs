@@ -62,7 +62,13 @@ impl GpuEngine {
         metrics
             .gpu
             .adapter_info
-            .with_label_values(&[&cfg.device, &adapter, &ctx.summary.driver, &ctx.summary.backend, &ctx.tune.to_string()])
+            .with_label_values(&[
+                &cfg.device,
+                &adapter,
+                &ctx.summary.driver,
+                &ctx.summary.backend,
+                &ctx.tune.to_string(),
+            ])
             .set(1);
         let w = Worker { ctx, cfg: cfg.clone(), sched, stats, metrics, stop, lost: lost.clone() };
         let thread = std::thread::Builder::new().name(format!("{}-engine", cfg.device)).spawn(move || w.run())?;
@@ -201,7 +207,9 @@ impl Worker {
             self.stats.hashes.fetch_add(n, Ordering::Relaxed);
             // Throughput: kernel time where measured, else the gap between
             // completions (the ring keeps the GPU busy, so that is its pace).
-            let busy = res.kernel_seconds.or_else(|| last_done.map(|t| now.duration_since(t).as_secs_f64().min(res.wall.as_secs_f64())));
+            let busy = res
+                .kernel_seconds
+                .or_else(|| last_done.map(|t| now.duration_since(t).as_secs_f64().min(res.wall.as_secs_f64())));
             last_done = Some(now);
             if let Some(dt) = busy.filter(|d| *d > 0.0) {
                 dispatch_seconds.observe(dt);

@@ -111,13 +111,7 @@ impl PowScheduler {
         let en2_limit = job.template.roll_space().min(1 << 32);
         let mut cur = self.current.write();
         let seq = self.seq.load(Ordering::Relaxed) + 1;
-        *cur = Some(Arc::new(ActiveJob {
-            seq,
-            job,
-            published: Instant::now(),
-            cursor: AtomicU64::new(0),
-            en2_limit,
-        }));
+        *cur = Some(Arc::new(ActiveJob { seq, job, published: Instant::now(), cursor: AtomicU64::new(0), en2_limit }));
         self.seq.store(seq, Ordering::Release);
         drop(cur);
         self.notify(seq);

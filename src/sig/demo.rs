@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use secp256k1::{ecdsa, schnorr, Keypair, Message, SecretKey};
 use sha2::{Digest, Sha256};
 
-use super::{ed25519, Scheme, SigItem, SigEngine};
+use super::{ed25519, Scheme, SigEngine, SigItem};
 
 fn seed(scheme: Scheme, i: u64) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -31,14 +31,16 @@ pub fn valid_item(scheme: Scheme, i: u64) -> SigItem {
         Scheme::Ecdsa => {
             // A SHA-256 output is a valid secret key except with negligible
             // probability; fall back to a fixed one rather than panic.
-            let sk = SecretKey::from_secret_bytes(s).unwrap_or_else(|_| SecretKey::from_secret_bytes([1; 32]).expect("1 is a valid key"));
+            let sk = SecretKey::from_secret_bytes(s)
+                .unwrap_or_else(|_| SecretKey::from_secret_bytes([1; 32]).expect("1 is a valid key"));
             let digest: [u8; 32] = msg.as_slice().try_into().expect("SHA-256 output is 32 bytes");
             let sig = ecdsa::sign(Message::from_digest(digest), &sk);
             let pk = secp256k1::PublicKey::from_secret_key(&sk).serialize();
             SigItem::new(scheme, pk.to_vec(), msg, sig.serialize_compact().to_vec())
         }
         Scheme::Schnorr => {
-            let sk = SecretKey::from_secret_bytes(s).unwrap_or_else(|_| SecretKey::from_secret_bytes([1; 32]).expect("1 is a valid key"));
+            let sk = SecretKey::from_secret_bytes(s)
+                .unwrap_or_else(|_| SecretKey::from_secret_bytes([1; 32]).expect("1 is a valid key"));
             let kp = Keypair::from_secret_key(&sk);
             let sig = schnorr::sign_no_aux_rand(&msg, &kp);
             let (xonly, _) = kp.x_only_public_key();
@@ -97,9 +99,7 @@ pub struct FeedStats {
 /// until `stop`; every verdict is checked against the known answer.
 pub fn run_feed(engine: &SigEngine, p: &FeedParams, stats: &FeedStats, stop: &AtomicBool) {
     const POOL: u64 = 64;
-    let pool: Vec<SigItem> = (0..POOL)
-        .flat_map(|i| Scheme::ALL.into_iter().map(move |s| valid_item(s, i)))
-        .collect();
+    let pool: Vec<SigItem> = (0..POOL).flat_map(|i| Scheme::ALL.into_iter().map(move |s| valid_item(s, i))).collect();
     let batch = p.batch.max(1);
     let every = p.invalid_every.max(2);
     let interval = Duration::from_secs_f64(batch as f64 / p.rate.max(1.0));

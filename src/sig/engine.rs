@@ -48,12 +48,7 @@ impl SigEngineConfig {
     pub const DEFAULT_CHUNK_MIN: usize = 64;
 
     pub fn new(plan: PinPlan) -> SigEngineConfig {
-        SigEngineConfig {
-            plan,
-            pin: true,
-            inline_max: Self::DEFAULT_INLINE_MAX,
-            chunk_min: Self::DEFAULT_CHUNK_MIN,
-        }
+        SigEngineConfig { plan, pin: true, inline_max: Self::DEFAULT_INLINE_MAX, chunk_min: Self::DEFAULT_CHUNK_MIN }
     }
 }
 
@@ -241,7 +236,12 @@ impl SigEngine {
     /// with its verdicts. Queued batches run earliest deadline first.
     /// Bounding what is queued is the caller's job (the server holds a
     /// permit per item until `done`).
-    pub fn submit(&self, items: Vec<SigItem>, deadline: Option<Instant>, done: impl FnOnce(BatchReport) + Send + 'static) {
+    pub fn submit(
+        &self,
+        items: Vec<SigItem>,
+        deadline: Option<Instant>,
+        done: impl FnOnce(BatchReport) + Send + 'static,
+    ) {
         let inner = &self.inner;
         inner.queued_items.fetch_add(items.len(), Ordering::Relaxed);
         let q = Queued {
@@ -329,7 +329,8 @@ impl Inner {
         let mut start = 0;
         for (i, g) in self.groups.iter().enumerate() {
             let w = if measured { rates[i] } else { g.threads as f64 };
-            let len = if i + 1 == self.groups.len() { n - start } else { ((n as f64 * w / total) as usize).min(n - start) };
+            let len =
+                if i + 1 == self.groups.len() { n - start } else { ((n as f64 * w / total) as usize).min(n - start) };
             shares.push(start..start + len);
             start += len;
         }

@@ -94,10 +94,7 @@ mod tests {
         assert_eq!(parse_item(&format_item(&it)).unwrap(), it);
         assert_eq!(parse_item("{}"), Err(Reason::BadInput));
         assert_eq!(parse_item("not json"), Err(Reason::BadInput));
-        assert_eq!(
-            parse_item(r#"{"scheme":"rsa","pubkey":"","msg":"","sig":""}"#),
-            Err(Reason::UnknownScheme)
-        );
+        assert_eq!(parse_item(r#"{"scheme":"rsa","pubkey":"","msg":"","sig":""}"#), Err(Reason::UnknownScheme));
         for v in [Verdict::Valid, Verdict::Invalid(Reason::HighS)] {
             let j: serde_json::Value = serde_json::from_str(&format_verdict(v)).unwrap();
             assert_eq!(parse_verdict(&j), Some(v));

@@ -238,7 +238,12 @@ pub struct SigItem {
 }
 
 impl SigItem {
-    pub fn new(scheme: Scheme, pubkey: impl Into<Vec<u8>>, msg: impl Into<Vec<u8>>, sig: impl Into<Vec<u8>>) -> SigItem {
+    pub fn new(
+        scheme: Scheme,
+        pubkey: impl Into<Vec<u8>>,
+        msg: impl Into<Vec<u8>>,
+        sig: impl Into<Vec<u8>>,
+    ) -> SigItem {
         SigItem { scheme, pubkey: pubkey.into(), msg: msg.into(), sig: sig.into(), flags: 0 }
     }
 

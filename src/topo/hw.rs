@@ -25,10 +25,7 @@ pub(super) fn discover() -> Result<Topology, TopoError> {
 
 /// Build a topology from an hwloc synthetic description.
 pub(super) fn synthetic(desc: &str) -> Result<Topology, TopoError> {
-    let invalid = |reason: String| TopoError::InvalidSynthetic {
-        desc: desc.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| TopoError::InvalidSynthetic { desc: desc.to_owned(), reason };
     guarded(|| {
         let hw = HwTopology::builder()
             .from_synthetic(desc)
@@ -89,74 +86,39 @@ fn convert(hw: &HwTopology, source: TopologySource) -> Result<Topology, TopoErro
     for obj in hw.objects_with_type(ObjectType::NUMANode) {
         let os_index = to_u32(obj.os_index().unwrap_or_else(|| obj.logical_index()));
         if raw_nodes.iter().any(|n| n.os_index == os_index) {
-            tracing::debug!(
-                os_index,
-                "hwloc reported NUMA node twice; ignoring the duplicate"
-            );
+            tracing::debug!(os_index, "hwloc reported NUMA node twice; ignoring the duplicate");
             continue;
         }
-        let package = obj
-            .first_ancestor_with_type(ObjectType::Package)
-            .map(package_index);
-        raw_nodes.push(RawNode {
-            os_index,
-            package,
-            obj,
-        });
+        let package = obj.first_ancestor_with_type(ObjectType::Package).map(package_index);
+        raw_nodes.push(RawNode { os_index, package, obj });
     }
     raw_nodes.sort_by_key(|n| n.os_index);
 
     // Cores keyed by hwloc's global persistent id; PUs without a core
     // ancestor become single-PU cores.
-    let core_logicals: Vec<u32> = hw
-        .objects_with_type(ObjectType::Core)
-        .map(|c| to_u32(c.logical_index()))
-        .collect();
-    let mut next_pseudo_core = core_logicals
-        .iter()
-        .max()
-        .map_or(0, |m| m.saturating_add(1));
+    let core_logicals: Vec<u32> = hw.objects_with_type(ObjectType::Core).map(|c| to_u32(c.logical_index())).collect();
+    let mut next_pseudo_core = core_logicals.iter().max().map_or(0, |m| m.saturating_add(1));
     let mut cores: BTreeMap<(u8, u64), RawCore> = BTreeMap::new();
     let mut core_package: BTreeMap<(u8, u64), Option<u32>> = BTreeMap::new();
     let mut seen_pus = BTreeSet::new();
     for pu in hw.objects_with_type(ObjectType::PU) {
-        let Some(os) = pu
-            .os_index()
-            .and_then(|os| u32::try_from(os).ok())
-            .filter(|&os| os <= MAX_PU)
-        else {
-            tracing::debug!(
-                logical = pu.logical_index(),
-                "skipping PU without a usable OS index"
-            );
+        let Some(os) = pu.os_index().and_then(|os| u32::try_from(os).ok()).filter(|&os| os <= MAX_PU) else {
+            tracing::debug!(logical = pu.logical_index(), "skipping PU without a usable OS index");
             continue;
         };
         if !seen_pus.insert(os) {
             continue;
         }
         let (key, logical) = match pu.first_ancestor_with_type(ObjectType::Core) {
-            Some(core) => (
-                (0u8, core.global_persistent_index()),
-                to_u32(core.logical_index()),
-            ),
+            Some(core) => ((0u8, core.global_persistent_index()), to_u32(core.logical_index())),
             None => {
                 let logical = next_pseudo_core;
                 next_pseudo_core = next_pseudo_core.saturating_add(1);
                 ((1u8, u64::from(logical)), logical)
             }
         };
-        core_package.entry(key).or_insert_with(|| {
-            pu.first_ancestor_with_type(ObjectType::Package)
-                .map(package_index)
-        });
-        cores
-            .entry(key)
-            .or_insert_with(|| RawCore {
-                logical_index: logical,
-                pus: BTreeSet::new(),
-            })
-            .pus
-            .insert(os);
+        core_package.entry(key).or_insert_with(|| pu.first_ancestor_with_type(ObjectType::Package).map(package_index));
+        cores.entry(key).or_insert_with(|| RawCore { logical_index: logical, pus: BTreeSet::new() }).pus.insert(os);
     }
     if cores.is_empty() {
         return Err(TopoError::NoCpus);
@@ -171,10 +133,7 @@ fn convert(hw: &HwTopology, source: TopologySource) -> Result<Topology, TopoErro
         let Some(&first_pu) = raw.pus.iter().next() else {
             continue;
         };
-        let node = raw_nodes
-            .iter()
-            .find(|n| n.contains_pu(first_pu))
-            .map(|n| n.os_index);
+        let node = raw_nodes.iter().find(|n| n.contains_pu(first_pu)).map(|n| n.os_index);
         let node = node.unwrap_or_else(|| {
             orphans += 1;
             if orphan_package.is_none() {
@@ -182,16 +141,13 @@ fn convert(hw: &HwTopology, source: TopologySource) -> Result<Topology, TopoErro
             }
             0
         });
-        by_node.entry(node).or_default().push(Core {
-            logical_index: raw.logical_index,
-            pus: raw.pus.into_iter().collect(),
-        });
+        by_node
+            .entry(node)
+            .or_default()
+            .push(Core { logical_index: raw.logical_index, pus: raw.pus.into_iter().collect() });
     }
     if orphans > 0 && !raw_nodes.is_empty() {
-        tracing::debug!(
-            orphans,
-            "cores outside every hwloc NUMA node were put in node 0"
-        );
+        tracing::debug!(orphans, "cores outside every hwloc NUMA node were put in node 0");
     }
 
     // Package of a node: its package ancestor; else the package of its first
@@ -216,11 +172,7 @@ fn convert(hw: &HwTopology, source: TopologySource) -> Result<Topology, TopoErro
                 .or_else(|| first_pu.and_then(package_of_pu))
                 .or(if os_index == 0 { orphan_package } else { None })
                 .unwrap_or(0);
-            NumaNode {
-                os_index,
-                package,
-                cores,
-            }
+            NumaNode { os_index, package, cores }
         })
         .collect();
 

@@ -170,20 +170,10 @@ impl Topology {
         let cores = (0..cpus)
             .map(|i| {
                 let i = u32::try_from(i).unwrap_or(u32::MAX);
-                Core {
-                    logical_index: i,
-                    pus: vec![i],
-                }
+                Core { logical_index: i, pus: vec![i] }
             })
             .collect();
-        Topology {
-            source: TopologySource::Fallback,
-            numa_nodes: vec![NumaNode {
-                os_index: 0,
-                package: 0,
-                cores,
-            }],
-        }
+        Topology { source: TopologySource::Fallback, numa_nodes: vec![NumaNode { os_index: 0, package: 0, cores }] }
     }
 
     /// Number of physical cores over all NUMA nodes.
@@ -198,11 +188,7 @@ impl Topology {
 
     /// Number of distinct packages (sockets) the NUMA nodes belong to.
     pub fn package_count(&self) -> usize {
-        self.numa_nodes
-            .iter()
-            .map(|n| n.package)
-            .collect::<BTreeSet<_>>()
-            .len()
+        self.numa_nodes.iter().map(|n| n.package).collect::<BTreeSet<_>>().len()
     }
 
     /// The node with this OS index, if any.
@@ -238,10 +224,7 @@ pub(crate) fn fmt_ranges(values: impl IntoIterator<Item = u32>) -> String {
     let mut iter = sorted.into_iter().peekable();
     while let Some(start) = iter.next() {
         let mut end = start;
-        while iter
-            .peek()
-            .is_some_and(|&next| Some(next) == end.checked_add(1))
-        {
+        while iter.peek().is_some_and(|&next| Some(next) == end.checked_add(1)) {
             end = iter.next().unwrap_or(end);
         }
         if !out.is_empty() {
@@ -309,10 +292,7 @@ mod tests {
         assert_eq!(fmt_ranges([0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
         assert_eq!(fmt_ranges([5]), "5");
         assert_eq!(fmt_ranges([]), "-");
-        assert_eq!(
-            fmt_ranges([u32::MAX - 1, u32::MAX]),
-            "4294967294-4294967295"
-        );
+        assert_eq!(fmt_ranges([u32::MAX - 1, u32::MAX]), "4294967294-4294967295");
     }
 
     #[test]

@@ -66,12 +66,7 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 pub fn pin_or_warn(slot: &WorkerSlot) -> bool {
     match pin_current_thread(slot) {
         Ok(()) => {
-            tracing::trace!(
-                worker = slot.id,
-                core = slot.core,
-                pu = slot.pu,
-                "worker thread pinned"
-            );
+            tracing::trace!(worker = slot.id, core = slot.core, pu = slot.pu, "worker thread pinned");
             true
         }
         Err(err) => {
@@ -117,26 +112,17 @@ mod hw {
 
     pub(super) fn pin(slot: &WorkerSlot) -> Result<(), PinError> {
         let topo = topology()?;
-        let unknown = || PinError::UnknownPu {
-            worker: slot.id,
-            pu: slot.pu,
-        };
+        let unknown = || PinError::UnknownPu { worker: slot.id, pu: slot.pu };
         // hwloc bitmaps refuse (panic on) indices above i32::MAX.
         if slot.pu > i32::MAX as u32 || !topo.allowed_cpuset().is_set(slot.pu as usize) {
             return Err(unknown());
         }
         let mut set = CpuSet::new();
         set.set(slot.pu as usize);
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            topo.bind_cpu(&set, CpuBindingFlags::THREAD)
-        }));
+        let result = catch_unwind(AssertUnwindSafe(|| topo.bind_cpu(&set, CpuBindingFlags::THREAD)));
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(PinError::Bind {
-                worker: slot.id,
-                pu: slot.pu,
-                reason: err.to_string(),
-            }),
+            Ok(Err(err)) => Err(PinError::Bind { worker: slot.id, pu: slot.pu, reason: err.to_string() }),
             Err(_) => Err(PinError::Bind {
                 worker: slot.id,
                 pu: slot.pu,

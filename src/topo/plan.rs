@@ -69,19 +69,11 @@ pub struct WorkerSlot {
 /// A candidate (core, PU) pair of a node, in the order the node hands them out.
 fn node_slots(node: &NumaNode, smt: bool) -> Vec<(u32, u32)> {
     if !smt {
-        return node
-            .cores
-            .iter()
-            .filter_map(|c| c.pus.first().map(|&pu| (c.logical_index, pu)))
-            .collect();
+        return node.cores.iter().filter_map(|c| c.pus.first().map(|&pu| (c.logical_index, pu))).collect();
     }
     let width = node.cores.iter().map(|c| c.pus.len()).max().unwrap_or(0);
     (0..width)
-        .flat_map(|rank| {
-            node.cores
-                .iter()
-                .filter_map(move |c| c.pus.get(rank).map(|&pu| (c.logical_index, pu)))
-        })
+        .flat_map(|rank| node.cores.iter().filter_map(move |c| c.pus.get(rank).map(|&pu| (c.logical_index, pu))))
         .collect()
 }
 
@@ -100,11 +92,7 @@ impl PinPlan {
         let selected: Vec<&NumaNode> = match &opts.nodes {
             None => topo.numa_nodes.iter().collect(),
             Some(wanted) => {
-                let mut unknown: Vec<u32> = wanted
-                    .iter()
-                    .copied()
-                    .filter(|&w| topo.node(w).is_none())
-                    .collect();
+                let mut unknown: Vec<u32> = wanted.iter().copied().filter(|&w| topo.node(w).is_none()).collect();
                 if !unknown.is_empty() {
                     unknown.sort_unstable();
                     unknown.dedup();
@@ -113,20 +101,14 @@ impl PinPlan {
                         available: topo.numa_nodes.iter().map(|n| n.os_index).collect(),
                     });
                 }
-                topo.numa_nodes
-                    .iter()
-                    .filter(|n| wanted.contains(&n.os_index))
-                    .collect()
+                topo.numa_nodes.iter().filter(|n| wanted.contains(&n.os_index)).collect()
             }
         };
 
-        let per_node: Vec<Vec<(u32, u32)>> =
-            selected.iter().map(|n| node_slots(n, opts.smt)).collect();
+        let per_node: Vec<Vec<(u32, u32)>> = selected.iter().map(|n| node_slots(n, opts.smt)).collect();
         let available: usize = per_node.iter().map(Vec::len).sum();
         if available == 0 {
-            return Err(TopoError::EmptyPlan {
-                nodes: selected.iter().map(|n| n.os_index).collect(),
-            });
+            return Err(TopoError::EmptyPlan { nodes: selected.iter().map(|n| n.os_index).collect() });
         }
         let want = opts.threads.unwrap_or(available);
         let clamped = want > available;
@@ -156,26 +138,14 @@ impl PinPlan {
             let workers = slots[..count]
                 .iter()
                 .map(|&(core, pu)| {
-                    let slot = WorkerSlot {
-                        id: next_id,
-                        numa_node: node.os_index,
-                        core,
-                        pu,
-                    };
+                    let slot = WorkerSlot { id: next_id, numa_node: node.os_index, core, pu };
                     next_id += 1;
                     slot
                 })
                 .collect();
-            groups.push(WorkerGroup {
-                numa_node: node.os_index,
-                workers,
-            });
+            groups.push(WorkerGroup { numa_node: node.os_index, workers });
         }
-        Ok(PinPlan {
-            groups,
-            clamped,
-            requested_threads: opts.threads,
-        })
+        Ok(PinPlan { groups, clamped, requested_threads: opts.threads })
     }
 
     /// Total number of workers.
@@ -195,8 +165,7 @@ impl PinPlan {
         if self.clamped {
             out.push(format!(
                 "requested {} worker threads but only {} CPU slots are available; using {}",
-                self.requested_threads
-                    .map_or_else(|| "?".to_owned(), |t| t.to_string()),
+                self.requested_threads.map_or_else(|| "?".to_owned(), |t| t.to_string()),
                 self.worker_count(),
                 self.worker_count()
             ));
@@ -220,12 +189,7 @@ impl PinPlan {
 impl fmt::Display for PinPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.worker_count();
-        write!(
-            f,
-            "pin plan: {} on {}",
-            super::plural(n, "worker"),
-            super::plural(self.groups.len(), "NUMA node")
-        )?;
+        write!(f, "pin plan: {} on {}", super::plural(n, "worker"), super::plural(self.groups.len(), "NUMA node"))?;
         if self.clamped {
             if let Some(req) = self.requested_threads {
                 write!(f, " (clamped from {req} requested)")?;
@@ -253,28 +217,13 @@ mod tests {
 
     /// Two nodes with uneven core counts and a 2-way SMT core mix.
     fn uneven() -> Topology {
-        let core = |l: u32, pus: &[u32]| Core {
-            logical_index: l,
-            pus: pus.to_vec(),
-        };
+        let core = |l: u32, pus: &[u32]| Core { logical_index: l, pus: pus.to_vec() };
         Topology {
             source: TopologySource::Fallback,
             numa_nodes: vec![
-                NumaNode {
-                    os_index: 0,
-                    package: 0,
-                    cores: vec![core(0, &[0, 4]), core(1, &[1])],
-                },
-                NumaNode {
-                    os_index: 3,
-                    package: 1,
-                    cores: vec![core(2, &[2, 5]), core(3, &[3, 6]), core(4, &[7])],
-                },
-                NumaNode {
-                    os_index: 5,
-                    package: 1,
-                    cores: vec![],
-                },
+                NumaNode { os_index: 0, package: 0, cores: vec![core(0, &[0, 4]), core(1, &[1])] },
+                NumaNode { os_index: 3, package: 1, cores: vec![core(2, &[2, 5]), core(3, &[3, 6]), core(4, &[7])] },
+                NumaNode { os_index: 5, package: 1, cores: vec![] },
             ],
         }
     }
@@ -282,35 +231,14 @@ mod tests {
     #[test]
     fn uneven_round_robin_and_smt_order() {
         let t = uneven();
-        let p = PinPlan::build(
-            &t,
-            &PlanOptions {
-                threads: Some(4),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let p = PinPlan::build(&t, &PlanOptions { threads: Some(4), ..Default::default() }).unwrap();
         let per: Vec<usize> = p.groups.iter().map(|g| g.workers.len()).collect();
         assert_eq!(per, [2, 2]);
-        let p = PinPlan::build(
-            &t,
-            &PlanOptions {
-                smt: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let p = PinPlan::build(&t, &PlanOptions { smt: true, ..Default::default() }).unwrap();
         let pus: Vec<u32> = p.workers().map(|w| w.pu).collect();
         assert_eq!(pus, [0, 1, 4, 2, 3, 7, 5, 6]);
         assert!(p.workers().enumerate().all(|(i, w)| w.id == i));
-        let p = PinPlan::build(
-            &t,
-            &PlanOptions {
-                threads: Some(100),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let p = PinPlan::build(&t, &PlanOptions { threads: Some(100), ..Default::default() }).unwrap();
         assert!(p.clamped);
         assert_eq!(p.worker_count(), 5);
         assert_eq!(p.warnings().len(), 1);
@@ -319,23 +247,9 @@ mod tests {
     #[test]
     fn memoryless_node_selected_alone_is_empty() {
         let t = uneven();
-        let err = PinPlan::build(
-            &t,
-            &PlanOptions {
-                nodes: Some(vec![5]),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+        let err = PinPlan::build(&t, &PlanOptions { nodes: Some(vec![5]), ..Default::default() }).unwrap_err();
         assert!(matches!(err, TopoError::EmptyPlan { .. }), "{err}");
-        let err = PinPlan::build(
-            &t,
-            &PlanOptions {
-                nodes: Some(vec![]),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+        let err = PinPlan::build(&t, &PlanOptions { nodes: Some(vec![]), ..Default::default() }).unwrap_err();
         assert!(matches!(err, TopoError::EmptyPlan { .. }), "{err}");
         let err = PinPlan::build(&Topology::fallback(0), &PlanOptions::default()).unwrap_err();
         assert!(matches!(err, TopoError::EmptyPlan { .. }), "{err}");

@@ -32,11 +32,7 @@ impl FromStr for ServeAddr {
         if s.contains('/') {
             return Ok(ServeAddr::Unix(PathBuf::from(s)));
         }
-        s.to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .map(ServeAddr::Tcp)
-            .ok_or_else(|| AddrError(s.into()))
+        s.to_socket_addrs().ok().and_then(|mut a| a.next()).map(ServeAddr::Tcp).ok_or_else(|| AddrError(s.into()))
     }
 }
 

@@ -129,7 +129,9 @@ impl SigClient {
                 items.len(),
                 verdicts.len()
             ))),
-            Frame::Error { id, code, message } => Err(ClientError::Server { id, code: ErrorCode::from_u16(code), message }),
+            Frame::Error { id, code, message } => {
+                Err(ClientError::Server { id, code: ErrorCode::from_u16(code), message })
+            }
             other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
         }
     }

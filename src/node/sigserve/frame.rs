@@ -183,7 +183,9 @@ pub fn parse_body(kind: u8, body: &[u8], max_items: usize) -> Result<Frame, Fram
                 let sig = r.take(sig_len).ok_or(bad.clone())?;
                 let msg = r.take(msg_len).ok_or(bad.clone())?;
                 items.push(match Scheme::from_wire(scheme) {
-                    Some(s) => Ok(SigItem { scheme: s, pubkey: pk.to_vec(), msg: msg.to_vec(), sig: sig.to_vec(), flags }),
+                    Some(s) => {
+                        Ok(SigItem { scheme: s, pubkey: pk.to_vec(), msg: msg.to_vec(), sig: sig.to_vec(), flags })
+                    }
                     None => Err(Reason::UnknownScheme),
                 });
             }

@@ -108,22 +108,27 @@ impl SigServer {
     /// Bind and start serving on a runtime of its own.
     pub fn start(cfg: ServerConfig, engine: SigEngine, metrics: Option<Arc<Metrics>>) -> Result<SigServer, ServeError> {
         if cfg.max_frame > frame::MAX_FRAME_LIMIT {
-            return Err(ServeError::Config("max_frame must be below 16 MiB (the mode detection needs a zero fourth byte)"));
+            return Err(ServeError::Config(
+                "max_frame must be below 16 MiB (the mode detection needs a zero fourth byte)",
+            ));
         }
-        if cfg.max_frame < HEADER_LEN || cfg.max_items == 0 || cfg.max_inflight_per_conn == 0 || cfg.max_connections == 0 {
+        if cfg.max_frame < HEADER_LEN
+            || cfg.max_items == 0
+            || cfg.max_inflight_per_conn == 0
+            || cfg.max_connections == 0
+        {
             return Err(ServeError::Config("limits must be positive"));
         }
         if cfg.max_inflight_items < cfg.max_items || cfg.max_inflight_bytes < cfg.max_frame {
             return Err(ServeError::Config("in-flight budgets must hold at least one largest batch"));
         }
         // One I/O thread is plenty: verification runs on the engine's pools.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ServeError::Runtime)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
         let listener = rt.block_on(bind(&cfg.addr))?;
         let addr = match &listener {
-            Listener::Tcp(l) => ServeAddr::Tcp(l.local_addr().map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), source: e })?),
+            Listener::Tcp(l) => {
+                ServeAddr::Tcp(l.local_addr().map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), source: e })?)
+            }
             Listener::Unix(_, p) => ServeAddr::Unix(p.clone()),
         };
         let stats = Arc::new(ServerStats::default());
@@ -367,7 +372,8 @@ async fn binary_loop<R: AsyncRead + Unpin>(
         match frame::parse_body(kind, &body, ctx.cfg.max_items) {
             Ok(Frame::Batch(b)) => {
                 drop(body);
-                let deadline = (b.deadline_us > 0).then(|| Instant::now() + Duration::from_micros(b.deadline_us.into()));
+                let deadline =
+                    (b.deadline_us > 0).then(|| Instant::now() + Duration::from_micros(b.deadline_us.into()));
                 if !submit(ctx, tx, per_conn, stop, b.id, deadline, b.items, bytes_permit, Encoding::Binary).await {
                     return;
                 }
@@ -375,7 +381,9 @@ async fn binary_loop<R: AsyncRead + Unpin>(
             Ok(Frame::Ping { id }) => {
                 let _ = tx.send(Out { bytes: frame::encode_pong(id), _permits: Vec::new() });
             }
-            Ok(_) => return send_error(ctx, tx, 0, ErrorCode::BadFrame, "a client may only send BATCH and PING", "batch"),
+            Ok(_) => {
+                return send_error(ctx, tx, 0, ErrorCode::BadFrame, "a client may only send BATCH and PING", "batch")
+            }
             Err(FrameError::TooManyItems { id, count, max }) => {
                 send_error(ctx, tx, id, ErrorCode::TooManyItems, &format!("{count} items, limit {max}"), "batch");
             }

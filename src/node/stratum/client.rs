@@ -173,7 +173,13 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(cfg: StratumConfig, sched: Arc<PowScheduler>, stats: Arc<Stats>, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) -> Client {
+    pub fn new(
+        cfg: StratumConfig,
+        sched: Arc<PowScheduler>,
+        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Client {
         let mask = if cfg.options.version_rolling { cfg.mask().unwrap_or(proto::DEFAULT_VERSION_MASK) } else { 0 };
         let pools = cfg
             .pools
@@ -235,7 +241,11 @@ impl Client {
             match end {
                 End::Stopped => break,
                 End::PrimaryBack => {
-                    tracing::info!("stratum: primary pool {}:{} is back after the hold-down", self.pools[0].host, self.pools[0].port);
+                    tracing::info!(
+                        "stratum: primary pool {}:{} is back after the hold-down",
+                        self.pools[0].host,
+                        self.pools[0].port
+                    );
                     self.switch(idx, 0);
                     idx = 0;
                     failures = 0;
@@ -243,18 +253,32 @@ impl Client {
                 }
                 End::ConfigureDropped => {
                     self.metrics.pool_reconnects.with_label_values(&[end.cause()]).inc();
-                    tracing::warn!("stratum: {}:{} closed the connection after mining.configure; reconnecting without it", pool.host, pool.port);
+                    tracing::warn!(
+                        "stratum: {}:{} closed the connection after mining.configure; reconnecting without it",
+                        pool.host,
+                        pool.port
+                    );
                 }
                 End::Reconnect(wait) => {
                     self.metrics.pool_reconnects.with_label_values(&[end.cause()]).inc();
                     failures = 0;
-                    tracing::info!("stratum: reconnecting to {}:{} in {:?} as the pool asked", pool.host, pool.port, wait);
+                    tracing::info!(
+                        "stratum: reconnecting to {}:{} in {:?} as the pool asked",
+                        pool.host,
+                        pool.port,
+                        wait
+                    );
                     self.idle(wait, &mut hrx).await;
                 }
                 _ => {
                     self.metrics.pool_reconnects.with_label_values(&[end.cause()]).inc();
                     failures += 1;
-                    tracing::warn!("stratum: {}:{}: session ended ({}), attempt {failures}", pool.host, pool.port, end.cause());
+                    tracing::warn!(
+                        "stratum: {}:{}: session ended ({}), attempt {failures}",
+                        pool.host,
+                        pool.port,
+                        end.cause()
+                    );
                     if failures >= self.opts.retries_before_failover.max(1) && self.pools.len() > 1 {
                         let next = (idx + 1) % self.pools.len();
                         self.switch(idx, next);
@@ -263,7 +287,9 @@ impl Client {
                         failures = 0;
                     }
                     let base = Duration::from_millis(self.opts.backoff_min_ms.max(1));
-                    let delay = base.saturating_mul(1 << failures.min(16)).min(Duration::from_secs(self.opts.backoff_max_secs.max(1)));
+                    let delay = base
+                        .saturating_mul(1 << failures.min(16))
+                        .min(Duration::from_secs(self.opts.backoff_max_secs.max(1)));
                     self.idle(delay, &mut hrx).await;
                 }
             }
@@ -339,7 +365,12 @@ impl Client {
         conn.wr.write_all(line.as_bytes()).await.map_err(|_| End::Dropped)
     }
 
-    async fn session(&mut self, idx: usize, hrx: &mut mpsc::UnboundedReceiver<Hit>, on_backup_since: Option<Instant>) -> End {
+    async fn session(
+        &mut self,
+        idx: usize,
+        hrx: &mut mpsc::UnboundedReceiver<Hit>,
+        on_backup_since: Option<Instant>,
+    ) -> End {
         let (host, port) = (self.pools[idx].host.clone(), self.pools[idx].port);
         tracing::info!("stratum: connecting to {} pool {host}:{port}", PoolState::role(idx));
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await {
@@ -404,7 +435,8 @@ impl Client {
             if let Some(s) = &resume {
                 sub.push(json!(s));
             }
-            self.send(conn, "mining.subscribe", Value::Array(sub), Pending::Subscribe { resumed: resume.is_some() }).await?;
+            self.send(conn, "mining.subscribe", Value::Array(sub), Pending::Subscribe { resumed: resume.is_some() })
+                .await?;
             self.send(conn, "mining.authorize", json!([user, pass]), Pending::Authorize).await
         }
         .await;
@@ -513,7 +545,14 @@ impl Client {
         }
     }
 
-    async fn on_response(&mut self, conn: &mut Conn, what: Pending, sent: Instant, result: Value, error: Value) -> Result<(), End> {
+    async fn on_response(
+        &mut self,
+        conn: &mut Conn,
+        what: Pending,
+        sent: Instant,
+        result: Value,
+        error: Value,
+    ) -> Result<(), End> {
         let ok = error.is_null();
         let idx = conn.idx;
         match what {
@@ -532,7 +571,11 @@ impl Client {
                 let sub = match (ok, proto::parse_subscribe_result(&result)) {
                     (true, Ok(s)) => s,
                     (_, parsed) => {
-                        let why = if ok { parsed.err().map(|e| e.to_string()).unwrap_or_default() } else { proto::error_text(&error) };
+                        let why = if ok {
+                            parsed.err().map(|e| e.to_string()).unwrap_or_default()
+                        } else {
+                            proto::error_text(&error)
+                        };
                         tracing::error!("stratum: mining.subscribe failed: {why}");
                         // Perhaps it was the session id it did not like.
                         self.pools[idx].session_id = None;
@@ -574,12 +617,20 @@ impl Client {
                 conn.authorized = true;
                 conn.bad_in_a_row = 0;
                 self.metrics.pool_connected.with_label_values(&[PoolState::role(idx)]).set(1);
-                tracing::info!("stratum: authorised as {:?} on {}:{}", self.pools[idx].cfg.user, self.pools[idx].host, self.pools[idx].port);
+                tracing::info!(
+                    "stratum: authorised as {:?} on {}:{}",
+                    self.pools[idx].cfg.user,
+                    self.pools[idx].host,
+                    self.pools[idx].port
+                );
                 self.flush_queue(conn).await?;
             }
             Pending::ExtranonceSubscribe => {
                 if !ok || result.as_bool() == Some(false) {
-                    tracing::info!("stratum: the pool does not take mining.extranonce.subscribe ({})", proto::error_text(&error));
+                    tracing::info!(
+                        "stratum: the pool does not take mining.extranonce.subscribe ({})",
+                        proto::error_text(&error)
+                    );
                 }
             }
             Pending::Submit(share, t) => {
@@ -675,7 +726,8 @@ impl Client {
             other => {
                 tracing::debug!("stratum: ignoring unknown method {}", proto::printable(other, 60));
                 if !id.is_null() {
-                    let mut s = json!({"id": id, "result": null, "error": [20, "unsupported method", null]}).to_string();
+                    let mut s =
+                        json!({"id": id, "result": null, "error": [20, "unsupported method", null]}).to_string();
                     s.push('\n');
                     Self::reply(conn, s).await?;
                 }

@@ -189,7 +189,11 @@ impl JobBook {
         }
         let mut header = published.header(hit.extranonce2, hit.header.nonce).map_err(|_| NotSent::BadShare)?;
         header.time = hit.header.time;
-        if header != hit.header || header.time < t.time || published.coinb1 != t.coinb1 || published.extranonce1 != t.extranonce1 {
+        if header != hit.header
+            || header.time < t.time
+            || published.coinb1 != t.coinb1
+            || published.extranonce1 != t.extranonce1
+        {
             return Err(NotSent::BadShare);
         }
         let hash = header.block_hash();

@@ -113,7 +113,9 @@ pub fn parse_url(url: &str) -> Result<(String, u16), StratumError> {
     let rest = if let Some((scheme, rest)) = url.split_once("://") {
         match scheme {
             "stratum+tcp" | "tcp" | "stratum" => rest,
-            "stratum+ssl" | "stratum+tls" | "ssl" | "tls" => return Err(err("TLS pools are not supported in this build; use stratum+tcp://")),
+            "stratum+ssl" | "stratum+tls" | "ssl" | "tls" => {
+                return Err(err("TLS pools are not supported in this build; use stratum+tcp://"))
+            }
             _ => return Err(err("scheme must be stratum+tcp://")),
         }
     } else {

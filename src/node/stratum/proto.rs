@@ -270,7 +270,9 @@ pub fn parse_reconnect(params: &Value) -> Result<Reconnect, ProtoError> {
     }
     let port = match a.get(1) {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(ProtoError::Field("port"))?),
+        Some(Value::Number(n)) => {
+            Some(n.as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(ProtoError::Field("port"))?)
+        }
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(s.parse().map_err(|_| ProtoError::Field("port"))?),
         _ => return Err(ProtoError::Field("port")),
@@ -353,11 +355,11 @@ mod tests {
         assert_eq!(n.bits.to_consensus(), 0x1c2ac4af);
         assert_eq!(n.ntime, 0x504e86b9);
         assert!(!n.clean_jobs);
+        assert_eq!(n.prev_blockhash.to_string(), "00000000440b921e1b77c6c0487ae5616de67f788f44ae2a5af6e2194d16b6f8");
         assert_eq!(
-            n.prev_blockhash.to_string(),
-            "00000000440b921e1b77c6c0487ae5616de67f788f44ae2a5af6e2194d16b6f8"
+            format_prevhash(&n.prev_blockhash),
+            "4d16b6f85af6e2198f44ae2a6de67f78487ae5611b77c6c0440b921e00000000"
         );
-        assert_eq!(format_prevhash(&n.prev_blockhash), "4d16b6f85af6e2198f44ae2a6de67f78487ae5611b77c6c0440b921e00000000");
     }
 
     #[test]
@@ -365,7 +367,12 @@ mod tests {
         for line in ["", "{", "[]", "null", "42", r#"{"id":"x"}"#, "\u{0}", r#"{"method":5}"#] {
             assert!(parse_line(line).is_err(), "{line:?}");
         }
-        for p in [json!(null), json!([]), json!([1, 2, 3, 4, 5, 6, 7, 8, 9]), json!(["a", "zz", "", "", [], "1", "1", "1", true])] {
+        for p in [
+            json!(null),
+            json!([]),
+            json!([1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            json!(["a", "zz", "", "", [], "1", "1", "1", true]),
+        ] {
             assert!(parse_notify(&p).is_err(), "{p}");
         }
         let mut long = json!(["j", "00".repeat(32), "", "", [], "20000000", "1d00ffff", "5", true]);
@@ -393,7 +400,14 @@ mod tests {
     #[test]
     fn subscribe_results_in_the_shapes_pools_send() {
         // ckpool / slush: a list of pairs.
-        let r = json!([[["mining.set_difficulty", "b4b6693b72a50c7116db18d6497cac52"], ["mining.notify", "ae6812eb4cd7735a302a8a9dd95cf71f"]], "08000002", 4]);
+        let r = json!([
+            [
+                ["mining.set_difficulty", "b4b6693b72a50c7116db18d6497cac52"],
+                ["mining.notify", "ae6812eb4cd7735a302a8a9dd95cf71f"]
+            ],
+            "08000002",
+            4
+        ]);
         let s = parse_subscribe_result(&r).unwrap();
         assert_eq!(s.session_id.as_deref(), Some("ae6812eb4cd7735a302a8a9dd95cf71f"));
         assert_eq!((s.extranonce1, s.extranonce2_size), (vec![8, 0, 0, 2], 4));
@@ -406,7 +420,10 @@ mod tests {
 
     #[test]
     fn configure_and_errors() {
-        assert_eq!(parse_configure_result(&json!({"version-rolling": true, "version-rolling.mask": "1fffe000"})), Some(0x1fffe000));
+        assert_eq!(
+            parse_configure_result(&json!({"version-rolling": true, "version-rolling.mask": "1fffe000"})),
+            Some(0x1fffe000)
+        );
         assert_eq!(parse_configure_result(&json!({"version-rolling": false})), None);
         assert_eq!(parse_configure_result(&json!(null)), None);
         assert_eq!(error_text(&json!([23, "Low difficulty share", null])), "23 Low difficulty share");
@@ -416,7 +433,13 @@ mod tests {
 
     #[test]
     fn submit_params_are_exact() {
-        let f = SubmitFields { job_id: "bf".into(), extranonce2: vec![0, 0, 0, 1], ntime: 0x504e86ed, nonce: 0xb2957c02, version_bits: None };
+        let f = SubmitFields {
+            job_id: "bf".into(),
+            extranonce2: vec![0, 0, 0, 1],
+            ntime: 0x504e86ed,
+            nonce: 0xb2957c02,
+            version_bits: None,
+        };
         assert_eq!(f.params("slush.miner1"), json!(["slush.miner1", "bf", "00000001", "504e86ed", "b2957c02"]));
         let f = SubmitFields { version_bits: Some(0x0000_2000), ..f };
         assert_eq!(f.params("u").as_array().unwrap()[5], json!("00002000"));
