@@ -123,82 +123,28 @@ fn bits_option_sets_the_target() {
 
 #[test]
 fn malformed_input_exits_2_with_a_message() {
+    // Each case: a header argument, then everything after it.
+    let bad_hex = format!("{}zz", &B100K[..158]);
+    let zeros = "0".repeat(64);
+    let with = |header: &str, rest: &[&str]| -> Vec<String> {
+        let mut v = vec!["--header".to_string(), header.to_string()];
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    let one = ["--start", "0", "--count", "1"];
     let cases: Vec<Vec<String>> = vec![
-        vec!["--header".into(), B100K[..158].into(), "--start".into(), "0".into(), "--count".into(), "1".into()],
-        vec![
-            "--header".into(),
-            format!("{}zz", &B100K[..158]),
-            "--start".into(),
-            "0".into(),
-            "--count".into(),
-            "1".into(),
-        ],
-        vec!["--header".into(), B100K.into(), "--start".into(), "-1".into(), "--count".into(), "1".into()],
-        vec!["--header".into(), B100K.into(), "--start".into(), "4294967296".into(), "--count".into(), "1".into()],
-        vec!["--header".into(), B100K.into(), "--start".into(), "0".into(), "--count".into(), "x".into()],
-        vec![
-            "--header".into(),
-            B100K.into(),
-            "--start".into(),
-            "0".into(),
-            "--count".into(),
-            "1".into(),
-            "--bits".into(),
-            "1d00ff".into(),
-        ],
-        vec![
-            "--header".into(),
-            B100K.into(),
-            "--start".into(),
-            "0".into(),
-            "--count".into(),
-            "1".into(),
-            "--bits".into(),
-            "04923456".into(),
-        ],
-        vec![
-            "--header".into(),
-            B100K.into(),
-            "--start".into(),
-            "0".into(),
-            "--count".into(),
-            "1".into(),
-            "--target".into(),
-            "ff".into(),
-        ],
-        vec![
-            "--header".into(),
-            B100K.into(),
-            "--start".into(),
-            "0".into(),
-            "--count".into(),
-            "1".into(),
-            "--bits".into(),
-            "1d00ffff".into(),
-            "--target".into(),
-            "0".repeat(64),
-        ],
-        vec![
-            "--header".into(),
-            B100K.into(),
-            "--start".into(),
-            "0".into(),
-            "--count".into(),
-            "1".into(),
-            "--threads".into(),
-            "0".into(),
-        ],
-        vec![
-            "--header".into(),
-            B100K.into(),
-            "--start".into(),
-            "0".into(),
-            "--count".into(),
-            "1".into(),
-            "--engine".into(),
-            "quantum".into(),
-        ],
-        vec!["--start".into(), "0".into(), "--count".into(), "1".into()],
+        with(&B100K[..158], &one),
+        with(&bad_hex, &one),
+        with(B100K, &["--start", "-1", "--count", "1"]),
+        with(B100K, &["--start", "4294967296", "--count", "1"]),
+        with(B100K, &["--start", "0", "--count", "x"]),
+        with(B100K, &[&one[..], &["--bits", "1d00ff"]].concat()),
+        with(B100K, &[&one[..], &["--bits", "04923456"]].concat()),
+        with(B100K, &[&one[..], &["--target", "ff"]].concat()),
+        with(B100K, &[&one[..], &["--bits", "1d00ffff", "--target", zeros.as_str()]].concat()),
+        with(B100K, &[&one[..], &["--threads", "0"]].concat()),
+        with(B100K, &[&one[..], &["--engine", "quantum"]].concat()),
+        one.iter().map(|s| s.to_string()).collect(),
     ];
     for args in cases {
         let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
