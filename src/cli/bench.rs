@@ -115,25 +115,15 @@ fn measure_engines(
     let mut rates: Vec<GpuRate> = Vec::new();
     #[cfg(feature = "gpu")]
     let gpu_engines = {
-        let mut v = Vec::new();
-        for (device, ctx) in gpus {
+        for (device, ctx) in &gpus {
             rates.push(GpuRate {
                 device: device.clone(),
                 adapter: ctx.summary.name.clone(),
                 tune: ctx.tune.to_string(),
                 ..Default::default()
             });
-            let cfg = crate::sched::GpuConfig { device, dispatch_time: crate::sched::gpu::DEFAULT_DISPATCH_TIME };
-            v.push(crate::sched::GpuEngine::start(
-                ctx,
-                cfg,
-                sched.clone(),
-                stats.clone(),
-                metrics.clone(),
-                stop.clone(),
-            )?);
         }
-        v
+        crate::sched::gpu::start_engines(gpus, &sched, &stats, &metrics, &stop)?
     };
     #[cfg(not(feature = "gpu"))]
     let _ = gpus;

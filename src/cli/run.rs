@@ -275,8 +275,7 @@ fn start_gpu_engines(
     if let Some(why) = why {
         tracing::warn!("no usable GPU: {why}; mining on the CPU");
     }
-    let mut out = Vec::new();
-    for (device, ctx) in gpus {
+    for (device, ctx) in &gpus {
         tracing::info!(
             "{device}: {} | {} | driver {} {}",
             ctx.summary.name,
@@ -284,17 +283,8 @@ fn start_gpu_engines(
             ctx.summary.driver,
             ctx.summary.driver_info
         );
-        let cfg = crate::sched::GpuConfig { device, dispatch_time: crate::sched::gpu::DEFAULT_DISPATCH_TIME };
-        out.push(crate::sched::GpuEngine::start(
-            ctx,
-            cfg,
-            sched.clone(),
-            stats.clone(),
-            metrics.clone(),
-            stop.clone(),
-        )?);
     }
-    Ok(out)
+    Ok(crate::sched::gpu::start_engines(gpus, sched, stats, metrics, stop)?)
 }
 
 #[cfg(not(feature = "gpu"))]

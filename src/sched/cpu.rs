@@ -46,14 +46,20 @@ pub enum EngineError {
     Spawn(#[from] std::io::Error),
 }
 
+/// Mainnet block 100000 and its search input under its own target: the
+/// known answer every engine's start-up self-test looks for.
+pub fn known_answer() -> (Header, SearchInput) {
+    const HEADER: &str = "0100000050120119172a610421a6c3011dd330d9df07b63616c2cc1f1cd00200000000006657a9252aacd5c0b2940996ecff952228c3067cc38d4885efb5a4ac4247e9f337221b4d4c86041b0f2b5710";
+    let header = Header::from_hex(HEADER).expect("a constant, valid header");
+    let target = header.target().expect("block 100000's nBits are valid");
+    (header, SearchInput::new(&header.to_bytes(), &target.to_le_bytes()))
+}
+
 /// Block 100000: a range of 64 nonces around its real nonce must yield exactly
 /// it under the block's own target. Cheap (64 hashes) and it exercises the
 /// whole path: midstate, tail, both hashes, the early exit and the full compare.
 pub fn self_test(backend: Backend) -> Result<(), String> {
-    const HEADER: &str = "0100000050120119172a610421a6c3011dd330d9df07b63616c2cc1f1cd00200000000006657a9252aacd5c0b2940996ecff952228c3067cc38d4885efb5a4ac4247e9f337221b4d4c86041b0f2b5710";
-    let header = Header::from_hex(HEADER).map_err(|e| e.to_string())?;
-    let target = header.target().map_err(|e| e.to_string())?;
-    let input = SearchInput::new(&header.to_bytes(), &target.to_le_bytes());
+    let (header, input) = known_answer();
     let mut hits = Vec::new();
     let start = header.nonce - 37;
     pow::scan(backend, &input, NonceRange::new(start, 64), &mut hits);

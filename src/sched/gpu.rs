@@ -85,12 +85,25 @@ impl GpuEngine {
     }
 }
 
+/// One engine per (device label, context), with the default dispatch time.
+pub fn start_engines(
+    gpus: Vec<(String, GpuContext)>,
+    sched: &Arc<PowScheduler>,
+    stats: &Arc<Stats>,
+    metrics: &Arc<Metrics>,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<Vec<GpuEngine>> {
+    gpus.into_iter()
+        .map(|(device, ctx)| {
+            let cfg = GpuConfig { device, dispatch_time: DEFAULT_DISPATCH_TIME };
+            GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone())
+        })
+        .collect()
+}
+
 /// Block 100000 around its real nonce, on the GPU, through the same ring.
 pub fn self_test(ctx: &mut GpuContext) -> Result<(), GpuError> {
-    const HEADER: &str = "0100000050120119172a610421a6c3011dd330d9df07b63616c2cc1f1cd00200000000006657a9252aacd5c0b2940996ecff952228c3067cc38d4885efb5a4ac4247e9f337221b4d4c86041b0f2b5710";
-    let header = Header::from_hex(HEADER).map_err(|e| GpuError::SelfTest(e.to_string()))?;
-    let target = header.target().map_err(|e| GpuError::SelfTest(e.to_string()))?;
-    let input = SearchInput::new(&header.to_bytes(), &target.to_le_bytes());
+    let (header, input) = super::cpu::known_answer();
     let out = ctx.scan(&input, NonceRange::new(header.nonce - 5000, 10_000), 4096)?;
     if out.hits == [header.nonce] && out.hardware_errors.is_empty() {
         Ok(())
