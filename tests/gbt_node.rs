@@ -13,8 +13,7 @@
 //! can tell that hashrig learnt of a change through its held longpoll, and
 //! that after another miner's block it drops the old work.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -374,13 +373,8 @@ fn serve(node: Arc<Mutex<Node>>) -> String {
     addr
 }
 
-fn scrape(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
+mod metrics_common;
+use metrics_common::scrape;
 
 #[test]
 fn solo_mining_blocks_pass_full_validation() {
