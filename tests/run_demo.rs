@@ -1,11 +1,16 @@
 //! `hashrig run` on the embedded demo node, end to end: it mines blocks the
 //! demo node accepts, serves /metrics (checked by Prometheus' own promtool),
-//! prints status lines, and stops cleanly on SIGINT.
+//! prints status lines, and stops cleanly on SIGINT; with `--no-mine` it
+//! serves signatures and hashes nothing.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use hashrig::node::sigserve::{ServeAddr, SigClient};
+use hashrig::sig::demo::{mutate, valid_item};
+use hashrig::sig::Scheme;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hashrig");
 
@@ -23,58 +28,120 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
     body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// A `hashrig run` child whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    rx: mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .args(args)
+            .args(["--duration", "120"]) // a backstop: the test stops it long before
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hashrig run");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Running { child, rx, lines: Vec::new() }
+    }
+
+    /// What follows `marker` on the first line that has it.
+    fn wait_for(&mut self, marker: &str) -> String {
+        loop {
+            let l = self
+                .rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("hashrig printed no {marker:?} within 30 s:\n{}", self.lines.join("\n")));
+            self.lines.push(l.clone());
+            if let Some(rest) = l.split(marker).nth(1) {
+                return rest.trim().to_string();
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(l) = self.rx.try_recv() {
+            self.lines.push(l);
+        }
+    }
+
+    /// SIGINT, then the exit status (a clean stop is bounded).
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let st = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
+        assert!(st.success());
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "did not stop after SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(l) = self.rx.recv_timeout(Duration::from_secs(2)) {
+            self.lines.push(l);
+        }
+        status
+    }
+
+    /// Scheduling policy of each thread of the child named `name` (the
+    /// `policy` field of /proc/PID/task/TID/stat).
+    fn thread_policies(&self, name: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+            // Fields after the parenthesised comm: state is field 3, policy 41.
+            let after = stat.rsplit_once(')').unwrap().1;
+            out.push(after.split_whitespace().nth(41 - 3).unwrap().parse().unwrap());
+        }
+        out
+    }
+}
+
+const SCHED_OTHER: u32 = 0;
+const SCHED_IDLE: u32 = 5;
+
 #[test]
 fn demo_run_mines_serves_metrics_and_stops_cleanly() {
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--metrics",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--status-interval",
-            "1",
-            "--demo-difficulty",
-            "0.0001",
-            "--demo-block-time",
-            "1",
-            "--duration",
-            "120", // a backstop: the test stops it long before
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start hashrig run");
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
+    let mut run = Running::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--status-interval",
+        "1",
+        "--demo-difficulty",
+        "0.0001",
+        "--demo-block-time",
+        "1",
+    ]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let l = rx.recv_timeout(Duration::from_secs(30)).expect("hashrig prints the metrics address");
-        lines.push(l.clone());
-        if let Some(rest) = l.split("metrics: http://").nth(1) {
-            break rest.trim_end_matches("/metrics").trim().to_string();
-        }
-    };
+    let addr = run.wait_for("metrics: http://").trim_end_matches("/metrics").to_string();
 
     // Wait (bounded) until blocks were accepted and a status line was printed.
     let mut body;
     loop {
-        while let Ok(l) = rx.try_recv() {
-            lines.push(l);
-        }
+        run.drain();
         body = scrape(&addr);
         let blocks = sample(&body, "hashrig_blocks_total{result=\"accepted\"}").unwrap_or(0.0);
-        let status = lines.iter().any(|l| l.contains("speed 10s/60s/15m"));
+        let status = run.lines.iter().any(|l| l.contains("speed 10s/60s/15m"));
         if blocks >= 2.0 && status {
             break;
         }
-        assert!(Instant::now() < deadline, "no blocks or status within 60 s:\n{}\n{body}", lines.join("\n"));
+        assert!(Instant::now() < deadline, "no blocks or status within 60 s:\n{}\n{body}", run.lines.join("\n"));
         std::thread::sleep(Duration::from_millis(300));
     }
 
@@ -87,6 +154,11 @@ fn demo_run_mines_serves_metrics_and_stops_cleanly() {
     assert!(body.contains("hashrig_worker_info{"));
     assert!(sample(&body, "hashrig_chain_height").unwrap() >= 3.0);
     assert_eq!(sample(&body, "hashrig_hardware_errors_total{device=\"numa0\",engine=\"cpu\"}").unwrap_or(0.0), 0.0);
+
+    // The miner runs at idle priority, the signature pool at normal priority.
+    assert_eq!(run.thread_policies("cpu-worker-0"), [SCHED_IDLE]);
+    let sig = run.thread_policies("sig-n0-0");
+    assert!(!sig.is_empty() && sig.iter().all(|&p| p == SCHED_OTHER), "{sig:?}");
 
     // Prometheus' own checker accepts the exposition (warnings count as failures).
     let mut promtool = Command::new("promtool")
@@ -102,24 +174,44 @@ fn demo_run_mines_serves_metrics_and_stops_cleanly() {
     assert!(pt.status.success() && pt_text.trim().is_empty(), "promtool: {pt_text}");
 
     // Blocks in the log are ones the node accepted.
-    assert!(lines.iter().any(|l| l.contains("demo: block accepted")), "{}", lines.join("\n"));
+    assert!(run.lines.iter().any(|l| l.contains("demo: block accepted")), "{}", run.lines.join("\n"));
 
     // SIGINT: a clean stop with a final summary and exit code 0.
-    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(st.success());
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "did not stop after SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
-        lines.push(l);
-    }
+    let status = run.interrupt();
     assert!(status.success(), "exit status {status}");
-    assert!(lines.iter().any(|l| l.contains("stopped:")), "{}", lines.join("\n"));
+    assert!(run.lines.iter().any(|l| l.contains("stopped:")), "{}", run.lines.join("\n"));
+}
+
+/// `--no-mine`: a signature server for a validator, nothing hashed.
+#[test]
+fn no_mine_serves_signatures_and_hashes_nothing() {
+    let mut run = Running::start(&[
+        "--no-mine",
+        "--metrics",
+        "127.0.0.1:0",
+        "--sigserve",
+        "127.0.0.1:0",
+        "--sig-demo-rate",
+        "0",
+        "--threads",
+        "1",
+    ]);
+    let metrics = run.wait_for("metrics: http://").trim_end_matches("/metrics").to_string();
+    let sigserve: ServeAddr = run.wait_for("sigserve: listening on").parse().unwrap();
+    let mut c = SigClient::connect(&sigserve).unwrap();
+    let good = [valid_item(Scheme::Ed25519, 1), valid_item(Scheme::Ecdsa, 2), valid_item(Scheme::Schnorr, 3)];
+    let mut items = good.to_vec();
+    items.extend(good.iter().enumerate().map(|(i, g)| mutate(g, 8 * i as u64 + 1)));
+    let verdicts = c.verify(&items, None).unwrap();
+    let valid: Vec<bool> = verdicts.iter().map(|v| v.is_valid()).collect();
+    assert_eq!(valid, [true, true, true, false, false, false]);
+
+    let body = scrape(&metrics);
+    assert_eq!(sample(&body, "hashrig_hashes_total").unwrap_or(0.0), 0.0, "{body}");
+    assert!(run.thread_policies("cpu-worker-0").is_empty(), "no PoW worker runs");
+    let status = run.interrupt();
+    assert!(status.success(), "exit status {status}");
+    assert!(run.lines.iter().any(|l| l.contains("not mining")), "{}", run.lines.join("\n"));
 }
 
 #[test]
@@ -129,6 +221,19 @@ fn bad_run_arguments_fail_cleanly() {
         vec!["run", "--threads", "0", "--no-metrics", "--duration", "1"],
         vec!["run", "--numa-nodes", "99", "--no-metrics", "--duration", "1"],
         vec!["run", "--metrics", "not-an-address"],
+        vec!["run", "--cpu-priority", "realtime", "--no-metrics", "--duration", "1"],
+        vec!["run", "--no-mine", "--engines", "cpu", "--no-metrics", "--duration", "1"],
+        vec![
+            "run",
+            "--no-mine",
+            "--pool",
+            "stratum+tcp://127.0.0.1:1",
+            "--user",
+            "w",
+            "--no-metrics",
+            "--duration",
+            "1",
+        ],
     ] {
         let o = Command::new(BIN).args(&args).output().unwrap();
         assert!(!o.status.success(), "{args:?}");

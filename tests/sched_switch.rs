@@ -11,7 +11,7 @@ use hashrig::chain::{BlockHash, CompactTarget, Target, WorkTemplate};
 use hashrig::metrics::Metrics;
 use hashrig::pow;
 use hashrig::sched::{cpu, CpuConfig, CpuEngine, PowJob, PowScheduler, Stats};
-use hashrig::topo::{PinPlan, PlanOptions, Topology};
+use hashrig::topo::{PinPlan, PlanOptions, Topology, WorkerPriority};
 
 fn job(tag: &[u8], en2_size: usize, target: Target) -> PowJob {
     PowJob {
@@ -48,7 +48,13 @@ fn new_job_replaces_old_and_hits_are_genuine() {
     let easy = Target::from_hex(&format!("00{}", "f".repeat(62))).unwrap();
     let a = sched.publish(job(b"job-a", 4, easy));
     let engine = CpuEngine::start(
-        CpuConfig { plan: one_worker(), backend: pow::detect(), chunk_time: cpu::DEFAULT_CHUNK_TIME, pin: false },
+        CpuConfig {
+            plan: one_worker(),
+            backend: pow::detect(),
+            chunk_time: cpu::DEFAULT_CHUNK_TIME,
+            pin: false,
+            priority: WorkerPriority::Normal,
+        },
         sched.clone(),
         stats.clone(),
         metrics.clone(),

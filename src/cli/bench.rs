@@ -10,8 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::chain::{BlockHash, CompactTarget, Target, WorkTemplate};
 use crate::metrics::Metrics;
-use crate::pow::Backend;
-use crate::sched::{cpu, CpuConfig, CpuEngine, PowJob, PowScheduler, Stats};
+use crate::sched::{CpuConfig, CpuEngine, PowJob, PowScheduler, Stats};
 use crate::topo::{PinPlan, PlanOptions, Topology};
 
 #[derive(Subcommand, Debug)]
@@ -66,19 +65,13 @@ type Gpus = Vec<(String, crate::gpu::GpuContext)>;
 type Gpus = Vec<(String, ())>;
 
 /// Hashes per second of `plan`'s workers over `seconds`, after a warm-up.
-fn measure(plan: PinPlan, backend: Backend, pin: bool, seconds: f64) -> anyhow::Result<f64> {
-    Ok(measure_engines(Some(plan), Vec::new(), backend, pin, seconds)?.0)
+fn measure(cpu: CpuConfig, seconds: f64) -> anyhow::Result<f64> {
+    Ok(measure_engines(Some(cpu), Vec::new(), seconds)?.0)
 }
 
-/// Total hashes per second of the CPU workers in `plan` (if any) and the
+/// Total hashes per second of the CPU workers of `cpu` (if any) and the
 /// GPU engines, run together on one job, and each GPU's share.
-fn measure_engines(
-    plan: Option<PinPlan>,
-    gpus: Gpus,
-    backend: Backend,
-    pin: bool,
-    seconds: f64,
-) -> anyhow::Result<(f64, Vec<GpuRate>)> {
+fn measure_engines(cpu: Option<CpuConfig>, gpus: Gpus, seconds: f64) -> anyhow::Result<(f64, Vec<GpuRate>)> {
     let metrics = Metrics::new();
     let stats = Arc::new(Stats::new());
     let (sched, _hits) = PowScheduler::new(metrics.clone());
@@ -102,14 +95,8 @@ fn measure_engines(
         source: "demo",
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let engine = match plan {
-        Some(plan) => Some(CpuEngine::start(
-            CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin },
-            sched.clone(),
-            stats.clone(),
-            metrics.clone(),
-            stop.clone(),
-        )?),
+    let engine = match cpu {
+        Some(cfg) => Some(CpuEngine::start(cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone())?),
         None => None,
     };
     let mut rates: Vec<GpuRate> = Vec::new();
@@ -185,18 +172,20 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     }
     let (mut single, mut cpu_total) = (0.0, 0.0);
     if use_cpu {
-        single = measure(one, backend, !a.cpu.no_pin, a.seconds)?;
+        single = measure(a.cpu.engine_config(one, backend), a.seconds)?;
         if !a.json {
             println!("1 thread:   {:>10.2} MH/s", single / 1e6);
         }
         if a.engine == BenchEngine::Cpu {
-            cpu_total = if threads > 1 { measure(all.clone(), backend, !a.cpu.no_pin, a.seconds)? } else { single };
+            cpu_total =
+                if threads > 1 { measure(a.cpu.engine_config(all.clone(), backend), a.seconds)? } else { single };
         }
     }
     let (total, gpu_rates) = if a.engine == BenchEngine::Cpu {
         (cpu_total, Vec::new())
     } else {
-        let (t, r) = measure_engines(use_cpu.then_some(all), gpus, backend, !a.cpu.no_pin, a.seconds)?;
+        let cpu = use_cpu.then(|| a.cpu.engine_config(all, backend));
+        let (t, r) = measure_engines(cpu, gpus, a.seconds)?;
         if use_cpu {
             cpu_total = t - r.iter().map(|g| g.hashes_per_sec).sum::<f64>();
         }

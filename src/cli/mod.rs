@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::pow::Backend;
-use crate::topo::PlanOptions;
+use crate::topo::{PlanOptions, WorkerPriority};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,9 +62,25 @@ pub struct CpuArgs {
     /// SHA-256d code path (default: the fastest this CPU runs): scalar, midstate, sha-ni, avx2.
     #[arg(long)]
     pub backend: Option<Backend>,
+    /// Scheduling priority of the PoW workers: idle (SCHED_IDLE: signature
+    /// checks, the pool connection and GPU feeders preempt them at once),
+    /// low (nice 19) or normal.
+    #[arg(long, value_enum, default_value_t = WorkerPriority::Idle)]
+    pub cpu_priority: WorkerPriority,
 }
 
 impl CpuArgs {
+    /// The CPU engine's settings for `plan`.
+    pub fn engine_config(&self, plan: crate::topo::PinPlan, backend: Backend) -> crate::sched::CpuConfig {
+        crate::sched::CpuConfig {
+            plan,
+            backend,
+            chunk_time: crate::sched::cpu::DEFAULT_CHUNK_TIME,
+            pin: !self.no_pin,
+            priority: self.cpu_priority,
+        }
+    }
+
     pub fn plan_options(&self) -> PlanOptions {
         PlanOptions { threads: self.threads, smt: self.smt, nodes: self.numa_nodes.clone() }
     }

@@ -14,7 +14,7 @@ use clap::Args;
 use crate::metrics::{Metrics, MetricsServer};
 use crate::node::demo::{DemoNode, DemoParams};
 use crate::node::sigserve::{ServeAddr, ServerConfig, SigServer};
-use crate::sched::{cpu, CpuConfig, CpuEngine, PowScheduler, Stats};
+use crate::sched::{CpuEngine, PowScheduler, Stats};
 use crate::sig::{demo as sigdemo, RateMeter, SigEngine, SigEngineConfig};
 use crate::topo::{PinPlan, Topology};
 
@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// Engines to mine with (default: every one, the GPUs where usable).
     #[arg(long, value_delimiter = ',', value_enum, default_values = ["cpu", "gpu"])]
     pub engines: Vec<EngineKind>,
+    /// Do not mine: no PoW engine and no node adapter, only signature
+    /// verification (--sigserve, and the demo feed) on every core.
+    #[arg(long, conflicts_with = "engines")]
+    pub no_mine: bool,
     #[command(flatten)]
     pub gpu: super::gpu::GpuArgs,
     /// Address of the Prometheus /metrics endpoint (port 9787 on loopback by default).
@@ -97,6 +101,9 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let adapter = crate::node::config::resolve(&a.adapter, file_text.as_deref())?;
+    if a.no_mine && !matches!(adapter, crate::node::config::Adapter::Demo) {
+        anyhow::bail!("--no-mine runs no node adapter: leave out --pool, --node and the config's pool/node sections");
+    }
     let backend = a.cpu.backend()?;
     let topo = Topology::discover_or_fallback();
     let plan = PinPlan::build(&topo, &a.cpu.plan_options())?;
@@ -133,22 +140,27 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
-    tracing::info!(
-        "cpu: {} workers on {} NUMA node(s), sha256d path {}, topology: {}",
-        plan.worker_count(),
-        plan.groups.len(),
-        backend.name(),
-        topo.to_string().lines().next().unwrap_or("")
-    );
+    if a.no_mine {
+        tracing::info!("not mining (--no-mine): signature verification only");
+    } else {
+        tracing::info!(
+            "cpu: {} workers on {} NUMA node(s), sha256d path {}, priority {}, topology: {}",
+            plan.worker_count(),
+            plan.groups.len(),
+            backend.name(),
+            a.cpu.cpu_priority,
+            topo.to_string().lines().next().unwrap_or("")
+        );
+    }
     let stats = Arc::new(Stats::new());
     let engine_plan = plan.clone();
     let (sched, hits) = PowScheduler::new(metrics.clone());
-    let gpu_engines = start_gpu_engines(&a, &sched, &stats, &metrics, &stop)?;
+    let gpu_engines = if a.no_mine { Vec::new() } else { start_gpu_engines(&a, &sched, &stats, &metrics, &stop)? };
     // With no GPU engine the CPU mines even when only `--engines gpu` was asked for.
-    let use_cpu = a.engines.contains(&EngineKind::Cpu) || gpu_engines.is_empty();
+    let use_cpu = !a.no_mine && (a.engines.contains(&EngineKind::Cpu) || gpu_engines.is_empty());
     let engine = if use_cpu {
         Some(CpuEngine::start(
-            CpuConfig { plan, backend, chunk_time: cpu::DEFAULT_CHUNK_TIME, pin: !a.cpu.no_pin },
+            a.cpu.engine_config(plan, backend),
             sched.clone(),
             stats.clone(),
             metrics.clone(),
@@ -194,6 +206,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         let mut sig_rate = RateMeter::new(sig_engine.clone());
         let (stats, metrics, stop) = (stats.clone(), metrics.clone(), stop.clone());
         let every = Duration::from_secs(a.status_interval.max(1));
+        let no_mine = a.no_mine;
         std::thread::Builder::new().name("status".into()).spawn(move || {
             let mut last = Instant::now();
             while !stop.load(Ordering::Relaxed) {
@@ -201,13 +214,23 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
                 stats.sample();
                 if last.elapsed() >= every {
                     last = Instant::now();
-                    tracing::info!("{} | sig {}", status_line(&stats, &metrics), sig_rate.line());
+                    if no_mine {
+                        tracing::info!("sig {}", sig_rate.line());
+                    } else {
+                        tracing::info!("{} | sig {}", status_line(&stats, &metrics), sig_rate.line());
+                    }
                 }
             }
         })?
     };
 
     let adapter_result: anyhow::Result<()> = match adapter {
+        _ if a.no_mine => {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
+        }
         crate::node::config::Adapter::Pool(cfg) => {
             tracing::info!(
                 "node: Stratum pool(s) {}",
@@ -248,7 +271,9 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = status.join();
     stats.sample();
-    tracing::info!("stopped: {}", status_line(&stats, &metrics));
+    if !a.no_mine {
+        tracing::info!("stopped: {}", status_line(&stats, &metrics));
+    }
     adapter_result?;
     Ok(ExitCode::SUCCESS)
 }

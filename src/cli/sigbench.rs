@@ -1,12 +1,16 @@
 //! `hashrig bench sig`: every scheme at batch sizes 1…65536 through the
-//! same engine `run` and sigserve use: latency per batch (p50, p99) and
-//! throughput, one thread and all threads.
+//! same engine `run` and sigserve use: latency per batch (p50, p99, p99.9)
+//! and throughput, one thread and all threads. With `--sigserve ADDR` it
+//! measures a running server instead, end to end as a validator sees it
+//! (frame, socket, queue, verify, answer), e.g. while that server mines.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Args;
 
+use crate::node::sigserve::{ServeAddr, SigClient};
 use crate::sig::demo::valid_item;
 use crate::sig::{Scheme, SigEngine, SigEngineConfig, SigItem};
 use crate::topo::{PinPlan, PlanOptions, Topology};
@@ -31,6 +35,10 @@ pub struct SigBenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Measure a running sigserve (HOST:PORT or unix:PATH) over one connection
+    /// instead of an engine in this process.
+    #[arg(long, value_name = "ADDR")]
+    pub sigserve: Option<ServeAddr>,
 }
 
 #[derive(serde::Serialize)]
@@ -41,7 +49,36 @@ struct Point {
     batches: usize,
     p50_seconds: f64,
     p99_seconds: f64,
+    p999_seconds: f64,
     items_per_sec: f64,
+}
+
+/// Where batches go: an engine in this process, or a sigserve connection.
+enum Target {
+    Engine(SigEngine),
+    Remote(SigClient, ServeAddr),
+}
+
+impl Target {
+    /// Verifies one batch; every item is valid, so anything else is an error.
+    fn verify(&mut self, items: &[SigItem]) -> anyhow::Result<()> {
+        let all_valid = match self {
+            Target::Engine(e) => e.verify(items, None).verdicts.iter().all(|v| v.is_valid()),
+            Target::Remote(c, addr) => {
+                c.verify(items, None).with_context(|| format!("sigserve {addr}"))?.iter().all(|v| v.is_valid())
+            }
+        };
+        anyhow::ensure!(all_valid, "a valid signature was judged invalid");
+        Ok(())
+    }
+
+    /// Threads of the engine; 0 for a remote server (not known here).
+    fn threads(&self) -> usize {
+        match self {
+            Target::Engine(e) => e.threads(),
+            Target::Remote(..) => 0,
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -52,30 +89,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn measure(engine: &SigEngine, scheme: Scheme, pool: &[SigItem], n: usize, secs: f64) -> Point {
+fn measure(target: &mut Target, scheme: Scheme, pool: &[SigItem], n: usize, secs: f64) -> anyhow::Result<Point> {
     let items: Vec<SigItem> = pool.iter().cycle().take(n).cloned().collect();
-    let _ = engine.verify(&items, None); // warm-up
+    target.verify(&items)?; // warm-up
     let mut lat = Vec::new();
     let t0 = Instant::now();
     let budget = Duration::from_secs_f64(secs);
     while lat.len() < 3 || t0.elapsed() < budget {
         let t = Instant::now();
-        let rep = engine.verify(&items, None);
+        target.verify(&items)?;
         lat.push(t.elapsed().as_secs_f64());
-        debug_assert!(rep.verdicts.iter().all(|v| v.is_valid()));
     }
     let total: f64 = lat.iter().sum();
     let batches = lat.len();
     lat.sort_by(f64::total_cmp);
-    Point {
+    Ok(Point {
         scheme: scheme.name(),
         batch: n,
-        threads: engine.threads(),
+        threads: target.threads(),
         batches,
         p50_seconds: percentile(&lat, 0.5),
         p99_seconds: percentile(&lat, 0.99),
+        p999_seconds: percentile(&lat, 0.999),
         items_per_sec: (n * batches) as f64 / total,
-    }
+    })
 }
 
 pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
@@ -89,41 +126,59 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
             .map(|s| s.parse::<Scheme>().map_err(|_| anyhow::anyhow!("unknown scheme {s:?}")))
             .collect::<anyhow::Result<_>>()?,
     };
-    let topo = Topology::discover_or_fallback();
-    let start = |threads: Option<usize>| -> anyhow::Result<SigEngine> {
-        let plan = PinPlan::build(&topo, &PlanOptions { threads, ..PlanOptions::default() })?;
-        let mut cfg = SigEngineConfig::new(plan);
-        cfg.pin = !a.no_pin;
-        Ok(SigEngine::start(cfg, None)?)
+    let mut targets = match &a.sigserve {
+        Some(addr) => {
+            let c = SigClient::connect(addr).with_context(|| format!("cannot connect to sigserve {addr}"))?;
+            vec![Target::Remote(c, addr.clone())]
+        }
+        None => {
+            let topo = Topology::discover_or_fallback();
+            let start = |threads: Option<usize>| -> anyhow::Result<SigEngine> {
+                let plan = PinPlan::build(&topo, &PlanOptions { threads, ..PlanOptions::default() })?;
+                let mut cfg = SigEngineConfig::new(plan);
+                cfg.pin = !a.no_pin;
+                Ok(SigEngine::start(cfg, None)?)
+            };
+            let one = start(Some(1))?;
+            let all = start(a.threads)?;
+            if all.threads() > 1 {
+                vec![Target::Engine(one), Target::Engine(all)]
+            } else {
+                vec![Target::Engine(one)]
+            }
+        }
     };
-    let one = start(Some(1))?;
-    let all = start(a.threads)?;
+    let where_ = match &a.sigserve {
+        Some(addr) => format!("sigserve {addr} (one connection, end to end)"),
+        None => format!("{} threads", targets.iter().map(Target::threads).max().unwrap_or(1)),
+    };
     let mut sizes = vec![1usize];
     while sizes.last().copied().unwrap_or(1) * 4 <= a.max_batch.max(1) {
         sizes.push(sizes.last().copied().unwrap_or(1) * 4);
     }
     if !a.json {
-        println!("cpu: {} | {} threads", super::devices::cpu_model(), all.threads());
-        println!("{:<15} {:>6} {:>7} {:>12} {:>12} {:>14}", "scheme", "batch", "threads", "p50", "p99", "verifies/s");
+        println!("cpu: {} | {where_}", super::devices::cpu_model());
+        println!(
+            "{:<15} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14}",
+            "scheme", "batch", "threads", "p50", "p99", "p99.9", "verifies/s"
+        );
     }
     let mut points = Vec::new();
     for &s in &schemes {
         let pool: Vec<SigItem> = (0..256).map(|i| valid_item(s, i)).collect();
         for &n in &sizes {
-            let mut engines = vec![&one];
-            if all.threads() > 1 {
-                engines.push(&all);
-            }
-            for e in engines {
-                let p = measure(e, s, &pool, n, a.seconds);
+            for t in targets.iter_mut() {
+                let p = measure(t, s, &pool, n, a.seconds)?;
                 if !a.json {
+                    let threads = if p.threads == 0 { "-".to_string() } else { p.threads.to_string() };
                     println!(
-                        "{:<15} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>14.0}",
+                        "{:<15} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>10.1}µs {:>14.0}",
                         p.scheme,
                         p.batch,
-                        p.threads,
+                        threads,
                         p.p50_seconds * 1e6,
                         p.p99_seconds * 1e6,
+                        p.p999_seconds * 1e6,
                         p.items_per_sec
                     );
                 }
@@ -133,9 +188,10 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     }
     if a.json {
         let v = serde_json::json!({
-            "engine": "cpu",
+            "engine": if a.sigserve.is_some() { "sigserve" } else { "cpu" },
+            "sigserve": a.sigserve.as_ref().map(|s| s.to_string()),
             "cpu_model": super::devices::cpu_model(),
-            "threads": all.threads(),
+            "threads": targets.iter().map(Target::threads).max().unwrap_or(0),
             "seconds_per_point": a.seconds,
             "results": points,
         });

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::chain::Header;
 use crate::metrics::Metrics;
 use crate::pow::{self, Backend, NonceRange, SearchInput};
-use crate::topo::{PinPlan, WorkerSlot};
+use crate::topo::{PinPlan, WorkerPriority, WorkerSlot};
 
 use super::job::{Hit, PowScheduler};
 use super::stats::Stats;
@@ -31,6 +31,8 @@ pub struct CpuConfig {
     pub chunk_time: Duration,
     /// Bind threads to their cores (on by default; off for shared machines).
     pub pin: bool,
+    /// How workers compete for their cores with latency work (see `topo::priority`).
+    pub priority: WorkerPriority,
 }
 
 pub struct CpuEngine {
@@ -90,6 +92,7 @@ impl CpuEngine {
                     backend: cfg.backend,
                     chunk_time: cfg.chunk_time,
                     pin: cfg.pin,
+                    priority: cfg.priority,
                     sched: sched.clone(),
                     stats: stats.clone(),
                     metrics: metrics.clone(),
@@ -115,6 +118,7 @@ struct Worker {
     backend: Backend,
     chunk_time: Duration,
     pin: bool,
+    priority: WorkerPriority,
     sched: Arc<PowScheduler>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
@@ -125,6 +129,7 @@ impl Worker {
     fn run(mut self) {
         let worker = self.slot.id.to_string();
         let pinned = self.pin && crate::topo::pin_or_warn(&self.slot);
+        crate::topo::priority::set_or_warn(self.priority);
         self.metrics.worker_pinned.with_label_values(&["cpu", &worker]).set(pinned as i64);
         self.metrics
             .worker_info

@@ -8,6 +8,7 @@
 //! * [`plan`] turns a [`Topology`] into a [`PinPlan`]: which worker thread
 //!   runs on which NUMA node, core and PU.
 //! * [`pin`] binds the calling thread to a [`WorkerSlot`] of such a plan.
+//! * [`priority`] lowers PoW workers below latency work (signatures, I/O).
 //!
 //! Conventions:
 //! * NUMA nodes are identified by their OS index (what `numactl` shows).
@@ -21,12 +22,14 @@ use std::fmt;
 
 pub mod pin;
 pub mod plan;
+pub mod priority;
 
 #[cfg(feature = "numa")]
 mod hw;
 
 pub use pin::{pin_current_thread, pin_or_warn, PinError};
 pub use plan::{PinPlan, PlanOptions, WorkerGroup, WorkerSlot};
+pub use priority::WorkerPriority;
 
 /// The machine's CPU topology, grouped by NUMA node.
 ///
