@@ -182,4 +182,35 @@ mod tests {
         assert_eq!(toml::from_str::<HwProfile>(&s).unwrap(), p);
         assert_eq!(utc_date().len(), 10);
     }
+
+    /// Every committed profile loads, and its figures are real numbers: the
+    /// files are edited by hand beside `bench --profile-out`.
+    #[test]
+    fn committed_profiles_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hw-profiles");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("toml") {
+                continue;
+            }
+            let p = HwProfile::load(&path).unwrap().unwrap();
+            assert!(p.pow_cpu.is_some() || !p.pow_gpu.is_empty(), "{}: no measurement", path.display());
+            let gpu = p.pow_gpu.iter().flat_map(|g| [g.hashes_per_sec, g.dispatch_seconds, g.total_hashes_per_sec]);
+            let cpu = p.pow_cpu.iter().flat_map(|c| [c.per_thread_hashes_per_sec, c.all_threads_hashes_per_sec]);
+            for v in gpu.chain(cpu).chain(p.comparison.iter().map(|c| c.value)) {
+                assert!(v.is_finite() && v > 0.0, "{}: figure {v}", path.display());
+            }
+            for c in &p.comparison {
+                assert!(
+                    !c.command.is_empty() && !c.unit.is_empty(),
+                    "{}: {:?} says how it was measured",
+                    path.display(),
+                    c.name
+                );
+            }
+            n += 1;
+        }
+        assert!(n > 0, "no profile in {}", dir.display());
+    }
 }
