@@ -83,12 +83,18 @@ pub struct Comparison {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path} is not a valid profile: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    #[error("reading {path}: {reason}")]
+    Io { path: String, reason: std::io::Error },
+    #[error("{path} is not a valid profile: {reason}")]
+    Parse { path: String, reason: toml::de::Error },
     #[error("serialising the profile: {0}")]
-    Serialize(#[from] toml::ser::Error),
+    Serialize(toml::ser::Error),
+}
+
+impl From<toml::ser::Error> for ProfileError {
+    fn from(e: toml::ser::Error) -> Self {
+        ProfileError::Serialize(e)
+    }
 }
 
 impl Machine {
@@ -113,9 +119,9 @@ impl HwProfile {
         match std::fs::read_to_string(path) {
             Ok(s) => toml::from_str(&s)
                 .map(Some)
-                .map_err(|source| ProfileError::Parse { path: path.display().to_string(), source }),
+                .map_err(|reason| ProfileError::Parse { path: path.display().to_string(), reason }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ProfileError::Io { path: path.display().to_string(), source }),
+            Err(reason) => Err(ProfileError::Io { path: path.display().to_string(), reason }),
         }
     }
 
@@ -124,7 +130,7 @@ impl HwProfile {
             "# hashrig hardware profile: measured figures, see the README's performance table.\n{}",
             toml::to_string_pretty(self)?
         );
-        std::fs::write(path, text).map_err(|source| ProfileError::Io { path: path.display().to_string(), source })
+        std::fs::write(path, text).map_err(|reason| ProfileError::Io { path: path.display().to_string(), reason })
     }
 }
 

@@ -45,7 +45,7 @@ pub enum EngineError {
     #[error("the pinning plan has no workers")]
     NoWorkers,
     #[error("could not start a worker thread: {0}")]
-    Spawn(#[from] std::io::Error),
+    Spawn(std::io::Error),
 }
 
 /// Mainnet block 100000 and its search input under its own target: the
@@ -98,7 +98,10 @@ impl CpuEngine {
                     metrics: metrics.clone(),
                     stop: stop.clone(),
                 };
-                let t = std::thread::Builder::new().name(format!("cpu-worker-{}", slot.id)).spawn(move || w.run())?;
+                let t = std::thread::Builder::new()
+                    .name(format!("cpu-worker-{}", slot.id))
+                    .spawn(move || w.run())
+                    .map_err(EngineError::Spawn)?;
                 threads.push(t);
             }
         }

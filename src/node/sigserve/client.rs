@@ -20,15 +20,29 @@ use crate::sig::{SigItem, Verdict};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("sigserve I/O: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error(transparent)]
     Encode(#[from] EncodeError),
     #[error("bad frame from the server: {0}")]
-    Frame(#[from] FrameError),
+    Frame(FrameError),
     #[error("server error {code:?} for request {id}: {message}")]
     Server { id: u64, code: Option<ErrorCode>, message: String },
     #[error("protocol: {0}")]
     Protocol(String),
+}
+
+// The wrapped errors are part of the message, not a `source()`, so a chain
+// printed with `{:#}` names them once.
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        ClientError::Frame(e)
+    }
 }
 
 enum Stream {

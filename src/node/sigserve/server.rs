@@ -63,8 +63,8 @@ impl ServerConfig {
 pub enum ServeError {
     #[error("cannot start the sigserve runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: ServeAddr, source: std::io::Error },
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: ServeAddr, reason: std::io::Error },
     #[error("{0} exists and is not a socket; not replacing it")]
     PathInUse(std::path::PathBuf),
     #[error("invalid server config: {0}")]
@@ -127,7 +127,7 @@ impl SigServer {
         let listener = rt.block_on(bind(&cfg.addr))?;
         let addr = match &listener {
             Listener::Tcp(l) => {
-                ServeAddr::Tcp(l.local_addr().map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), source: e })?)
+                ServeAddr::Tcp(l.local_addr().map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), reason: e })?)
             }
             Listener::Unix(_, p) => ServeAddr::Unix(p.clone()),
         };
@@ -182,7 +182,7 @@ impl Drop for SigServer {
 }
 
 async fn bind(addr: &ServeAddr) -> Result<Listener, ServeError> {
-    let err = |e| ServeError::Bind { addr: addr.clone(), source: e };
+    let err = |e| ServeError::Bind { addr: addr.clone(), reason: e };
     match addr {
         ServeAddr::Tcp(a) => Ok(Listener::Tcp(tokio::net::TcpListener::bind(a).await.map_err(err)?)),
         ServeAddr::Unix(p) => {

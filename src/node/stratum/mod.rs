@@ -104,7 +104,7 @@ pub enum StratumError {
     #[error("version_mask {0:?} is not 8 hex digits")]
     Mask(String),
     #[error("cannot start the network runtime: {0}")]
-    Runtime(#[from] std::io::Error),
+    Runtime(std::io::Error),
 }
 
 /// `stratum+tcp://host:port` (also `tcp://host:port` and `host:port`).
@@ -235,7 +235,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<(), StratumError> {
     cfg.validate()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StratumError::Runtime)?;
     rt.block_on(client::Client::new(cfg, sched, stats, metrics, stop.clone()).run(hits));
     Ok(())
 }
