@@ -152,12 +152,28 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         Some(addr) => format!("sigserve {addr} (one connection, end to end)"),
         None => format!("{} threads", targets.iter().map(Target::threads).max().unwrap_or(1)),
     };
+    // The transport's own floor (PING → PONG through the server's I/O loop,
+    // no engine), so a reader can tell the socket from the verify time.
+    let ping = match targets.first_mut() {
+        Some(Target::Remote(c, addr)) => {
+            let mut rtt = Vec::with_capacity(2000);
+            for _ in 0..2000 {
+                rtt.push(c.ping().with_context(|| format!("sigserve {addr}"))?.as_secs_f64());
+            }
+            rtt.sort_by(f64::total_cmp);
+            Some((percentile(&rtt, 0.5), percentile(&rtt, 0.99)))
+        }
+        _ => None,
+    };
     let mut sizes = vec![1usize];
     while sizes.last().copied().unwrap_or(1) * 4 <= a.max_batch.max(1) {
         sizes.push(sizes.last().copied().unwrap_or(1) * 4);
     }
     if !a.json {
         println!("cpu: {} | {where_}", super::devices::cpu_model());
+        if let Some((p50, p99)) = ping {
+            println!("ping round trip (no verification): p50 {:.1}µs p99 {:.1}µs", p50 * 1e6, p99 * 1e6);
+        }
         println!(
             "{:<15} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14}",
             "scheme", "batch", "threads", "p50", "p99", "p99.9", "verifies/s"
@@ -190,6 +206,8 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         let v = serde_json::json!({
             "engine": if a.sigserve.is_some() { "sigserve" } else { "cpu" },
             "sigserve": a.sigserve.as_ref().map(|s| s.to_string()),
+            "ping_p50_seconds": ping.map(|p| p.0),
+            "ping_p99_seconds": ping.map(|p| p.1),
             "cpu_model": super::devices::cpu_model(),
             "threads": targets.iter().map(Target::threads).max().unwrap_or(0),
             "seconds_per_point": a.seconds,
