@@ -13,8 +13,6 @@
 //! can tell that hashrig learnt of a change through its held longpoll, and
 //! that after another miner's block it drops the old work.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +26,6 @@ use bitcoin::{
 };
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hashrig");
 // BIP173 test vector, regtest form.
 const PAYOUT: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 const BITS: u32 = 0x207fffff;
@@ -374,52 +371,37 @@ fn serve(node: Arc<Mutex<Node>>) -> String {
 }
 
 mod metrics_common;
+mod run_common;
 use metrics_common::scrape;
+use run_common::HashrigRun;
 
 #[test]
 fn solo_mining_blocks_pass_full_validation() {
     let genesis = BlockHash::from_str("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206").unwrap(); // regtest genesis hash, as a stand-in tip
     let node = Arc::new(Mutex::new(Node::new(199, genesis, BITS, vec![tx(1, false), tx(2, true), tx(3, true)])));
     let addr = serve(node.clone());
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--metrics",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--no-pin",
-            "--status-interval",
-            "1",
+    let run = HashrigRun::start_small(
+        &[
             "--duration",
             "120",
-        ])
-        .args(["--node", &format!("http://{addr}"), "--rpc-user", "alice", "--rpc-pass", "s3cret", "--payout", PAYOUT])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("hashrig: {line}");
-            let _ = tx.send(line);
-        }
-    });
+            "--node",
+            &format!("http://{addr}"),
+            "--rpc-user",
+            "alice",
+            "--rpc-pass",
+            "s3cret",
+            "--payout",
+            PAYOUT,
+        ],
+        |_| {},
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while node.lock().unwrap().accepted.len() < 2 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let lines: Vec<String> = rx.try_iter().collect();
-    let maddr = lines
-        .iter()
-        .find_map(|l| l.split("metrics: http://").nth(1).map(|r| r.trim_end_matches("/metrics").to_owned()))
-        .unwrap();
-    let body = scrape(&maddr);
-    let _ = child.kill();
-    let _ = child.wait();
+    let body = scrape(&run.metrics_addr());
+    drop(run);
     let n = node.lock().unwrap();
     assert!(n.accepted.len() >= 2, "blocks accepted: {}, rejected: {:?}", n.accepted.len(), n.rejected);
     assert!(n.rejected.iter().all(|r| r == "prev-blk-not-found" || r == "duplicate"), "rejected: {:?}", n.rejected);
@@ -431,16 +413,6 @@ fn solo_mining_blocks_pass_full_validation() {
 const HARD_BITS: u32 = 0x1b00ffff;
 /// A block every 2^16 hashes: many a second, on any machine.
 const EASY_BITS: u32 = 0x1f00ffff;
-
-/// Kills hashrig when the test ends, passed or not.
-struct Hashrig(std::process::Child);
-
-impl Drop for Hashrig {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A counter's value in a Prometheus text body (0 when absent).
 fn metric(body: &str, series: &str) -> u64 {
@@ -464,37 +436,8 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
         format!("[node]\nurl = \"http://{addr}\"\nrpc_user = \"alice\"\nrpc_pass = \"s3cret\"\npayout = \"{PAYOUT}\"\npoll_secs = 600\nlongpoll = true\n"),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--engines",
-            "cpu",
-            "--metrics",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--no-pin",
-            "--status-interval",
-            "1",
-            "--duration",
-            "40",
-        ])
-        .arg("--config")
-        .arg(&conf)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let _guard = Hashrig(child);
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let l2 = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("hashrig: {line}");
-            l2.lock().unwrap().push(line);
-        }
-    });
+    let run =
+        HashrigRun::start_small(&["--engines", "cpu", "--duration", "40", "--config", conf.to_str().unwrap()], |_| {});
     let wait = |what: &str, cond: &dyn Fn() -> bool| {
         while !cond() {
             if Instant::now() > deadline {
@@ -508,13 +451,7 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let mut maddr = String::new();
-    wait("the metrics address", &|| lines.lock().unwrap().iter().any(|l| l.contains("metrics: http://")));
-    for l in lines.lock().unwrap().iter() {
-        if let Some(r) = l.split("metrics: http://").nth(1) {
-            maddr = r.trim().trim_end_matches("/metrics").to_owned();
-        }
-    }
+    let maddr = run.metrics_addr();
     let holding = |id: &str| node.lock().unwrap().holding.iter().any(|h| h == id);
 
     // 1. A transaction arrives while hashrig's longpoll is held: the held

@@ -3,18 +3,17 @@
 //! prints status lines, and stops cleanly on SIGINT; with `--no-mine` it
 //! serves signatures and hashes nothing.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hashrig::node::sigserve::{ServeAddr, SigClient};
 use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::Scheme;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hashrig");
-
 mod metrics_common;
+mod run_common;
+use run_common::{HashrigRun, BIN};
 
 fn scrape(addr: &str) -> String {
     let (head, body) = metrics_common::get_metrics(addr);
@@ -28,87 +27,21 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
     body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// A `hashrig run` child whose stdout lines arrive on a channel.
-struct Running {
-    child: Child,
-    rx: mpsc::Receiver<String>,
-    lines: Vec<String>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .args(args)
-            .args(["--duration", "120"]) // a backstop: the test stops it long before
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start hashrig run");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Running { child, rx, lines: Vec::new() }
-    }
-
-    /// What follows `marker` on the first line that has it.
-    fn wait_for(&mut self, marker: &str) -> String {
-        loop {
-            let l = self
-                .rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("hashrig printed no {marker:?} within 30 s:\n{}", self.lines.join("\n")));
-            self.lines.push(l.clone());
-            if let Some(rest) = l.split(marker).nth(1) {
-                return rest.trim().to_string();
-            }
+/// Scheduling policy of each thread of process `pid` named `name` (the
+/// `policy` field of /proc/PID/task/TID/stat).
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
         }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+        // Fields after the parenthesised comm: state is field 3, policy 41.
+        let after = stat.rsplit_once(')').unwrap().1;
+        out.push(after.split_whitespace().nth(41 - 3).unwrap().parse().unwrap());
     }
-
-    fn drain(&mut self) {
-        while let Ok(l) = self.rx.try_recv() {
-            self.lines.push(l);
-        }
-    }
-
-    /// SIGINT, then the exit status (a clean stop is bounded).
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        let st = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
-        assert!(st.success());
-        let t0 = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(20), "did not stop after SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        while let Ok(l) = self.rx.recv_timeout(Duration::from_secs(2)) {
-            self.lines.push(l);
-        }
-        status
-    }
-
-    /// Scheduling policy of each thread of the child named `name` (the
-    /// `policy` field of /proc/PID/task/TID/stat).
-    fn thread_policies(&self, name: &str) -> Vec<u32> {
-        let mut out = Vec::new();
-        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap().flatten() {
-            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            if comm.trim() != name {
-                continue;
-            }
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
-            // Fields after the parenthesised comm: state is field 3, policy 41.
-            let after = stat.rsplit_once(')').unwrap().1;
-            out.push(after.split_whitespace().nth(41 - 3).unwrap().parse().unwrap());
-        }
-        out
-    }
+    out
 }
 
 const SCHED_OTHER: u32 = 0;
@@ -116,32 +49,35 @@ const SCHED_IDLE: u32 = 5;
 
 #[test]
 fn demo_run_mines_serves_metrics_and_stops_cleanly() {
-    let mut run = Running::start(&[
-        "--metrics",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--status-interval",
-        "1",
-        "--demo-difficulty",
-        "0.0001",
-        "--demo-block-time",
-        "1",
-    ]);
+    let mut run = HashrigRun::start(
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--status-interval",
+            "1",
+            "--demo-difficulty",
+            "0.0001",
+            "--demo-block-time",
+            "1",
+            "--duration",
+            "120", // a backstop: the test stops it long before
+        ],
+        |_| {},
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = run.wait_for("metrics: http://").trim_end_matches("/metrics").to_string();
+    let addr = run.metrics_addr();
 
     // Wait (bounded) until blocks were accepted and a status line was printed.
     let mut body;
     loop {
-        run.drain();
         body = scrape(&addr);
         let blocks = sample(&body, "hashrig_blocks_total{result=\"accepted\"}").unwrap_or(0.0);
-        let status = run.lines.iter().any(|l| l.contains("speed 10s/60s/15m"));
-        if blocks >= 2.0 && status {
+        if blocks >= 2.0 && run.printed("speed 10s/60s/15m") {
             break;
         }
-        assert!(Instant::now() < deadline, "no blocks or status within 60 s:\n{}\n{body}", run.lines.join("\n"));
+        assert!(Instant::now() < deadline, "no blocks or status within 60 s:\n{}\n{body}", run.lines().join("\n"));
         std::thread::sleep(Duration::from_millis(300));
     }
 
@@ -156,8 +92,8 @@ fn demo_run_mines_serves_metrics_and_stops_cleanly() {
     assert_eq!(sample(&body, "hashrig_hardware_errors_total{device=\"numa0\",engine=\"cpu\"}").unwrap_or(0.0), 0.0);
 
     // The miner runs at idle priority, the signature pool at normal priority.
-    assert_eq!(run.thread_policies("cpu-worker-0"), [SCHED_IDLE]);
-    let sig = run.thread_policies("sig-n0-0");
+    assert_eq!(thread_policies(run.pid(), "cpu-worker-0"), [SCHED_IDLE]);
+    let sig = thread_policies(run.pid(), "sig-n0-0");
     assert!(!sig.is_empty() && sig.iter().all(|&p| p == SCHED_OTHER), "{sig:?}");
 
     // Prometheus' own checker accepts the exposition (warnings count as failures).
@@ -174,30 +110,33 @@ fn demo_run_mines_serves_metrics_and_stops_cleanly() {
     assert!(pt.status.success() && pt_text.trim().is_empty(), "promtool: {pt_text}");
 
     // Blocks in the log are ones the node accepted.
-    assert!(run.lines.iter().any(|l| l.contains("demo: block accepted")), "{}", run.lines.join("\n"));
+    assert!(run.printed("demo: block accepted"), "{}", run.lines().join("\n"));
 
     // SIGINT: a clean stop with a final summary and exit code 0.
     let status = run.interrupt();
     assert!(status.success(), "exit status {status}");
-    assert!(run.lines.iter().any(|l| l.contains("stopped:")), "{}", run.lines.join("\n"));
+    assert!(run.printed("stopped:"), "{}", run.lines().join("\n"));
 }
 
 /// `--no-mine`: a signature server for a validator, nothing hashed.
 #[test]
 fn no_mine_serves_signatures_and_hashes_nothing() {
-    let mut run = Running::start(&[
-        "--no-mine",
-        "--metrics",
-        "127.0.0.1:0",
-        "--sigserve",
-        "127.0.0.1:0",
-        "--sig-demo-rate",
-        "0",
-        "--threads",
-        "1",
-    ]);
-    let metrics = run.wait_for("metrics: http://").trim_end_matches("/metrics").to_string();
-    let sigserve: ServeAddr = run.wait_for("sigserve: listening on").parse().unwrap();
+    let mut run = HashrigRun::start(
+        &[
+            "--no-mine",
+            "--metrics",
+            "127.0.0.1:0",
+            "--sigserve",
+            "127.0.0.1:0",
+            "--sig-demo-rate",
+            "0",
+            "--threads",
+            "1",
+        ],
+        |_| {},
+    );
+    let metrics = run.metrics_addr();
+    let sigserve: ServeAddr = run.wait_for("sigserve: listening on", Duration::from_secs(30)).parse().unwrap();
     let mut c = SigClient::connect(&sigserve).unwrap();
     let good = [valid_item(Scheme::Ed25519, 1), valid_item(Scheme::Ecdsa, 2), valid_item(Scheme::Schnorr, 3)];
     let mut items = good.to_vec();
@@ -208,10 +147,10 @@ fn no_mine_serves_signatures_and_hashes_nothing() {
 
     let body = scrape(&metrics);
     assert_eq!(sample(&body, "hashrig_hashes_total").unwrap_or(0.0), 0.0, "{body}");
-    assert!(run.thread_policies("cpu-worker-0").is_empty(), "no PoW worker runs");
+    assert!(thread_policies(run.pid(), "cpu-worker-0").is_empty(), "no PoW worker runs");
     let status = run.interrupt();
     assert!(status.success(), "exit status {status}");
-    assert!(run.lines.iter().any(|l| l.contains("not mining")), "{}", run.lines.join("\n"));
+    assert!(run.printed("not mining"), "{}", run.lines().join("\n"));
 }
 
 #[test]

@@ -11,14 +11,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hashrig");
 const MASK: u32 = 0x1fff_e000;
 const D1: f64 = 1.0 / 4096.0;
 
@@ -249,7 +247,9 @@ fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -> Co
 }
 
 mod metrics_common;
+mod run_common;
 use metrics_common::scrape;
+use run_common::HashrigRun;
 
 fn metric(body: &str, prefix: &str) -> f64 {
     body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
@@ -268,39 +268,25 @@ fn pool_session_with_failover_loses_and_duplicates_nothing() {
         "[stratum]\nretries_before_failover = 1\nbackoff_min_ms = 100\nhold_down_secs = 2\nprobe_interval_secs = 1\nntime_roll_secs = 1\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--metrics",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--no-pin",
-            "--status-interval",
-            "1",
+    let run = HashrigRun::start_small(
+        &[
             "--duration",
             "170",
-        ])
-        .args([
             "--pool",
             &format!("stratum+tcp://{a_addr}"),
             "--pool",
             &format!("stratum+tcp://{}", b.local_addr().unwrap()),
-        ])
-        .args(["--user", "worker1", "--pass", "secret", "--config", cfg.to_str().unwrap()])
-        .env("HASHRIG_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("hashrig: {line}");
-            let _ = tx.send(line);
-        }
-    });
+            "--user",
+            "worker1",
+            "--pass",
+            "secret",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        |c| {
+            c.env("HASHRIG_LOG", "info");
+        },
+    );
     let mut t = Tally::default();
     let mut c = accept(&a, &[8, 0, 0, 2], "sess-a", false);
     c.set_difficulty(D1);
@@ -366,16 +352,12 @@ fn pool_session_with_failover_loses_and_duplicates_nothing() {
         c.handle(m, &mut t, "a6");
     }
 
-    let lines: Vec<String> = rx.try_iter().collect();
-    let addr = lines
-        .iter()
-        .find_map(|l| l.split("metrics: http://").nth(1).map(|r| r.trim_end_matches("/metrics").to_owned()))
-        .expect("metrics address logged");
+    let addr = run.metrics_addr();
     // Let in-flight answers land, then compare both sides.
     std::thread::sleep(Duration::from_millis(500));
     let body = scrape(&addr);
-    let _ = child.kill();
-    let _ = child.wait();
+    let lines = run.lines();
+    drop(run);
     let _ = std::fs::remove_dir_all(&dir);
 
     let pool_accepted = t.accepted + tb.accepted;
