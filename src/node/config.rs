@@ -125,7 +125,7 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
         let mut pools = Vec::new();
         for (i, url) in a.pool.iter().enumerate() {
             let user = users[i].clone().ok_or_else(|| ConfigError::Invalid("--pool needs --user".into()))?;
-            pools.push(PoolConfig { url: url.clone(), user, pass: passes[i].clone().unwrap_or_else(|| "x".into()) });
+            pools.push(PoolConfig::new(url.clone(), user, passes[i].clone().unwrap_or_else(|| "x".into())));
         }
         let cfg = StratumConfig { pools, options };
         cfg.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;

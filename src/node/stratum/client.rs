@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -20,7 +19,7 @@ use crate::sched::{Hit, PowJob, PowScheduler, Stats};
 
 use super::jobs::{JobBook, NotSent, PoolJob, Share};
 use super::proto::{self, Incoming, MAX_LINE};
-use super::{parse_url, PoolConfig, ShareReason, StratumConfig, StratumOptions};
+use super::{parse_url, tls, PoolConfig, ShareReason, StratumConfig, StratumOptions};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(250);
@@ -33,10 +32,16 @@ fn agent() -> String {
     format!("hashrig/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// The two halves of a pool connection, plain TCP or TLS.
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
 struct PoolState {
     cfg: PoolConfig,
     host: String,
     port: u16,
+    /// Set for stratum+ssl:// pools.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// mining.notify subscription id from the last subscribe, for resuming.
     session_id: Option<String>,
     /// The pool dropped us after mining.configure: never send it again.
@@ -96,7 +101,7 @@ enum ReaderEvent {
 
 /// Reads newline-delimited messages, never holding more than [`MAX_LINE`]
 /// bytes of one line: a longer line is skipped to its end and reported.
-async fn reader(rd: OwnedReadHalf, tx: mpsc::Sender<ReaderEvent>) {
+async fn reader(rd: ReadHalf, tx: mpsc::Sender<ReaderEvent>) {
     let mut r = BufReader::with_capacity(16 * 1024, rd);
     let mut buf: Vec<u8> = Vec::new();
     let mut over = 0usize;
@@ -144,7 +149,7 @@ async fn reader(rd: OwnedReadHalf, tx: mpsc::Sender<ReaderEvent>) {
 /// One live connection.
 struct Conn {
     idx: usize,
-    wr: OwnedWriteHalf,
+    wr: WriteHalf,
     pending: HashMap<u64, (Pending, Instant)>,
     configure_sent: bool,
     subscribed: bool,
@@ -185,8 +190,10 @@ impl Client {
             .pools
             .into_iter()
             .filter_map(|p| {
-                let (host, port) = parse_url(&p.url).ok()?;
-                Some(PoolState { cfg: p, host, port, session_id: None, no_configure: false })
+                // validate() has checked the URL and the TLS settings.
+                let url = parse_url(&p.url).ok()?;
+                let tls = if url.tls { Some(tls::client_config(&p).ok()?) } else { None };
+                Some(PoolState { cfg: p, host: url.host, port: url.port, tls, session_id: None, no_configure: false })
             })
             .collect();
         Client {
@@ -358,11 +365,17 @@ impl Client {
         self.next_id += 1;
         let line = proto::request(id, method, params);
         conn.pending.insert(id, (what, Instant::now()));
-        conn.wr.write_all(line.as_bytes()).await.map_err(|_| End::Dropped)
+        Self::write_line(conn, &line).await
     }
 
     async fn reply(conn: &mut Conn, line: String) -> Result<(), End> {
-        conn.wr.write_all(line.as_bytes()).await.map_err(|_| End::Dropped)
+        Self::write_line(conn, &line).await
+    }
+
+    /// Writes one message; the flush pushes TLS records out at once.
+    async fn write_line(conn: &mut Conn, line: &str) -> Result<(), End> {
+        conn.wr.write_all(line.as_bytes()).await.map_err(|_| End::Dropped)?;
+        conn.wr.flush().await.map_err(|_| End::Dropped)
     }
 
     async fn session(
@@ -385,7 +398,42 @@ impl Client {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let (rd, wr): (ReadHalf, WriteHalf) = match self.pools[idx].tls.clone() {
+            None => {
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+            Some(cfg) => {
+                let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!("stratum: {host} is not a name TLS can check: {e}");
+                        return End::ConnectFailed;
+                    }
+                };
+                let connect = tokio_rustls::TlsConnector::from(cfg).connect(name, stream);
+                match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    Ok(Ok(s)) => {
+                        let (_, session) = s.get_ref();
+                        tracing::info!(
+                            "stratum: TLS with {host}:{port} established ({:?}, {:?})",
+                            session.protocol_version().unwrap_or(rustls::ProtocolVersion::Unknown(0)),
+                            session.negotiated_cipher_suite().map(|c| c.suite())
+                        );
+                        let (rd, wr) = tokio::io::split(s);
+                        (Box::new(rd), Box::new(wr))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!("stratum: TLS handshake with {host}:{port} failed: {e}");
+                        return End::ConnectFailed;
+                    }
+                    Err(_) => {
+                        tracing::warn!("stratum: TLS handshake with {host}:{port} timed out");
+                        return End::ConnectFailed;
+                    }
+                }
+            }
+        };
         let (ltx, mut lrx) = mpsc::channel(256);
         let reader = tokio::spawn(reader(rd, ltx));
         let mut conn = Conn {

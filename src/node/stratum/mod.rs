@@ -5,12 +5,14 @@
 //!   mask per job, clean-job rules, the re-check and de-duplication of shares.
 //! - `client`: the connection loop: negotiation, keepalive, submits, reconnects
 //!   with backoff, failover to backup pools and back to the primary.
+//! - `tls`: trust settings of `stratum+ssl://` pools.
 //!
 //! docs/stratum.md describes what is negotiated, failover and what is logged.
 
 pub mod client;
 pub mod jobs;
 pub mod proto;
+pub mod tls;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use serde::Deserialize;
 use crate::metrics::Metrics;
 use crate::sched::{Hit, PowScheduler, Stats};
 
-/// One pool: `stratum+tcp://host:port`, worker name and password.
+/// One pool: `stratum+tcp://host:port` or `stratum+ssl://host:port`, worker
+/// name and password, and for TLS pools whom to trust (see [`tls`]).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
@@ -29,6 +32,19 @@ pub struct PoolConfig {
     pub user: String,
     #[serde(default = "default_pass")]
     pub pass: String,
+    /// PEM file of the CA certificates to trust instead of Mozilla's roots.
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// SHA-256 of the pool's certificate (hex): trust exactly that one.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
+}
+
+impl PoolConfig {
+    /// A pool with the default trust settings.
+    pub fn new(url: impl Into<String>, user: impl Into<String>, pass: impl Into<String>) -> PoolConfig {
+        PoolConfig { url: url.into(), user: user.into(), pass: pass.into(), tls_ca: None, tls_fingerprint: None }
+    }
 }
 
 fn default_pass() -> String {
@@ -105,21 +121,32 @@ pub enum StratumError {
     Mask(String),
     #[error("cannot start the network runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("pool {0}: {1}")]
+    Tls(String, tls::TlsConfigError),
+    #[error("pool {0}: tls_ca / tls_fingerprint need a stratum+ssl:// URL")]
+    TlsOnPlain(String),
 }
 
-/// `stratum+tcp://host:port` (also `tcp://host:port` and `host:port`).
-pub fn parse_url(url: &str) -> Result<(String, u16), StratumError> {
+/// Where a pool is and whether the connection is TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// `stratum+tcp://host:port` (also `tcp://host:port` and `host:port`), or
+/// `stratum+ssl://host:port` (also `stratum+tls://`, `ssl://`, `tls://`).
+pub fn parse_url(url: &str) -> Result<PoolUrl, StratumError> {
     let err = |why| StratumError::Url(url.to_owned(), why);
-    let rest = if let Some((scheme, rest)) = url.split_once("://") {
+    let (rest, tls) = if let Some((scheme, rest)) = url.split_once("://") {
         match scheme {
-            "stratum+tcp" | "tcp" | "stratum" => rest,
-            "stratum+ssl" | "stratum+tls" | "ssl" | "tls" => {
-                return Err(err("TLS pools are not supported in this build; use stratum+tcp://"))
-            }
-            _ => return Err(err("scheme must be stratum+tcp://")),
+            "stratum+tcp" | "tcp" | "stratum" => (rest, false),
+            "stratum+ssl" | "stratum+tls" | "ssl" | "tls" => (rest, true),
+            _ => return Err(err("scheme must be stratum+tcp:// or stratum+ssl://")),
         }
     } else {
-        url
+        (url, false)
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = rest.rsplit_once(':').ok_or(err("no :port"))?;
@@ -131,7 +158,7 @@ pub fn parse_url(url: &str) -> Result<(String, u16), StratumError> {
     if port == 0 {
         return Err(err("port 0"));
     }
-    Ok((host.to_owned(), port))
+    Ok(PoolUrl { host: host.to_owned(), port, tls })
 }
 
 impl StratumConfig {
@@ -141,7 +168,11 @@ impl StratumConfig {
             return Err(StratumError::NoPools);
         }
         for p in &self.pools {
-            parse_url(&p.url)?;
+            if parse_url(&p.url)?.tls {
+                tls::client_config(p).map_err(|e| StratumError::Tls(p.url.clone(), e))?;
+            } else if p.tls_ca.is_some() || p.tls_fingerprint.is_some() {
+                return Err(StratumError::TlsOnPlain(p.url.clone()));
+            }
         }
         self.mask()?;
         Ok(())
@@ -246,12 +277,29 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("stratum+tcp://pool.example.com:3333").unwrap(), ("pool.example.com".into(), 3333));
-        assert_eq!(parse_url("127.0.0.1:1").unwrap(), ("127.0.0.1".into(), 1));
-        assert_eq!(parse_url("stratum+tcp://[::1]:3333/").unwrap(), ("::1".into(), 3333));
-        for bad in ["stratum+ssl://h:1", "http://h:1", "stratum+tcp://h", "stratum+tcp://:1", "h:0", "h:x"] {
+        let u = |host: &str, port, tls| PoolUrl { host: host.into(), port, tls };
+        assert_eq!(parse_url("stratum+tcp://pool.example.com:3333").unwrap(), u("pool.example.com", 3333, false));
+        assert_eq!(parse_url("127.0.0.1:1").unwrap(), u("127.0.0.1", 1, false));
+        assert_eq!(parse_url("stratum+tcp://[::1]:3333/").unwrap(), u("::1", 3333, false));
+        assert_eq!(parse_url("stratum+ssl://pool.example.com:443").unwrap(), u("pool.example.com", 443, true));
+        assert_eq!(parse_url("tls://[::1]:4433").unwrap(), u("::1", 4433, true));
+        for bad in ["https://h:1", "http://h:1", "stratum+tcp://h", "stratum+ssl://:1", "h:0", "h:x"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tls_settings_are_checked_before_mining() {
+        let cfg = |url: &str, fp: Option<&str>| StratumConfig {
+            pools: vec![PoolConfig { tls_fingerprint: fp.map(Into::into), ..PoolConfig::new(url, "w", "x") }],
+            options: StratumOptions::default(),
+        };
+        assert!(cfg("stratum+ssl://h:1", None).validate().is_ok());
+        assert!(matches!(cfg("stratum+ssl://h:1", Some("nothex")).validate(), Err(StratumError::Tls(..))));
+        assert!(matches!(
+            cfg("stratum+tcp://h:1", Some(&"00".repeat(32))).validate(),
+            Err(StratumError::TlsOnPlain(_))
+        ));
     }
 
     #[test]
