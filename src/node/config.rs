@@ -31,7 +31,8 @@ pub struct AdapterArgs {
     /// TOML file with [[pool]], [stratum] and/or [node] sections.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Mine on a Stratum V1 pool (stratum+tcp://HOST:PORT); repeat for
+    /// Mine on a Stratum V1 pool (stratum+tcp://HOST:PORT, or stratum+ssl://
+    /// trusting Mozilla's roots; other trust in the config file); repeat for
     /// failover, the first is the primary.
     #[arg(long, value_name = "URL")]
     pub pool: Vec<String>,
