@@ -46,6 +46,11 @@ fn tcp_batches_single_and_pipelined() {
 fn unix_socket_and_unknown_scheme() {
     let addr = unix_addr("rt");
     let srv = SigServer::start(ServerConfig::new(addr.clone()), engine(1), None).unwrap();
+    if let hashrig::node::sigserve::ServeAddr::Unix(p) = &addr {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "owner and group may connect, others not");
+    }
     let mut c = SigClient::connect(&addr).unwrap();
     let pool = pool();
     let (items, expect) = batch(&pool, 40, 9, 4);

@@ -198,7 +198,12 @@ async fn bind(addr: &ServeAddr) -> Result<Listener, ServeError> {
                 }
                 let _ = std::fs::remove_file(p);
             }
-            Ok(Listener::Unix(tokio::net::UnixListener::bind(p).map_err(err)?, p.clone()))
+            let l = tokio::net::UnixListener::bind(p).map_err(err)?;
+            // Connecting needs write permission on the socket: the owner and
+            // its group (e.g. the validator's), nobody else, whatever the umask.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+            Ok(Listener::Unix(l, p.clone()))
         }
     }
 }
