@@ -245,11 +245,7 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(path) = &a.profile_out {
-        let mut p = crate::profile::HwProfile::load(path)?.unwrap_or_default();
-        p.machine = crate::profile::Machine {
-            note: p.machine.note.clone(),
-            ..crate::profile::Machine::detect(&topo, super::devices::cpu_model())
-        };
+        let mut p = crate::profile::HwProfile::load_for_update(path, &topo, super::devices::cpu_model())?;
         let command = std::env::args().collect::<Vec<_>>().join(" ");
         if use_cpu {
             p.pow_cpu = Some(crate::profile::PowCpu {

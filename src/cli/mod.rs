@@ -8,6 +8,7 @@ mod gpu;
 mod run;
 mod scan;
 mod sigbench;
+mod size;
 mod verify;
 
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Verify signatures given as JSON lines; print one verdict line per item.
     Verify(verify::VerifyArgs),
+    /// Machines of each measured profile (hw-profiles/) a workload needs.
+    Size(size::SizeArgs),
 }
 
 /// Which CPUs to use; shared by `run` and `bench`.
@@ -161,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Bench(b) => bench::main(b),
         Command::Scan(a) => scan::main(a),
         Command::Verify(a) => verify::main(a),
+        Command::Size(a) => size::main(a),
     };
     match result {
         Ok(code) => code,

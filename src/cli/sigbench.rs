@@ -1,6 +1,7 @@
 //! `hashrig bench sig`: every scheme at batch sizes 1…65536 through the
 //! same engine `run` and sigserve use: latency per batch (p50, p99, p99.9)
-//! and throughput, one thread and all threads. With `--sigserve ADDR` it
+//! and throughput, one thread and all threads: one batch at a time (one
+//! stream's rate) and with batches queued on every thread (the machine's). With `--sigserve ADDR` it
 //! measures a running server instead, end to end as a validator sees it
 //! (frame, socket, queue, verify, answer), e.g. while that server mines.
 
@@ -37,8 +38,11 @@ pub struct SigBenchArgs {
     pub json: bool,
     /// Measure a running sigserve (HOST:PORT or unix:PATH) over one connection
     /// instead of an engine in this process.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "profile_out")]
     pub sigserve: Option<ServeAddr>,
+    /// Write (or update the [sig] section of) a hardware profile TOML.
+    #[arg(long)]
+    pub profile_out: Option<std::path::PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -50,7 +54,11 @@ struct Point {
     p50_seconds: f64,
     p99_seconds: f64,
     p999_seconds: f64,
+    /// One batch at a time, back to back (one stream).
     items_per_sec: f64,
+    /// Two batches per engine thread in flight: what the machine serves
+    /// when many validator streams (or a pipelining one) keep it busy.
+    saturated_items_per_sec: Option<f64>,
 }
 
 /// Where batches go: an engine in this process, or a sigserve connection.
@@ -112,7 +120,41 @@ fn measure(target: &mut Target, scheme: Scheme, pool: &[SigItem], n: usize, secs
         p99_seconds: percentile(&lat, 0.99),
         p999_seconds: percentile(&lat, 0.999),
         items_per_sec: (n * batches) as f64 / total,
+        saturated_items_per_sec: match target {
+            Target::Engine(e) => Some(saturate(e, &items, secs)),
+            Target::Remote(..) => None,
+        },
     })
+}
+
+/// Items per second with `2 × threads` batches always queued, for `secs`.
+fn saturate(engine: &SigEngine, items: &[SigItem], secs: f64) -> f64 {
+    let (tx, rx) = crossbeam_channel::unbounded::<usize>();
+    let submit = |tx: &crossbeam_channel::Sender<usize>| {
+        let tx = tx.clone();
+        engine.submit(items.to_vec(), None, move |r| {
+            let _ = tx.send(r.verdicts.len());
+        });
+    };
+    let inflight = engine.threads() * 2;
+    let t0 = Instant::now();
+    for _ in 0..inflight {
+        submit(&tx);
+    }
+    let budget = Duration::from_secs_f64(secs);
+    let (mut done, mut batches, mut last) = (0usize, 0usize, t0);
+    while batches < 3 * inflight || t0.elapsed() < budget {
+        let Ok(n) = rx.recv() else { break };
+        (done, batches, last) = (done + n, batches + 1, Instant::now());
+        submit(&tx);
+    }
+    // The rate counts completions up to the last one seen; the batches still
+    // queued finish before the engine is dropped.
+    let rate = done as f64 / last.duration_since(t0).as_secs_f64().max(1e-9);
+    for _ in 0..inflight {
+        let _ = rx.recv();
+    }
+    rate
 }
 
 pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
@@ -126,13 +168,13 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
             .map(|s| s.parse::<Scheme>().map_err(|_| anyhow::anyhow!("unknown scheme {s:?}")))
             .collect::<anyhow::Result<_>>()?,
     };
+    let topo = Topology::discover_or_fallback();
     let mut targets = match &a.sigserve {
         Some(addr) => {
             let c = SigClient::connect(addr).with_context(|| format!("cannot connect to sigserve {addr}"))?;
             vec![Target::Remote(c, addr.clone())]
         }
         None => {
-            let topo = Topology::discover_or_fallback();
             let start = |threads: Option<usize>| -> anyhow::Result<SigEngine> {
                 let plan = PinPlan::build(&topo, &PlanOptions { threads, ..PlanOptions::default() })?;
                 let mut cfg = SigEngineConfig::new(plan);
@@ -175,8 +217,8 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
             println!("ping round trip (no verification): p50 {:.1}µs p99 {:.1}µs", p50 * 1e6, p99 * 1e6);
         }
         println!(
-            "{:<15} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14}",
-            "scheme", "batch", "threads", "p50", "p99", "p99.9", "verifies/s"
+            "{:<15} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14} {:>14}",
+            "scheme", "batch", "threads", "p50", "p99", "p99.9", "verifies/s", "saturated/s"
         );
     }
     let mut points = Vec::new();
@@ -187,19 +229,46 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
                 let p = measure(t, s, &pool, n, a.seconds)?;
                 if !a.json {
                     let threads = if p.threads == 0 { "-".to_string() } else { p.threads.to_string() };
+                    let saturated = p.saturated_items_per_sec.map_or("-".to_string(), |v| format!("{v:.0}"));
                     println!(
-                        "{:<15} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>10.1}µs {:>14.0}",
+                        "{:<15} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>10.1}µs {:>14.0} {:>14}",
                         p.scheme,
                         p.batch,
                         threads,
                         p.p50_seconds * 1e6,
                         p.p99_seconds * 1e6,
                         p.p999_seconds * 1e6,
-                        p.items_per_sec
+                        p.items_per_sec,
+                        saturated
                     );
                 }
                 points.push(p);
             }
+        }
+    }
+    if let Some(path) = &a.profile_out {
+        let mut p = crate::profile::HwProfile::load_for_update(path, &topo, super::devices::cpu_model())?;
+        p.sig = Some(crate::profile::SigBench {
+            hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
+            date: crate::profile::utc_date(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            seconds_per_point: a.seconds,
+            points: points
+                .iter()
+                .map(|x| crate::profile::SigPoint {
+                    scheme: x.scheme.to_string(),
+                    batch: x.batch,
+                    threads: x.threads,
+                    p50_seconds: x.p50_seconds,
+                    p99_seconds: x.p99_seconds,
+                    items_per_sec: x.items_per_sec,
+                    saturated_items_per_sec: x.saturated_items_per_sec.unwrap_or(x.items_per_sec),
+                })
+                .collect(),
+        });
+        p.save(path)?;
+        if !a.json {
+            println!("profile written to {}", path.display());
         }
     }
     if a.json {

@@ -2,8 +2,12 @@
 //! TOML under hw-profiles/ so people sizing hardware can compare machines.
 //!
 //! A profile file is updated section by section: `bench pow` rewrites
-//! `[pow_cpu]` and keeps everything else (other benches, comparison runs added
-//! by tools/ scripts or by hand).
+//! `[pow_cpu]` (and its GPUs' `[[pow_gpu]]`), `bench sig` rewrites `[sig]`,
+//! and everything else stays (comparison runs added by tools/ scripts or by
+//! hand). [`sizing`] turns profiles into machine counts for a workload
+//! (`hashrig size`).
+
+pub mod sizing;
 
 use std::path::Path;
 
@@ -19,9 +23,40 @@ pub struct HwProfile {
     /// One per GPU, from `bench pow --engine gpu|all`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pow_gpu: Vec<PowGpu>,
+    /// From `bench sig --profile-out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<SigBench>,
     /// Reference figures measured beside ours in the same session.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub comparison: Vec<Comparison>,
+}
+
+/// Signature verification through the engine, per scheme and batch size.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SigBench {
+    pub hashrig_version: String,
+    pub date: String,
+    pub command: String,
+    pub seconds_per_point: f64,
+    pub points: Vec<SigPoint>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SigPoint {
+    /// ed25519, ed25519-strict, ecdsa, schnorr.
+    pub scheme: String,
+    /// Items per batch.
+    pub batch: usize,
+    /// Engine threads (1, or every core of the plan).
+    pub threads: usize,
+    /// Latency of one batch, submitted alone.
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+    /// One batch at a time, back to back: one stream's rate.
+    pub items_per_sec: f64,
+    /// Two batches per engine thread queued: the machine's rate at this
+    /// batch size (what sizing uses).
+    pub saturated_items_per_sec: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -114,6 +149,14 @@ impl Machine {
 }
 
 impl HwProfile {
+    /// Loads `path` (or starts a new profile) with the machine section
+    /// describing this machine; a hand-written note is kept.
+    pub fn load_for_update(path: &Path, topo: &Topology, cpu_model: String) -> Result<HwProfile, ProfileError> {
+        let mut p = Self::load(path)?.unwrap_or_default();
+        p.machine = Machine { note: std::mem::take(&mut p.machine.note), ..Machine::detect(topo, cpu_model) };
+        Ok(p)
+    }
+
     /// Loads `path`, or `None` when it does not exist yet.
     pub fn load(path: &Path) -> Result<Option<HwProfile>, ProfileError> {
         match std::fs::read_to_string(path) {
@@ -165,6 +208,21 @@ mod tests {
                 ..Default::default()
             },
             pow_gpu: Vec::new(),
+            sig: Some(SigBench {
+                hashrig_version: "0.1.0".into(),
+                date: utc_date(),
+                command: "hashrig bench sig".into(),
+                seconds_per_point: 0.5,
+                points: vec![SigPoint {
+                    scheme: "ecdsa".into(),
+                    batch: 64,
+                    threads: 2,
+                    p50_seconds: 1e-3,
+                    p99_seconds: 2e-3,
+                    items_per_sec: 5e4,
+                    saturated_items_per_sec: 9e4,
+                }],
+            }),
             pow_cpu: Some(PowCpu {
                 hashrig_version: "0.1.0".into(),
                 date: utc_date(),
@@ -201,7 +259,17 @@ mod tests {
                 continue;
             }
             let p = HwProfile::load(&path).unwrap().unwrap();
-            assert!(p.pow_cpu.is_some() || !p.pow_gpu.is_empty(), "{}: no measurement", path.display());
+            assert!(
+                p.pow_cpu.is_some() || !p.pow_gpu.is_empty() || p.sig.is_some(),
+                "{}: no measurement",
+                path.display()
+            );
+            for s in p.sig.iter().flat_map(|s| &s.points) {
+                assert!(s.scheme.parse::<crate::sig::Scheme>().is_ok(), "{}: scheme {:?}", path.display(), s.scheme);
+                for v in [s.p50_seconds, s.p99_seconds, s.items_per_sec, s.saturated_items_per_sec] {
+                    assert!(v.is_finite() && v > 0.0, "{}: sig figure {v}", path.display());
+                }
+            }
             let gpu = p.pow_gpu.iter().flat_map(|g| [g.hashes_per_sec, g.dispatch_seconds, g.total_hashes_per_sec]);
             let cpu = p.pow_cpu.iter().flat_map(|c| [c.per_thread_hashes_per_sec, c.all_threads_hashes_per_sec]);
             for v in gpu.chain(cpu).chain(p.comparison.iter().map(|c| c.value)) {
