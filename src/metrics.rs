@@ -49,7 +49,7 @@ pub struct Metrics {
     pub sig_batch_seconds: HistogramVec,
     /// Items verified, by scheme and result ("valid", "invalid", "malformed").
     pub sig_verdicts: IntCounterVec,
-    /// Batches run, by path ("inline", "split").
+    /// Batches run, by path ("inline", "coalesced", "split").
     pub sig_batches: IntCounterVec,
     /// Batches answered after their deadline, by scheme.
     pub sig_deadline_missed: IntCounterVec,

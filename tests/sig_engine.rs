@@ -100,3 +100,54 @@ fn earliest_deadline_first() {
     let order: Vec<u32> = order_rx.iter().collect();
     assert_eq!(order, vec![0, 1, 2, 3, 9]);
 }
+
+#[test]
+fn queued_small_batches_coalesce_and_keep_their_own_verdicts() {
+    // One dispatcher held in a first batch's answer while 40 small batches
+    // (1..=7 items, every scheme, valid and invalid mixed) and one full
+    // inline-size batch queue up behind it.
+    let e = engine(1, None);
+    let (hold_tx, hold_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    e.submit(mixed(1), None, move |_| {
+        started_tx.send(()).unwrap();
+        hold_rx.recv().unwrap();
+    });
+    started_rx.recv().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pool = mixed(200);
+    let mut at = 0;
+    for k in 0..41usize {
+        let n = if k == 20 { SigEngineConfig::DEFAULT_INLINE_MAX } else { 1 + k % 7 };
+        let items: Vec<SigItem> = pool.iter().cycle().skip(at).take(n).cloned().collect();
+        at += n;
+        // Each batch alone, through the scalar-per-batch reference.
+        let want = verify_batch(&items);
+        let tx = tx.clone();
+        e.submit(items, None, move |rep| tx.send((k, rep.verdicts == want, rep.path)).unwrap());
+    }
+    drop(tx);
+    hold_tx.send(()).unwrap();
+    let mut seen = vec![0; 41];
+    let mut coalesced = 0;
+    for (k, ok, path) in rx.iter() {
+        assert!(ok, "batch {k}: verdicts differ from the batch verified alone");
+        seen[k] += 1;
+        if path == ExecPath::Coalesced {
+            coalesced += 1;
+            assert_ne!(k, 20, "a full batch has no room to share");
+        }
+    }
+    assert!(seen.iter().all(|&c| c == 1), "each answered once: {seen:?}");
+    assert!(coalesced >= 30, "under load small batches coalesce ({coalesced} did)");
+}
+
+#[test]
+fn an_idle_engine_does_not_coalesce() {
+    let e = engine(2, None);
+    for k in 0..20u64 {
+        let (tx, rx) = mpsc::channel();
+        e.submit(mixed(1 + (k % 3) as usize), None, move |rep| tx.send(rep.path).unwrap());
+        assert_eq!(rx.recv().unwrap(), ExecPath::Inline, "one batch at a time runs alone");
+    }
+}

@@ -40,6 +40,10 @@ pub struct SigBenchArgs {
     /// instead of an engine in this process.
     #[arg(long, value_name = "ADDR", conflicts_with = "profile_out")]
     pub sigserve: Option<ServeAddr>,
+    /// With --sigserve: also measure this many connections at once, each one
+    /// batch at a time (the "saturated" column), as many validator streams.
+    #[arg(long, default_value_t = 16, requires = "sigserve")]
+    pub connections: usize,
     /// Write (or update the [sig] section of) a hardware profile TOML.
     #[arg(long)]
     pub profile_out: Option<std::path::PathBuf>,
@@ -97,7 +101,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn measure(target: &mut Target, scheme: Scheme, pool: &[SigItem], n: usize, secs: f64) -> anyhow::Result<Point> {
+fn measure(
+    target: &mut Target,
+    scheme: Scheme,
+    pool: &[SigItem],
+    n: usize,
+    secs: f64,
+    connections: usize,
+) -> anyhow::Result<Point> {
     let items: Vec<SigItem> = pool.iter().cycle().take(n).cloned().collect();
     target.verify(&items)?; // warm-up
     let mut lat = Vec::new();
@@ -122,9 +133,43 @@ fn measure(target: &mut Target, scheme: Scheme, pool: &[SigItem], n: usize, secs
         items_per_sec: (n * batches) as f64 / total,
         saturated_items_per_sec: match target {
             Target::Engine(e) => Some(saturate(e, &items, secs)),
+            Target::Remote(_, addr) if connections > 1 => Some(saturate_remote(addr, connections, &items, secs)?),
             Target::Remote(..) => None,
         },
     })
+}
+
+/// Items per second over `connections` sigserve connections at once, each
+/// sending one batch at a time for `secs`.
+fn saturate_remote(addr: &ServeAddr, connections: usize, items: &[SigItem], secs: f64) -> anyhow::Result<f64> {
+    let budget = Duration::from_secs_f64(secs);
+    let t0 = Instant::now();
+    let counts = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..connections)
+            .map(|_| {
+                s.spawn(move || -> anyhow::Result<usize> {
+                    let mut c = SigClient::connect(addr).with_context(|| format!("sigserve {addr}"))?;
+                    let mut done = 0;
+                    while t0.elapsed() < budget {
+                        let v = c.verify(items, None).with_context(|| format!("sigserve {addr}"))?;
+                        anyhow::ensure!(v.iter().all(|v| v.is_valid()), "a valid signature was judged invalid");
+                        done += v.len();
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked"))))
+            .collect::<Vec<_>>()
+    });
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut total = 0;
+    for c in counts {
+        total += c?;
+    }
+    Ok(total as f64 / elapsed)
 }
 
 /// Items per second with `2 × threads` batches always queued, for `secs`.
@@ -191,7 +236,9 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let where_ = match &a.sigserve {
-        Some(addr) => format!("sigserve {addr} (one connection, end to end)"),
+        Some(addr) => {
+            format!("sigserve {addr} (end to end: one connection; saturated: {} connections at once)", a.connections)
+        }
         None => format!("{} threads", targets.iter().map(Target::threads).max().unwrap_or(1)),
     };
     // The transport's own floor (PING → PONG through the server's I/O loop,
@@ -226,7 +273,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         let pool: Vec<SigItem> = (0..256).map(|i| valid_item(s, i)).collect();
         for &n in &sizes {
             for t in targets.iter_mut() {
-                let p = measure(t, s, &pool, n, a.seconds)?;
+                let p = measure(t, s, &pool, n, a.seconds, a.connections)?;
                 if !a.json {
                     let threads = if p.threads == 0 { "-".to_string() } else { p.threads.to_string() };
                     let saturated = p.saturated_items_per_sec.map_or("-".to_string(), |v| format!("{v:.0}"));

@@ -14,7 +14,9 @@
 //!   answered and counted in `hashrig_sig_deadline_missed_total`.
 //! * Queued batches are taken by dispatcher threads (one per worker): a
 //!   small batch runs on the dispatcher, a large one is split over the
-//!   pools while the dispatcher waits. Pool threads only ever run leaf
+//!   pools while the dispatcher waits. Under load, small queued batches are
+//!   coalesced up to `inline_max` items and verified as one (see
+//!   `Inner::dispatch`). Pool threads only ever run leaf
 //!   chunks and never wait on another pool, so groups cannot deadlock on
 //!   each other.
 
@@ -64,13 +66,19 @@ pub enum EngineError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecPath {
     Inline,
-    Split { groups: usize, chunks: usize },
+    /// Verified in one go with other small queued batches.
+    Coalesced,
+    Split {
+        groups: usize,
+        chunks: usize,
+    },
 }
 
 impl ExecPath {
     pub fn label(self) -> &'static str {
         match self {
             ExecPath::Inline => "inline",
+            ExecPath::Coalesced => "coalesced",
             ExecPath::Split { .. } => "split",
         }
     }
@@ -137,6 +145,8 @@ struct Inner {
     queued_items: AtomicUsize,
     verified: AtomicU64,
     metrics: Option<Arc<Metrics>>,
+    /// Dispatcher threads (one per worker).
+    dispatchers: usize,
 }
 
 struct Queue {
@@ -144,6 +154,8 @@ struct Queue {
     /// Set when the last [`SigEngine`] handle is dropped: dispatchers
     /// finish what is queued, then exit.
     closing: bool,
+    /// Dispatchers waiting for work (or woken and not yet back for it).
+    idle: usize,
 }
 
 /// Stops the dispatchers when the last handle goes.
@@ -193,12 +205,13 @@ impl SigEngine {
         let inner = Arc::new(Inner {
             groups,
             cfg,
-            queue: Mutex::new(Queue { heap: BinaryHeap::new(), closing: false }),
+            queue: Mutex::new(Queue { heap: BinaryHeap::new(), closing: false, idle: 0 }),
             ready: Condvar::new(),
             seq: AtomicU64::new(0),
             queued_items: AtomicUsize::new(0),
             verified: AtomicU64::new(0),
             metrics,
+            dispatchers: threads,
         });
         let guard = Arc::new(Guard(inner.clone()));
         for i in 0..threads {
@@ -262,26 +275,87 @@ impl SigEngine {
 impl Inner {
     /// A dispatcher: take the most urgent batch, run it, answer it; exit
     /// once the engine is closing and the queue is empty.
+    ///
+    /// Under load small batches are coalesced: with at least two batches
+    /// queued per dispatcher, a dispatcher takes its share of them (queued ÷
+    /// dispatchers, in deadline order) while they fit in `inline_max` items, are verified as one batch
+    /// (one Ed25519 batch equation, one hand-off) and answered each with
+    /// exactly its own verdicts. An idle engine never coalesces, so a lone
+    /// small batch keeps its own latency.
     fn dispatch(&self) {
         loop {
-            let q = {
+            let mut taken = {
                 let mut g = self.queue.lock();
-                loop {
+                let first = loop {
                     if let Some(q) = g.heap.pop() {
                         break q;
                     }
                     if g.closing {
                         return;
                     }
+                    g.idle += 1;
                     self.ready.wait(&mut g);
+                    g.idle -= 1;
+                };
+                // A fair share of the queue: as many batches as every
+                // dispatcher would get, so coalescing never leaves another
+                // dispatcher without work.
+                let share = (g.heap.len() + 1) / self.dispatchers.max(1);
+                let mut n = first.items.len();
+                let mut taken = vec![first];
+                while n < self.cfg.inline_max && taken.len() < share && g.heap.len() > g.idle {
+                    match g.heap.peek() {
+                        Some(next) if n + next.items.len() <= self.cfg.inline_max => {
+                            n += next.items.len();
+                            taken.extend(g.heap.pop());
+                        }
+                        _ => break,
+                    }
                 }
+                taken
             };
-            let n = q.items.len();
-            let report = self.run(&q.items, q.deadline, q.submitted);
-            self.queued_items.fetch_sub(n, Ordering::Relaxed);
-            if let Some(m) = &self.metrics {
-                m.sig_queued_items.set(self.queued_items.load(Ordering::Relaxed) as i64);
+            if taken.len() == 1 {
+                let q = taken.pop().expect("one batch");
+                let n = q.items.len();
+                let report = self.run(&q.items, q.deadline, q.submitted);
+                self.finish(n);
+                (q.done)(report);
+            } else {
+                self.run_coalesced(taken);
             }
+        }
+    }
+
+    fn finish(&self, items: usize) {
+        self.queued_items.fetch_sub(items, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.sig_queued_items.set(self.queued_items.load(Ordering::Relaxed) as i64);
+        }
+    }
+
+    /// Several small queued batches verified as one, answered one by one.
+    fn run_coalesced(&self, mut taken: Vec<Queued>) {
+        let lens: Vec<usize> = taken.iter().map(|q| q.items.len()).collect();
+        let mut all = Vec::with_capacity(lens.iter().sum());
+        for q in &mut taken {
+            all.append(&mut q.items);
+        }
+        let verdicts = verify_batch(&all);
+        let end = Instant::now();
+        self.verified.fetch_add(all.len() as u64, Ordering::Relaxed);
+        self.finish(all.len());
+        let mut at = 0;
+        for (q, len) in taken.into_iter().zip(lens) {
+            let report = BatchReport {
+                verdicts: verdicts[at..at + len].to_vec(),
+                path: ExecPath::Coalesced,
+                elapsed: end.saturating_duration_since(q.submitted),
+                deadline_missed: q.deadline.is_some_and(|d| end > d),
+            };
+            if let Some(m) = &self.metrics {
+                record(m, &all[at..at + len], &report);
+            }
+            at += len;
             (q.done)(report);
         }
     }
