@@ -48,7 +48,9 @@ test: deps
 
 bench: deps
 	$(CARGO) bench --bench sha256d
+	$(CARGO) bench --bench sig
 	$(CARGO) run --release -- bench pow
+	$(CARGO) run --release -- bench sig --max-batch 4096
 
 check: deps
 	$(CARGO) clippy --all-targets -- -D warnings
