@@ -136,7 +136,8 @@ fn no_mine_serves_signatures_and_hashes_nothing() {
         |_| {},
     );
     let metrics = run.metrics_addr();
-    let sigserve: ServeAddr = run.wait_for("sigserve: listening on", Duration::from_secs(30)).parse().unwrap();
+    let listening = run.wait_for("sigserve: listening on", Duration::from_secs(30));
+    let sigserve: ServeAddr = listening.split_whitespace().next().unwrap().parse().unwrap();
     let mut c = SigClient::connect(&sigserve).unwrap();
     let good = [valid_item(Scheme::Ed25519, 1), valid_item(Scheme::Ecdsa, 2), valid_item(Scheme::Schnorr, 3)];
     let mut items = good.to_vec();

@@ -72,6 +72,37 @@ pub struct CpuArgs {
     pub cpu_priority: WorkerPriority,
 }
 
+/// TLS toward a sigserve started with --sigserve-tls-*; shared by `verify
+/// --connect` and `bench sig --sigserve`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SigTlsArgs {
+    /// Connect with TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a server that requires one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Name the server's certificate must carry (default: the address's IP).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl SigTlsArgs {
+    /// The client TLS settings, when any TLS flag was given.
+    pub fn client(&self) -> Option<crate::node::sigserve::ClientTls> {
+        let any = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
+        any.then(|| crate::node::sigserve::ClientTls {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        })
+    }
+}
+
 impl CpuArgs {
     /// The CPU engine's settings for `plan`.
     pub fn engine_config(&self, plan: crate::topo::PinPlan, backend: Backend) -> crate::sched::CpuConfig {

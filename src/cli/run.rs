@@ -52,6 +52,15 @@ pub struct RunArgs {
     /// Serve signature verification to validators on this address (HOST:PORT, unix:PATH).
     #[arg(long, num_args = 0..=1, default_missing_value = crate::node::sigserve::DEFAULT_ADDR)]
     pub sigserve: Option<ServeAddr>,
+    /// sigserve over TLS: this server certificate chain (PEM; with --sigserve-tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["sigserve", "sigserve_tls_key"])]
+    pub sigserve_tls_cert: Option<std::path::PathBuf>,
+    /// Key of --sigserve-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "sigserve_tls_cert")]
+    pub sigserve_tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by the CAs in this PEM file (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "sigserve_tls_cert")]
+    pub sigserve_client_ca: Option<std::path::PathBuf>,
     /// Demo: signatures per second the demo feed sends through the engine (0 = no feed).
     #[arg(long, default_value_t = 2000.0)]
     pub sig_demo_rate: f64,
@@ -191,12 +200,29 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let sig_server = match &a.sigserve {
         Some(addr) => {
-            if !addr.is_local() {
-                tracing::warn!("sigserve: {addr} is reachable from other machines; the protocol has no authentication");
+            let mut cfg = ServerConfig::new(addr.clone());
+            cfg.tls = match (&a.sigserve_tls_cert, &a.sigserve_tls_key) {
+                (Some(cert), Some(key)) => Some(crate::node::sigserve::ServerTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: a.sigserve_client_ca.clone(),
+                }),
+                _ => None,
+            };
+            let guard = match &cfg.tls {
+                Some(t) if t.client_ca.is_some() => "TLS, client certificates required",
+                Some(_) => "TLS, any client",
+                None => "plain",
+            };
+            if !addr.is_local() && cfg.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                tracing::warn!(
+                    "sigserve: {addr} is reachable from other machines and any client may use it; \
+                     --sigserve-client-ca requires client certificates"
+                );
             }
-            let s = SigServer::start(ServerConfig::new(addr.clone()), sig_engine.clone(), Some(metrics.clone()))
+            let s = SigServer::start(cfg, sig_engine.clone(), Some(metrics.clone()))
                 .with_context(|| format!("cannot serve signatures on {addr}"))?;
-            tracing::info!("sigserve: listening on {}", s.local_addr());
+            tracing::info!("sigserve: listening on {} ({guard})", s.local_addr());
             Some(s)
         }
         None => None,

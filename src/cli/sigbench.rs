@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use crate::node::sigserve::{ServeAddr, SigClient};
+use crate::node::sigserve::{ClientTls, ServeAddr, SigClient};
 use crate::sig::demo::valid_item;
 use crate::sig::{Scheme, SigEngine, SigEngineConfig, SigItem};
 use crate::topo::{PinPlan, PlanOptions, Topology};
@@ -44,6 +44,8 @@ pub struct SigBenchArgs {
     /// batch at a time (the "saturated" column), as many validator streams.
     #[arg(long, default_value_t = 16, requires = "sigserve")]
     pub connections: usize,
+    #[command(flatten)]
+    pub tls: super::SigTlsArgs,
     /// Write (or update the [sig] section of) a hardware profile TOML.
     #[arg(long)]
     pub profile_out: Option<std::path::PathBuf>,
@@ -68,7 +70,7 @@ struct Point {
 /// Where batches go: an engine in this process, or a sigserve connection.
 enum Target {
     Engine(SigEngine),
-    Remote(SigClient, ServeAddr),
+    Remote(SigClient, ServeAddr, Option<ClientTls>),
 }
 
 impl Target {
@@ -76,7 +78,7 @@ impl Target {
     fn verify(&mut self, items: &[SigItem]) -> anyhow::Result<()> {
         let all_valid = match self {
             Target::Engine(e) => e.verify(items, None).verdicts.iter().all(|v| v.is_valid()),
-            Target::Remote(c, addr) => {
+            Target::Remote(c, addr, _) => {
                 c.verify(items, None).with_context(|| format!("sigserve {addr}"))?.iter().all(|v| v.is_valid())
             }
         };
@@ -133,7 +135,9 @@ fn measure(
         items_per_sec: (n * batches) as f64 / total,
         saturated_items_per_sec: match target {
             Target::Engine(e) => Some(saturate(e, &items, secs)),
-            Target::Remote(_, addr) if connections > 1 => Some(saturate_remote(addr, connections, &items, secs)?),
+            Target::Remote(_, addr, tls) if connections > 1 => {
+                Some(saturate_remote(addr, tls.as_ref(), connections, &items, secs)?)
+            }
             Target::Remote(..) => None,
         },
     })
@@ -141,14 +145,20 @@ fn measure(
 
 /// Items per second over `connections` sigserve connections at once, each
 /// sending one batch at a time for `secs`.
-fn saturate_remote(addr: &ServeAddr, connections: usize, items: &[SigItem], secs: f64) -> anyhow::Result<f64> {
+fn saturate_remote(
+    addr: &ServeAddr,
+    tls: Option<&ClientTls>,
+    connections: usize,
+    items: &[SigItem],
+    secs: f64,
+) -> anyhow::Result<f64> {
     let budget = Duration::from_secs_f64(secs);
     let t0 = Instant::now();
     let counts = std::thread::scope(|s| {
         let workers: Vec<_> = (0..connections)
             .map(|_| {
                 s.spawn(move || -> anyhow::Result<usize> {
-                    let mut c = SigClient::connect(addr).with_context(|| format!("sigserve {addr}"))?;
+                    let mut c = SigClient::connect_with(addr, tls).with_context(|| format!("sigserve {addr}"))?;
                     let mut done = 0;
                     while t0.elapsed() < budget {
                         let v = c.verify(items, None).with_context(|| format!("sigserve {addr}"))?;
@@ -216,8 +226,9 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     let topo = Topology::discover_or_fallback();
     let mut targets = match &a.sigserve {
         Some(addr) => {
-            let c = SigClient::connect(addr).with_context(|| format!("cannot connect to sigserve {addr}"))?;
-            vec![Target::Remote(c, addr.clone())]
+            let c = SigClient::connect_with(addr, a.tls.client().as_ref())
+                .with_context(|| format!("cannot connect to sigserve {addr}"))?;
+            vec![Target::Remote(c, addr.clone(), a.tls.client())]
         }
         None => {
             let start = |threads: Option<usize>| -> anyhow::Result<SigEngine> {
@@ -244,7 +255,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     // The transport's own floor (PING → PONG through the server's I/O loop,
     // no engine), so a reader can tell the socket from the verify time.
     let ping = match targets.first_mut() {
-        Some(Target::Remote(c, addr)) => {
+        Some(Target::Remote(c, addr, _)) => {
             let mut rtt = Vec::with_capacity(2000);
             for _ in 0..2000 {
                 rtt.push(c.ping().with_context(|| format!("sigserve {addr}"))?.as_secs_f64());

@@ -22,6 +22,8 @@ pub struct VerifyArgs {
     /// Send the items to a sigserve server (HOST:PORT or unix:PATH) instead of verifying here.
     #[arg(long)]
     pub connect: Option<ServeAddr>,
+    #[command(flatten)]
+    pub tls: super::SigTlsArgs,
     /// Items per batch.
     #[arg(long, default_value_t = 4096)]
     pub batch: usize,
@@ -77,7 +79,8 @@ pub fn main(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let mut backend = match &a.connect {
         Some(addr) => {
-            let mut c = SigClient::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+            let mut c = SigClient::connect_with(addr, a.tls.client().as_ref())
+                .with_context(|| format!("cannot connect to {addr}"))?;
             c.set_read_timeout(Some(Duration::from_secs(300)))?;
             Backend::Remote(Box::new(c))
         }

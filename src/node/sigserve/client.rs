@@ -13,8 +13,11 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
+
 use super::addr::ServeAddr;
 use super::frame::{self, EncodeError, ErrorCode, Frame, FrameError, HEADER_LEN};
+use super::tls::ClientTls;
 use crate::sig::{SigItem, Verdict};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,8 @@ pub enum ClientError {
     Server { id: u64, code: Option<ErrorCode>, message: String },
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("sigserve TLS: {0}")]
+    Tls(String),
 }
 
 // The wrapped errors are part of the message, not a `source()`, so a chain
@@ -48,6 +53,7 @@ impl From<FrameError> for ClientError {
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Read for Stream {
@@ -55,6 +61,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(b),
             Stream::Unix(s) => s.read(b),
+            Stream::Tls(s) => s.read(b),
         }
     }
 }
@@ -64,12 +71,14 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(b),
             Stream::Unix(s) => s.write(b),
+            Stream::Tls(s) => s.write(b),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush(),
             Stream::Unix(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
         }
     }
 }
@@ -95,11 +104,42 @@ impl SigClient {
         Ok(SigClient { stream, next_id: 1, max_frame: frame::DEFAULT_MAX_FRAME })
     }
 
+    /// Connect to a TLS sigserve (a TCP address); the handshake, and so the
+    /// check of the server's certificate (and of ours, when the server
+    /// asks), is done before this returns.
+    pub fn connect_tls(addr: &ServeAddr, tls: &ClientTls) -> Result<SigClient, ClientError> {
+        let ServeAddr::Tcp(a) = addr else {
+            return Err(ClientError::Tls("TLS needs a TCP address".into()));
+        };
+        let cfg = tls.config().map_err(|e| ClientError::Tls(e.to_string()))?;
+        let name = match &tls.server_name {
+            Some(n) => ServerName::try_from(n.clone()).map_err(|e| ClientError::Tls(format!("{n:?}: {e}")))?,
+            None => ServerName::IpAddress(a.ip().into()),
+        };
+        let mut conn = rustls::ClientConnection::new(cfg, name).map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut sock = TcpStream::connect(a)?;
+        sock.set_nodelay(true)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).map_err(|e| ClientError::Tls(format!("handshake with {a}: {e}")))?;
+        }
+        let stream = Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock)));
+        Ok(SigClient { stream, next_id: 1, max_frame: frame::DEFAULT_MAX_FRAME })
+    }
+
+    /// [`connect`](Self::connect), or [`connect_tls`](Self::connect_tls) when `tls` is given.
+    pub fn connect_with(addr: &ServeAddr, tls: Option<&ClientTls>) -> Result<SigClient, ClientError> {
+        match tls {
+            Some(t) => Self::connect_tls(addr, t),
+            None => Self::connect(addr),
+        }
+    }
+
     /// Give up reading an answer after this long (None: wait forever).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
         match &self.stream {
             Stream::Tcp(s) => s.set_read_timeout(t)?,
             Stream::Unix(s) => s.set_read_timeout(t)?,
+            Stream::Tls(s) => s.sock.set_read_timeout(t)?,
         }
         Ok(())
     }
@@ -107,6 +147,7 @@ impl SigClient {
     /// Send raw bytes (tests of the server's parser).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes)?;
+        self.stream.flush()?;
         Ok(())
     }
 
@@ -120,6 +161,7 @@ impl SigClient {
             return Err(ClientError::Protocol(format!("batch of {} bytes is over the frame limit; split it", f.len())));
         }
         self.stream.write_all(&f)?;
+        self.stream.flush()?;
         Ok(id)
     }
 
@@ -156,6 +198,7 @@ impl SigClient {
         self.next_id += 1;
         let t = Instant::now();
         self.stream.write_all(&frame::encode_ping(id))?;
+        self.stream.flush()?;
         match self.recv()? {
             Frame::Pong { id: got } if got == id => Ok(t.elapsed()),
             other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),

@@ -7,12 +7,15 @@
 //! * [`frame`]: the wire format, pure (fuzzed: `fuzz/fuzz_targets/frame.rs`).
 //! * [`server`]: [`SigServer`], bounded and back-pressured.
 //! * [`client`]: [`SigClient`], blocking, for validators.
+//! * [`tls`]: TLS and client certificates for TCP addresses.
 
 pub mod addr;
 pub mod client;
 pub mod frame;
 pub mod server;
+pub mod tls;
 
 pub use addr::{ServeAddr, DEFAULT_ADDR};
 pub use client::{ClientError, SigClient};
 pub use server::{ServeError, ServerConfig, ServerStats, SigServer};
+pub use tls::{ClientTls, ServerTls};

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// Batches in flight per connection.
     pub max_inflight_per_conn: usize,
     pub max_connections: usize,
+    /// TLS on a TCP address (with client certificates when it names a CA).
+    pub tls: Option<super::tls::ServerTls>,
 }
 
 impl ServerConfig {
@@ -55,6 +57,7 @@ impl ServerConfig {
             max_inflight_bytes: 256 << 20,
             max_inflight_per_conn: 64,
             max_connections: 1024,
+            tls: None,
         }
     }
 }
@@ -69,6 +72,8 @@ pub enum ServeError {
     PathInUse(std::path::PathBuf),
     #[error("invalid server config: {0}")]
     Config(&'static str),
+    #[error("sigserve TLS: {0}")]
+    Tls(super::tls::TlsError),
 }
 
 /// Counters of one server (the Prometheus metrics carry the same, by label).
@@ -79,6 +84,7 @@ pub struct ServerStats {
     pub batches_answered: AtomicU64,
     pub items_answered: AtomicU64,
     pub errors_sent: AtomicU64,
+    pub tls_handshakes_failed: AtomicU64,
 }
 
 struct Ctx {
@@ -89,6 +95,7 @@ struct Ctx {
     bytes: Arc<Semaphore>,
     conns: Arc<Semaphore>,
     stats: Arc<ServerStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A running server; [`SigServer::shutdown`] (or drop) stops it gracefully.
@@ -122,6 +129,13 @@ impl SigServer {
         if cfg.max_inflight_items < cfg.max_items || cfg.max_inflight_bytes < cfg.max_frame {
             return Err(ServeError::Config("in-flight budgets must hold at least one largest batch"));
         }
+        let tls = match (&cfg.tls, &cfg.addr) {
+            (Some(_), ServeAddr::Unix(_)) => {
+                return Err(ServeError::Config("TLS is for TCP addresses; a Unix socket is guarded by its file mode"))
+            }
+            (Some(t), _) => Some(tokio_rustls::TlsAcceptor::from(t.config().map_err(ServeError::Tls)?)),
+            (None, _) => None,
+        };
         // One I/O thread is plenty: verification runs on the engine's pools.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
         let listener = rt.block_on(bind(&cfg.addr))?;
@@ -137,6 +151,7 @@ impl SigServer {
             items: Arc::new(Semaphore::new(clamp(cfg.max_inflight_items))),
             bytes: Arc::new(Semaphore::new(clamp(cfg.max_inflight_bytes))),
             conns: Arc::new(Semaphore::new(clamp(cfg.max_connections))),
+            tls,
             cfg,
             engine,
             metrics,
@@ -208,6 +223,8 @@ async fn bind(addr: &ServeAddr) -> Result<Listener, ServeError> {
     }
 }
 
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -226,9 +243,25 @@ async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receive
                     let (ctx, stop) = (ctx.clone(), stop.clone());
                     tasks.spawn(async move {
                         if let Some(m) = &ctx.metrics { m.sigserve_connections.inc(); }
-                        match conn {
-                            Conn::Tcp(s) => { let _ = s.set_nodelay(true); serve_conn(s, &ctx, stop).await }
-                            Conn::Unix(s) => serve_conn(s, &ctx, stop).await,
+                        match (conn, &ctx.tls) {
+                            (Conn::Tcp(s), None) => { let _ = s.set_nodelay(true); serve_conn(s, &ctx, stop).await }
+                            (Conn::Tcp(s), Some(acceptor)) => {
+                                let _ = s.set_nodelay(true);
+                                let peer = s.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+                                // Bounded, so a silent client cannot hold a connection slot.
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
+                                    Ok(Ok(t)) => serve_conn(t, &ctx, stop).await,
+                                    Ok(Err(e)) => {
+                                        ctx.stats.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                        tracing::warn!("sigserve: TLS handshake with {peer} failed: {e}");
+                                    }
+                                    Err(_) => {
+                                        ctx.stats.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                        tracing::warn!("sigserve: TLS handshake with {peer} timed out");
+                                    }
+                                }
+                            }
+                            (Conn::Unix(s), _) => serve_conn(s, &ctx, stop).await,
                         }
                         if let Some(m) = &ctx.metrics { m.sigserve_connections.dec(); }
                         drop(permit);
