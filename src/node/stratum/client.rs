@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -19,6 +19,7 @@ use crate::sched::{Hit, PowJob, PowScheduler, Stats};
 
 use super::jobs::{JobBook, NotSent, PoolJob, Share};
 use super::proto::{self, Incoming, MAX_LINE};
+use super::transport::{self, ReadHalf, WriteHalf};
 use super::{parse_url, tls, PoolConfig, ShareReason, StratumConfig, StratumOptions};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,10 +32,6 @@ const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(600);
 fn agent() -> String {
     format!("hashrig/{}", env!("CARGO_PKG_VERSION"))
 }
-
-/// The two halves of a pool connection, plain TCP or TLS.
-type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
-type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
 
 struct PoolState {
     cfg: PoolConfig,
@@ -386,53 +383,8 @@ impl Client {
     ) -> End {
         let (host, port) = (self.pools[idx].host.clone(), self.pools[idx].port);
         tracing::info!("stratum: connecting to {} pool {host}:{port}", PoolState::role(idx));
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!("stratum: cannot connect to {host}:{port}: {e}");
-                return End::ConnectFailed;
-            }
-            Err(_) => {
-                tracing::warn!("stratum: connecting to {host}:{port} timed out");
-                return End::ConnectFailed;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (rd, wr): (ReadHalf, WriteHalf) = match self.pools[idx].tls.clone() {
-            None => {
-                let (rd, wr) = stream.into_split();
-                (Box::new(rd), Box::new(wr))
-            }
-            Some(cfg) => {
-                let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!("stratum: {host} is not a name TLS can check: {e}");
-                        return End::ConnectFailed;
-                    }
-                };
-                let connect = tokio_rustls::TlsConnector::from(cfg).connect(name, stream);
-                match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                    Ok(Ok(s)) => {
-                        let (_, session) = s.get_ref();
-                        tracing::info!(
-                            "stratum: TLS with {host}:{port} established ({:?}, {:?})",
-                            session.protocol_version().unwrap_or(rustls::ProtocolVersion::Unknown(0)),
-                            session.negotiated_cipher_suite().map(|c| c.suite())
-                        );
-                        let (rd, wr) = tokio::io::split(s);
-                        (Box::new(rd), Box::new(wr))
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!("stratum: TLS handshake with {host}:{port} failed: {e}");
-                        return End::ConnectFailed;
-                    }
-                    Err(_) => {
-                        tracing::warn!("stratum: TLS handshake with {host}:{port} timed out");
-                        return End::ConnectFailed;
-                    }
-                }
-            }
+        let Some((rd, wr)) = transport::connect(&host, port, self.pools[idx].tls.clone(), CONNECT_TIMEOUT).await else {
+            return End::ConnectFailed;
         };
         let (ltx, mut lrx) = mpsc::channel(256);
         let reader = tokio::spawn(reader(rd, ltx));

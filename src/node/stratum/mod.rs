@@ -5,7 +5,8 @@
 //!   mask per job, clean-job rules, the re-check and de-duplication of shares.
 //! - `client`: the connection loop: negotiation, keepalive, submits, reconnects
 //!   with backoff, failover to backup pools and back to the primary.
-//! - `tls`: trust settings of `stratum+ssl://` pools.
+//! - `tls`: trust settings of `stratum+ssl://` pools; `transport` opens the
+//!   connection (TCP, then TLS).
 //!
 //! docs/stratum.md describes what is negotiated, failover and what is logged.
 
@@ -13,6 +14,7 @@ pub mod client;
 pub mod jobs;
 pub mod proto;
 pub mod tls;
+mod transport;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
