@@ -59,6 +59,8 @@ pub struct Metrics {
     pub sigserve_connections: IntGauge,
     /// sigserve frames by kind ("batch", "json") and result ("ok", "error").
     pub sigserve_frames: IntCounterVec,
+    /// TLS handshakes that failed or timed out (no or a bad client certificate, a plain client).
+    pub sigserve_tls_handshake_failures: prometheus::IntCounter,
 
     // ── node adapters: Stratum pools and getblocktemplate (issue 5) ──────────
     /// 1 while connected and authorised to a pool, by role ("primary", "backup").
@@ -230,6 +232,12 @@ impl Metrics {
         r.register(Box::new(sigserve_connections.clone())).expect("metric registered once");
         let sigserve_frames =
             counter(&r, "hashrig_sigserve_frames_total", "sigserve requests, by kind and result.", &["kind", "result"]);
+        let sigserve_tls_handshake_failures = prometheus::IntCounter::new(
+            "hashrig_sigserve_tls_handshake_failures_total",
+            "sigserve TLS handshakes that failed or timed out.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(sigserve_tls_handshake_failures.clone())).expect("metric registered once");
         let pool_connected = IntGaugeVec::new(
             Opts::new("hashrig_pool_connected", "1 while connected and authorised to the pool in this role."),
             &["role"],
@@ -311,6 +319,7 @@ impl Metrics {
             sig_queued_items,
             sigserve_connections,
             sigserve_frames,
+            sigserve_tls_handshake_failures,
         })
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use hashrig::metrics::Metrics;
 use hashrig::node::sigserve::{ClientTls, ServeError, ServerConfig, ServerTls, SigClient, SigServer};
 
 mod sigserve_common;
@@ -31,7 +32,10 @@ fn client_tls(with_cert: bool) -> ClientTls {
 
 #[test]
 fn mutual_tls_serves_validators_with_a_certificate_only() {
-    let srv = server(|c| c.tls = Some(server_tls(true)));
+    let metrics = Metrics::new();
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.tls = Some(server_tls(true));
+    let srv = SigServer::start(cfg, engine(2), Some(metrics.clone())).unwrap();
     let addr = srv.local_addr().clone();
     let pool = pool();
     let (items, expect) = batch(&pool, 50, 3, 5);
@@ -68,8 +72,12 @@ fn mutual_tls_serves_validators_with_a_certificate_only() {
     assert!(plain.verify(&items, None).is_err());
 
     let until = Instant::now() + Duration::from_secs(10);
-    while srv.stats().tls_handshakes_failed.load(Ordering::Relaxed) < 2 {
-        assert!(Instant::now() < until, "failed handshakes are counted");
+    // At least the certificate-less and the plain client failed on the
+    // server's side; both the server's counter and the metric say so.
+    let failed =
+        || (srv.stats().tls_handshakes_failed.load(Ordering::Relaxed), metrics.sigserve_tls_handshake_failures.get());
+    while failed().0 < 2 || failed().1 < 2 {
+        assert!(Instant::now() < until, "failed handshakes are counted: {:?}", failed());
         std::thread::sleep(Duration::from_millis(20));
     }
     srv.shutdown();

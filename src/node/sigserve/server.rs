@@ -225,6 +225,13 @@ async fn bind(addr: &ServeAddr) -> Result<Listener, ServeError> {
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+fn tls_failed(ctx: &Ctx) {
+    ctx.stats.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
+    if let Some(m) = &ctx.metrics {
+        m.sigserve_tls_handshake_failures.inc();
+    }
+}
+
 async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -252,11 +259,11 @@ async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receive
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
                                     Ok(Ok(t)) => serve_conn(t, &ctx, stop).await,
                                     Ok(Err(e)) => {
-                                        ctx.stats.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                        tls_failed(&ctx);
                                         tracing::warn!("sigserve: TLS handshake with {peer} failed: {e}");
                                     }
                                     Err(_) => {
-                                        ctx.stats.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                        tls_failed(&ctx);
                                         tracing::warn!("sigserve: TLS handshake with {peer} timed out");
                                     }
                                 }
