@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Records the GPU proof-of-work figures of this machine in hw-profiles/ (issue 3):
 # the adapter line, the GPU hashrate, the kernel time per dispatch and the
-# CPU+GPU total, with the exact commands, in hw-profiles/<name>.toml, and the
+# CPU+GPU total, then the CPUs' signature figures, with the exact commands, in hw-profiles/<name>.toml, and the
 # raw outputs beside it in hw-profiles/<name>.gpu-run.txt.
 #
 #   tools/gpu-profile.sh [NAME] [SECONDS]     (default NAME: derived from the GPU, SECONDS 10)
@@ -62,6 +62,9 @@ log=hw-profiles/$name.gpu-run.txt
     echo
     echo "\$ $HASHRIG bench pow --engine all --seconds $SECONDS_PER_PHASE --json --profile-out $profile"
     "$HASHRIG" bench pow --engine all "${SW[@]}" --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
+    echo
+    echo "\$ $HASHRIG bench sig --max-batch 4096 --seconds 0.5 --profile-out $profile   (the CPUs' signature figures, for sizing)"
+    "$HASHRIG" bench sig --max-batch 4096 --seconds 0.5 --profile-out "$profile"
     echo
     echo "\$ $HASHRIG run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5   (job switch latency, from /metrics)"
     "$HASHRIG" run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5 "${SW[@]}" &
