@@ -51,23 +51,34 @@ pub struct Sized {
     pub machines: Result<u64, String>,
 }
 
+/// A rate from a (possibly hand-edited) file: NaN, infinite or negative
+/// figures count as not measured.
+fn measured(v: f64) -> f64 {
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
 /// A machine's measured capacity for `w`.
 pub fn capacity(p: &HwProfile, w: &Workload) -> Capacity {
-    let cpu = p.pow_cpu.as_ref().map_or(0.0, |c| c.all_threads_hashes_per_sec);
+    let cpu = p.pow_cpu.as_ref().map_or(0.0, |c| measured(c.all_threads_hashes_per_sec));
     // GPUs measured beside the CPU (bench --engine all) include the CPU's
     // interference; prefer them. Else the GPUs measured alone, summed.
     let beside: Vec<_> = p.pow_gpu.iter().filter(|g| g.with_cpu).collect();
     // (fold from +0.0: an empty f64 sum is -0.0)
     let gpu = if beside.is_empty() {
-        p.pow_gpu.iter().fold(0.0, |a, g| a + g.hashes_per_sec)
+        p.pow_gpu.iter().fold(0.0, |a, g| a + measured(g.hashes_per_sec))
     } else {
-        beside.iter().fold(0.0, |a, g| a + g.hashes_per_sec)
+        beside.iter().fold(0.0, |a, g| a + measured(g.hashes_per_sec))
     };
     let sigs = p.sig.as_ref().and_then(|s| {
         let threads = s.points.iter().map(|x| x.threads).max()?;
         s.points
             .iter()
             .filter(|x| x.threads == threads && x.scheme == w.scheme && x.batch <= w.batch.max(1))
+            .filter(|x| measured(x.saturated_items_per_sec) > 0.0)
             .filter(|x| w.p99_max.is_none_or(|m| x.p99_seconds <= m))
             // The validator's batch size, or the largest measured below it
             // (throughput grows with the batch, so this errs low).
@@ -251,6 +262,16 @@ mod tests {
         assert!(machines(&p, &w(Some(1e9), None, 64, None)).1.unwrap_err().contains("no PoW measurement"));
         assert!(machines(&p, &w(None, Some(1e3), 64, None)).1.unwrap_err().contains("bench sig"));
         assert!(machines(&p, &w(None, None, 64, None)).1.is_err());
+    }
+
+    #[test]
+    fn nonsense_figures_count_as_not_measured() {
+        let mut p = profile(f64::NAN, &[(-1.0, false)], &[("ecdsa", 64, 2, 1e-3, f64::INFINITY)]);
+        let c = capacity(&p, &w(None, None, 64, None));
+        assert_eq!((c.cpu_hashes_per_sec, c.gpu_hashes_per_sec, c.sigs), (0.0, 0.0, None));
+        assert!(machines(&p, &w(Some(1e9), None, 64, None)).1.is_err());
+        p.sig = None;
+        assert!(machines(&p, &w(None, Some(1.0), 64, None)).1.is_err());
     }
 
     #[test]
