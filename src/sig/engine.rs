@@ -277,11 +277,12 @@ impl Inner {
     /// once the engine is closing and the queue is empty.
     ///
     /// Under load small batches are coalesced: with at least two batches
-    /// queued per dispatcher, a dispatcher takes its share of them (queued ÷
-    /// dispatchers, in deadline order) while they fit in `inline_max` items, are verified as one batch
-    /// (one Ed25519 batch equation, one hand-off) and answered each with
-    /// exactly its own verdicts. An idle engine never coalesces, so a lone
-    /// small batch keeps its own latency.
+    /// queued per dispatcher, a dispatcher takes its share of them (queued
+    /// ÷ dispatchers, in deadline order) while they fit in `inline_max`
+    /// items together, verifies them as one batch (one Ed25519 batch
+    /// equation, one hand-off) and answers each with exactly its own
+    /// verdicts. An idle engine never coalesces, so a lone small batch
+    /// keeps its own latency.
     fn dispatch(&self) {
         loop {
             let mut taken = {
