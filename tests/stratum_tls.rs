@@ -5,16 +5,14 @@
 //! roots (the default) or a wrong pin, no byte of Stratum reaches the pool.
 //!
 //! The TLS side is a terminating proxy in front of the plain test pool, made
-//! with rustls' server (tokio-rustls); the certificates are the throwaway
+//! with rustls' server (tokio-rustls, configured as sigserve's); the certificates are the throwaway
 //! ones in tests/data/tls (tools/gen-test-tls.sh).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use hashrig::node::sigserve::ServerTls;
 
 mod pool_common;
 mod run_common;
@@ -28,16 +26,9 @@ fn data(name: &str) -> PathBuf {
 /// A TLS listener on loopback that forwards each connection, once its
 /// handshake is done, to `pool`. Returns its address.
 fn tls_proxy(pool: SocketAddr) -> SocketAddr {
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(data("pool.pem")).unwrap().map(Result::unwrap).collect();
-    let key = PrivateKeyDer::from_pem_file(data("pool.key")).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    // The server side of sigserve's TLS builds the same thing a pool needs.
+    let cfg = ServerTls { cert: data("pool.pem"), key: data("pool.key"), client_ca: None }.config().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_listener.local_addr().unwrap();
     std_listener.set_nonblocking(true).unwrap();

@@ -6,3 +6,4 @@ pub mod demo;
 pub mod gbt;
 pub mod sigserve;
 pub mod stratum;
+pub mod tls;

@@ -8,11 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+
+use crate::node::tls::{mozilla_roots, pem_certs, pem_key, pem_roots, provider};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -22,36 +20,9 @@ pub enum TlsError {
     Rustls(String),
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn file_err(path: &Path) -> impl Fn(String) -> TlsError + '_ {
-    move |why| TlsError::File { path: path.display().to_string(), why }
-}
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = file_err(path);
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(err("no certificate in the file".into()));
-    }
-    Ok(certs)
-}
-
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path)(e.to_string()))
-}
-
-fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for c in certs(path)? {
-        roots.add(c).map_err(|e| file_err(path)(e.to_string()))?;
-    }
-    Ok(roots)
+/// Names the file a PEM helper failed on.
+fn in_file<T>(path: &Path, r: Result<T, String>) -> Result<T, TlsError> {
+    r.map_err(|why| TlsError::File { path: path.display().to_string(), why })
 }
 
 /// The server side: its certificate chain and key; with `client_ca`, a
@@ -70,16 +41,17 @@ impl ServerTls {
             .map_err(|e| TlsError::Rustls(e.to_string()))?;
         let builder = match &self.client_ca {
             Some(ca) => {
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                    .build()
-                    .map_err(|e| TlsError::Rustls(e.to_string()))?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(in_file(ca, pem_roots(ca))?), provider())
+                        .build()
+                        .map_err(|e| TlsError::Rustls(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let cfg = builder.with_single_cert(certs(&self.cert)?, key(&self.key)?).map_err(|e| TlsError::File {
-            path: format!("{} / {}", self.cert.display(), self.key.display()),
-            why: e.to_string(),
+        let chain = in_file(&self.cert, pem_certs(&self.cert))?;
+        let cfg = builder.with_single_cert(chain, in_file(&self.key, pem_key(&self.key))?).map_err(|e| {
+            TlsError::File { path: format!("{} / {}", self.cert.display(), self.key.display()), why: e.to_string() }
         })?;
         Ok(Arc::new(cfg))
     }
@@ -100,8 +72,8 @@ pub struct ClientTls {
 impl ClientTls {
     pub fn config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let roots = match &self.ca {
-            Some(ca) => roots(ca)?,
-            None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+            Some(ca) => in_file(ca, pem_roots(ca))?,
+            None => mozilla_roots(),
         };
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -109,7 +81,7 @@ impl ClientTls {
             .with_root_certificates(roots);
         let cfg = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => builder
-                .with_client_auth_cert(certs(c)?, key(k)?)
+                .with_client_auth_cert(in_file(c, pem_certs(c))?, in_file(k, pem_key(k))?)
                 .map_err(|e| TlsError::File { path: c.display().to_string(), why: e.to_string() })?,
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(TlsError::Rustls("a client certificate needs both the cert and the key file".into())),

@@ -17,13 +17,13 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use super::PoolConfig;
+use crate::node::tls::{mozilla_roots, pem_roots, provider};
 
 /// Why a pool's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +38,6 @@ pub enum TlsConfigError {
     Rustls(String),
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The client configuration for `pool` (whose URL is a TLS one).
 pub fn client_config(pool: &PoolConfig) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let builder = ClientConfig::builder_with_provider(provider())
@@ -54,22 +50,11 @@ pub fn client_config(pool: &PoolConfig) -> Result<Arc<ClientConfig>, TlsConfigEr
             builder.dangerous().with_custom_certificate_verifier(Arc::new(pinned)).with_no_client_auth()
         }
         (Some(path), None) => {
-            let shown = path.display().to_string();
-            let ca_err = |why: String| TlsConfigError::CaFile { path: shown.clone(), why };
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))?;
-            for c in certs {
-                roots.add(c.map_err(|e| ca_err(e.to_string()))?).map_err(|e| ca_err(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(ca_err("no certificate in the file".into()));
-            }
+            let roots =
+                pem_roots(path).map_err(|why| TlsConfigError::CaFile { path: path.display().to_string(), why })?;
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        (None, None) => {
-            let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        (None, None) => builder.with_root_certificates(mozilla_roots()).with_no_client_auth(),
     };
     Ok(Arc::new(cfg))
 }
