@@ -63,13 +63,7 @@ fn load_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, HwProfile)>> {
 }
 
 fn rate(v: f64, unit: &str) -> String {
-    let (div, prefix) = match v {
-        v if v >= 1e12 => (1e12, "T"),
-        v if v >= 1e9 => (1e9, "G"),
-        v if v >= 1e6 => (1e6, "M"),
-        v if v >= 1e3 => (1e3, "k"),
-        _ => (1.0, ""),
-    };
+    let (div, prefix) = crate::sched::stats::si_prefix(v);
     format!("{:.2} {prefix}{unit}", v / div)
 }
 

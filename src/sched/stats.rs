@@ -64,20 +64,20 @@ impl Stats {
     pub fn speed_line(&self) -> String {
         let rates = [10, 60, 900].map(|s| self.rate(Duration::from_secs(s)));
         let max = rates.iter().flatten().cloned().fold(0.0, f64::max);
-        let (div, unit) = scale(max);
+        let (div, prefix) = si_prefix(max);
         let f = |r: Option<f64>| r.map_or("n/a".to_string(), |v| format!("{:.2}", v / div));
-        format!("speed 10s/60s/15m {} {} {} {unit}", f(rates[0]), f(rates[1]), f(rates[2]))
+        format!("speed 10s/60s/15m {} {} {} {prefix}H/s", f(rates[0]), f(rates[1]), f(rates[2]))
     }
 }
 
-/// A divisor and unit that keep a hashrate readable.
-pub fn scale(rate: f64) -> (f64, &'static str) {
+/// A divisor and SI prefix that keep a rate readable: 4.2e9 → (1e9, "G").
+pub fn si_prefix(rate: f64) -> (f64, &'static str) {
     match rate {
-        r if r >= 1e12 => (1e12, "TH/s"),
-        r if r >= 1e9 => (1e9, "GH/s"),
-        r if r >= 1e6 => (1e6, "MH/s"),
-        r if r >= 1e3 => (1e3, "kH/s"),
-        _ => (1.0, "H/s"),
+        r if r >= 1e12 => (1e12, "T"),
+        r if r >= 1e9 => (1e9, "G"),
+        r if r >= 1e6 => (1e6, "M"),
+        r if r >= 1e3 => (1e3, "k"),
+        _ => (1.0, ""),
     }
 }
 
