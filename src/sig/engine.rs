@@ -154,8 +154,6 @@ struct Queue {
     /// Set when the last [`SigEngine`] handle is dropped: dispatchers
     /// finish what is queued, then exit.
     closing: bool,
-    /// Dispatchers waiting for work (or woken and not yet back for it).
-    idle: usize,
 }
 
 /// Stops the dispatchers when the last handle goes.
@@ -205,7 +203,7 @@ impl SigEngine {
         let inner = Arc::new(Inner {
             groups,
             cfg,
-            queue: Mutex::new(Queue { heap: BinaryHeap::new(), closing: false, idle: 0 }),
+            queue: Mutex::new(Queue { heap: BinaryHeap::new(), closing: false }),
             ready: Condvar::new(),
             seq: AtomicU64::new(0),
             queued_items: AtomicUsize::new(0),
@@ -294,17 +292,16 @@ impl Inner {
                     if g.closing {
                         return;
                     }
-                    g.idle += 1;
                     self.ready.wait(&mut g);
-                    g.idle -= 1;
                 };
                 // A fair share of the queue: as many batches as every
                 // dispatcher would get, so coalescing never leaves another
-                // dispatcher without work.
+                // dispatcher without work (what stays queued is at least
+                // (dispatchers - 1) × share).
                 let share = (g.heap.len() + 1) / self.dispatchers.max(1);
                 let mut n = first.items.len();
                 let mut taken = vec![first];
-                while n < self.cfg.inline_max && taken.len() < share && g.heap.len() > g.idle {
+                while n < self.cfg.inline_max && taken.len() < share {
                     match g.heap.peek() {
                         Some(next) if n + next.items.len() <= self.cfg.inline_max => {
                             n += next.items.len();
