@@ -288,23 +288,28 @@ mod tests {
         }
     }
 
+    /// `n` signed items, those `bad(i)` says with a changed message (`tail`
+    /// appended), through one batch: each verdict must be its own.
+    fn batch_marks_exactly(n: u8, tail: u8, bad: impl Fn(u8) -> bool) {
+        let items: Vec<Prepared> = (0..n)
+            .map(|i| {
+                let (pk, sig) = sign(&[i; 32], &[i]);
+                let msg = if bad(i) { vec![i, tail] } else { vec![i] };
+                prepare(Ed25519Policy::Zip215, &pk, &msg, &sig).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Prepared> = items.iter().collect();
+        let mut out = vec![false; refs.len()];
+        verify_prepared(&refs, &mut out);
+        for (i, ok) in out.iter().enumerate() {
+            assert_eq!(*ok, !bad(i as u8), "item {i}");
+        }
+    }
+
     #[test]
     fn all_bad_and_every_other_bad() {
-        for bad in [|_: u8| true, |i: u8| i % 2 == 0] {
-            let items: Vec<Prepared> = (0..50u8)
-                .map(|i| {
-                    let (pk, sig) = sign(&[i; 32], &[i]);
-                    let msg = if bad(i) { vec![i, 9] } else { vec![i] };
-                    prepare(Ed25519Policy::Zip215, &pk, &msg, &sig).unwrap()
-                })
-                .collect();
-            let refs: Vec<&Prepared> = items.iter().collect();
-            let mut out = vec![false; refs.len()];
-            verify_prepared(&refs, &mut out);
-            for (i, ok) in out.iter().enumerate() {
-                assert_eq!(*ok, !bad(i as u8), "item {i}");
-            }
-        }
+        batch_marks_exactly(50, 9, |_| true);
+        batch_marks_exactly(50, 9, |i| i % 2 == 0);
     }
 
     #[test]
@@ -318,18 +323,6 @@ mod tests {
 
     #[test]
     fn bisection_marks_exactly_the_bad() {
-        let items: Vec<Prepared> = (0..37u8)
-            .map(|i| {
-                let (pk, sig) = sign(&[i; 32], &[i]);
-                let msg = if i % 11 == 3 { vec![i, 1] } else { vec![i] };
-                prepare(Ed25519Policy::Zip215, &pk, &msg, &sig).unwrap()
-            })
-            .collect();
-        let refs: Vec<&Prepared> = items.iter().collect();
-        let mut out = vec![false; refs.len()];
-        verify_prepared(&refs, &mut out);
-        for (i, ok) in out.iter().enumerate() {
-            assert_eq!(*ok, i % 11 != 3, "item {i}");
-        }
+        batch_marks_exactly(37, 1, |i| i % 11 == 3);
     }
 }
