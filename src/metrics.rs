@@ -91,6 +91,8 @@ pub struct Metrics {
 
     /// GPU engine metrics (issue 3).
     pub gpu: GpuMetrics,
+    /// Signature checks on GPUs: the split and the trust policy.
+    pub sig_gpu: SigGpuMetrics,
 }
 
 // ── GPU engine (issue 3) ─────────────────────────────────────────────────────
@@ -135,6 +137,84 @@ impl GpuMetrics {
             &["device"],
         );
         GpuMetrics { adapter_info, device_lost, dispatch_seconds, hit_overflows }
+    }
+}
+
+// ── Signature checks on GPUs (src/sched/sig_gpu.rs) ─────────────────────────
+pub struct SigGpuMetrics {
+    /// Items verified, by engine ("cpu", or "gpu0", "gpu1", … by adapter index).
+    pub engine_items: IntCounterVec,
+    /// One GPU signature dispatch, submit to verdicts readable (canaries included).
+    pub batch_seconds: HistogramVec,
+    /// Measured ÷ predicted time of a GPU dispatch: the split's model, checked.
+    pub prediction_ratio: HistogramVec,
+    /// GPU verdicts re-verified on the CPU, by why ("invalid", "sampled", "canary").
+    pub rechecks: IntCounterVec,
+    /// Disagreements between a GPU and the CPU; each takes the adapter off signature work.
+    pub mismatches: IntCounterVec,
+    /// 1 while the adapter verifies signatures, 0 once taken off (mismatch, device loss).
+    pub active: IntGaugeVec,
+    /// The adapter's measured fixed latency L0 and time per item, in seconds.
+    pub l0_seconds: prometheus::GaugeVec,
+    pub item_seconds: prometheus::GaugeVec,
+}
+
+impl SigGpuMetrics {
+    fn register(r: &Registry) -> SigGpuMetrics {
+        let engine_items =
+            counter(r, "hashrig_sig_engine_items_total", "Signature items verified, by engine.", &["engine"]);
+        let batch_seconds = HistogramVec::new(
+            HistogramOpts::new("hashrig_sig_gpu_batch_seconds", "GPU signature dispatch, submit to verdicts readable.")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]),
+            &["device"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(batch_seconds.clone())).expect("metric registered once");
+        let prediction_ratio = HistogramVec::new(
+            HistogramOpts::new(
+                "hashrig_sig_gpu_prediction_ratio",
+                "Measured over predicted time of a GPU signature dispatch.",
+            )
+            .buckets(vec![0.25, 0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0]),
+            &["device"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(prediction_ratio.clone())).expect("metric registered once");
+        let rechecks = counter(
+            r,
+            "hashrig_sig_gpu_rechecks_total",
+            "GPU signature verdicts re-verified on the CPU, by why.",
+            &["device", "why"],
+        );
+        let mismatches = counter(
+            r,
+            "hashrig_sig_gpu_mismatches_total",
+            "GPU signature verdicts the CPU disagreed with; the adapter is taken off signature work.",
+            &["device"],
+        );
+        let active = IntGaugeVec::new(
+            Opts::new("hashrig_sig_gpu_active", "1 while the adapter verifies signatures, 0 once taken off."),
+            &["device", "name"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(active.clone())).expect("metric registered once");
+        let gauge = |name: &str, help: &str| {
+            let g = prometheus::GaugeVec::new(Opts::new(name, help), &["device"]).expect("static metric definition");
+            r.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        let l0_seconds = gauge("hashrig_sig_gpu_l0_seconds", "Measured fixed latency of a GPU signature dispatch.");
+        let item_seconds = gauge("hashrig_sig_gpu_item_seconds", "Measured GPU time per signature item.");
+        SigGpuMetrics {
+            engine_items,
+            batch_seconds,
+            prediction_ratio,
+            rechecks,
+            mismatches,
+            active,
+            l0_seconds,
+            item_seconds,
+        }
     }
 }
 
@@ -285,8 +365,10 @@ impl Metrics {
         let rpc_errors =
             counter(&r, "hashrig_rpc_errors_total", "Failed JSON-RPC calls to the node, by method.", &["method"]);
         let gpu = GpuMetrics::register(&r);
+        let sig_gpu = SigGpuMetrics::register(&r);
         Arc::new(Metrics {
             gpu,
+            sig_gpu,
             registry: r,
             pool_connected,
             pool_difficulty,

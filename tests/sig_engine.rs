@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use hashrig::metrics::Metrics;
 use hashrig::sig::demo::{mutate, valid_item};
-use hashrig::sig::{verify_batch, ExecPath, Scheme, SigEngine, SigEngineConfig, SigItem};
+use hashrig::sched::{ExecPath, SigEngine, SigEngineConfig};
+use hashrig::sig::{verify_batch, Scheme, SigItem};
 use hashrig::topo::{PinPlan, PlanOptions, Topology};
 
 fn engine(threads: usize, metrics: Option<Arc<Metrics>>) -> SigEngine {

@@ -15,7 +15,8 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::node::demo::{DemoNode, DemoParams};
 use crate::node::sigserve::{ServeAddr, ServerConfig, SigServer};
 use crate::sched::{CpuEngine, PowScheduler, Stats};
-use crate::sig::{demo as sigdemo, RateMeter, SigEngine, SigEngineConfig};
+use crate::node::sigfeed as sigdemo;
+use crate::sched::{RateMeter, SigEngine, SigEngineConfig};
 use crate::topo::{PinPlan, Topology};
 
 #[derive(Args, Debug)]

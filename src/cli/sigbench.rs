@@ -13,7 +13,8 @@ use clap::Args;
 
 use crate::node::sigserve::{ClientTls, ServeAddr, SigClient};
 use crate::sig::demo::valid_item;
-use crate::sig::{Scheme, SigEngine, SigEngineConfig, SigItem};
+use crate::sched::{SigEngine, SigEngineConfig};
+use crate::sig::{Scheme, SigItem};
 use crate::topo::{PinPlan, PlanOptions, Topology};
 
 #[derive(Args, Debug)]

@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::node::sigserve::{ServeAddr, SigClient};
-use crate::sig::{jsonl, SigEngine, SigEngineConfig, SigItem, Verdict};
+use crate::sched::{SigEngine, SigEngineConfig};
+use crate::sig::{jsonl, SigItem, Verdict};
 use crate::topo::{PinPlan, PlanOptions, Topology};
 
 #[derive(Args, Debug)]

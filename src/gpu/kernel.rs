@@ -11,7 +11,15 @@ use crate::pow::{NonceRange, SearchInput};
 pub const FILES: &[(&str, &str)] = &[
     ("sha256_common.wgsl", include_str!("../../kernels/sha256_common.wgsl")),
     ("sha256d.wgsl", include_str!("../../kernels/sha256d.wgsl")),
+    ("ed25519_field.wgsl", include_str!("../../kernels/ed25519_field.wgsl")),
+    ("ed25519_point.wgsl", include_str!("../../kernels/ed25519_point.wgsl")),
+    ("ed25519_verify.wgsl", include_str!("../../kernels/ed25519_verify.wgsl")),
+    ("ed25519_table.wgsl", include_str!("../../kernels/ed25519_table.wgsl")),
 ];
+
+/// Ed25519 verification (entry `verify`) and its base table (`build_table`).
+pub const ED25519_VERIFY_FILE: &str = "ed25519_verify.wgsl";
+pub const ED25519_TABLE_FILE: &str = "ed25519_table.wgsl";
 
 /// The nonce search entry point (in sha256d.wgsl).
 pub const SHA256D_FILE: &str = "sha256d.wgsl";

@@ -13,6 +13,7 @@
 //! and every call that can fail returns [`GpuError`].
 
 pub mod context;
+pub mod ed25519;
 pub mod kernel;
 pub mod tune;
 

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod demo;
 pub mod gbt;
+pub mod sigfeed;
 pub mod sigserve;
 pub mod stratum;
 pub mod tls;

@@ -5,10 +5,14 @@ pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod job;
+pub mod sig;
+pub mod sig_gpu;
 pub mod stats;
 
 pub use cpu::{CpuConfig, CpuEngine};
 #[cfg(feature = "gpu")]
 pub use gpu::{GpuConfig, GpuEngine};
 pub use job::{ActiveJob, Chunk, Hit, PowJob, PowScheduler};
+pub use sig::{BatchReport, ExecPath, RateMeter, SigEngine, SigEngineConfig};
+pub use sig_gpu::{GpuSigEngine, TrustPolicy};
 pub use stats::Stats;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 
-use super::{scheme_label, size_class, verify_batch, SigItem, Verdict};
+use crate::sig::{scheme_label, size_class, verify_batch, Scheme, SigItem, Verdict};
 use crate::metrics::Metrics;
 use crate::topo::{pin_or_warn, PinPlan};
 
@@ -471,7 +471,7 @@ fn record(m: &Metrics, items: &[SigItem], rep: &BatchReport) {
     // Count locally, then one add per (scheme, result).
     let mut counts = [[0u64; 3]; 4];
     for (it, v) in items.iter().zip(&rep.verdicts) {
-        let s = super::Scheme::ALL.iter().position(|x| *x == it.scheme).unwrap_or(0);
+        let s = Scheme::ALL.iter().position(|x| *x == it.scheme).unwrap_or(0);
         let r = match v {
             Verdict::Valid => 0,
             Verdict::Invalid(r) if r.is_malformed() => 2,
@@ -483,7 +483,7 @@ fn record(m: &Metrics, items: &[SigItem], rep: &BatchReport) {
         for (r, &c) in row.iter().enumerate() {
             if c > 0 {
                 let result = ["valid", "invalid", "malformed"][r];
-                m.sig_verdicts.with_label_values(&[super::Scheme::ALL[s].name(), result]).inc_by(c);
+                m.sig_verdicts.with_label_values(&[Scheme::ALL[s].name(), result]).inc_by(c);
             }
         }
     }

@@ -136,6 +136,69 @@ pub fn prepare(policy: Ed25519Policy, pubkey: &[u8], msg: &[u8], sig: &[u8]) -> 
     Ok(Prepared { a, r, s, k })
 }
 
+/// 32-bit words per item in the GPU kernel's input (kernels/ed25519_verify.wgsl).
+pub const GPU_ITEM_WORDS: usize = 33;
+
+/// Signed radix-16 digits of a scalar below 2^253 (each in -8..=7, least
+/// significant first), stored as `digit + 8` nibbles, eight to a word.
+fn radix16_words(bytes: &[u8; 32]) -> [u32; 8] {
+    let mut d = [0i8; 64];
+    for (i, b) in bytes.iter().enumerate() {
+        d[2 * i] = (b & 15) as i8;
+        d[2 * i + 1] = (b >> 4) as i8;
+    }
+    let mut carry = 0i8;
+    for x in d.iter_mut().take(63) {
+        *x += carry;
+        carry = (*x + 8) >> 4;
+        *x -= carry << 4;
+    }
+    // Top nibble of a scalar < 2^253 is at most 1, so this stays <= 2.
+    d[63] += carry;
+    let mut w = [0u32; 8];
+    for (i, x) in d.iter().enumerate() {
+        w[i / 8] |= ((*x + 8) as u32 & 15) << (4 * (i % 8));
+    }
+    w
+}
+
+/// What the GPU kernel needs for one item, or the item's verdict when the
+/// host can already give it (lengths, S ≥ ℓ: the checks that come before
+/// decoding in [`prepare`], in the same order). The kernel decodes A and R
+/// and applies the strict policy itself; k is hashed here.
+pub fn gpu_encode(
+    policy: Ed25519Policy,
+    pubkey: &[u8],
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<[u32; GPU_ITEM_WORDS], Reason> {
+    let pk: &[u8; 32] = pubkey.try_into().map_err(|_| Reason::PubkeyLength)?;
+    let sig: &[u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
+    let mut r_bytes = [0u8; 32];
+    let mut s_bytes = [0u8; 32];
+    r_bytes.copy_from_slice(&sig[..32]);
+    s_bytes.copy_from_slice(&sig[32..]);
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).ok_or(Reason::SNotReduced)?;
+    let mut h = Sha512::new();
+    h.update(r_bytes);
+    h.update(pk);
+    h.update(msg);
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&h.finalize());
+    let k = Scalar::from_bytes_mod_order_wide(&wide);
+    let mut w = [0u32; GPU_ITEM_WORDS];
+    for i in 0..8 {
+        w[i] = u32::from_le_bytes(pk[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        w[8 + i] = u32::from_le_bytes(r_bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    }
+    w[16..24].copy_from_slice(&radix16_words(s.as_bytes()));
+    w[24..32].copy_from_slice(&radix16_words(k.as_bytes()));
+    w[32] = u32::from(policy == Ed25519Policy::Strict)
+        | u32::from(is_canonical(pk)) << 1
+        | u32::from(is_canonical(&r_bytes)) << 2;
+    Ok(w)
+}
+
 /// The cofactored equation for one item.
 pub fn check_single(p: &Prepared) -> bool {
     // s·B − k·A
@@ -303,6 +366,28 @@ mod tests {
         verify_prepared(&refs, &mut out);
         for (i, ok) in out.iter().enumerate() {
             assert_eq!(*ok, !bad(i as u8), "item {i}");
+        }
+    }
+
+    #[test]
+    fn radix16_digits_sum_to_the_scalar() {
+        let mut rng = rand::rng();
+        for round in 0..500 {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            let s = match round {
+                0 => Scalar::ZERO,
+                1 => -Scalar::ONE,
+                _ => Scalar::from_bytes_mod_order(b),
+            };
+            let w = radix16_words(s.as_bytes());
+            let mut acc = Scalar::ZERO;
+            let sixteen = Scalar::from(16u8);
+            for i in (0..64).rev() {
+                let d = ((w[i / 8] >> (4 * (i % 8))) & 15) as i64 - 8;
+                acc = acc * sixteen + if d < 0 { -Scalar::from((-d) as u64) } else { Scalar::from(d as u64) };
+            }
+            assert_eq!(acc, s);
         }
     }
 

@@ -13,12 +13,10 @@ use std::str::FromStr;
 mod cache;
 pub mod demo;
 pub mod ed25519;
-pub mod engine;
 pub mod jsonl;
 pub mod secp;
 
 pub use ed25519::Ed25519Policy;
-pub use engine::{BatchReport, EngineError, ExecPath, RateMeter, SigEngine, SigEngineConfig};
 
 /// A signature scheme together with its acceptance policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,7 +58,7 @@ impl Scheme {
         Scheme::ALL.into_iter().find(|s| s.wire() == b)
     }
 
-    fn ed25519_policy(self) -> Option<Ed25519Policy> {
+    pub fn ed25519_policy(self) -> Option<Ed25519Policy> {
         match self {
             Scheme::Ed25519 => Some(Ed25519Policy::Zip215),
             Scheme::Ed25519Strict => Some(Ed25519Policy::Strict),
@@ -253,7 +251,7 @@ impl SigItem {
         self
     }
 
-    fn check_flags(&self) -> Result<(), Reason> {
+    pub fn check_flags(&self) -> Result<(), Reason> {
         let allowed = if self.scheme == Scheme::Ecdsa { FLAG_ALLOW_HIGH_S } else { 0 };
         if self.flags & !allowed != 0 {
             Err(Reason::BadFlags)

@@ -3,7 +3,8 @@
 
 use hashrig::node::sigserve::{ServeAddr, ServerConfig, SigServer};
 use hashrig::sig::demo::{mutate, valid_item};
-use hashrig::sig::{Scheme, SigEngine, SigEngineConfig, SigItem};
+use hashrig::sched::{SigEngine, SigEngineConfig};
+use hashrig::sig::{Scheme, SigItem};
 use hashrig::topo::{PinPlan, PlanOptions, Topology};
 
 pub fn engine(threads: usize) -> SigEngine {

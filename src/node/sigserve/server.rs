@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::addr::ServeAddr;
 use super::frame::{self, ErrorCode, Frame, FrameError, HEADER_LEN};
 use crate::metrics::Metrics;
-use crate::sig::{jsonl, Reason, SigEngine, SigItem, Verdict};
+use crate::sched::SigEngine;
+use crate::sig::{jsonl, Reason, SigItem, Verdict};
 
 /// Server settings; [`ServerConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]

@@ -1,0 +1,261 @@
+//! The WGSL field arithmetic mod 2^255 - 19 (kernels/ed25519_field.wgsl) and
+//! point decoding (ed25519_point.wgsl), run on lavapipe through a probe
+//! kernel, against Python's big integers (an independent implementation):
+//! products, squares, sums, differences, the (p-5)/8 power, sqrt_ratio_i and
+//! decompression, on random values and edge values (0, 1, p-1, p, 2^255-1).
+#![cfg(feature = "gpu")]
+
+use std::path::Path;
+use std::time::Duration;
+
+const PROBE: &str = r#"
+@group(0) @binding(0) var<storage, read> inp: array<u32>;
+@group(0) @binding(1) var<storage, read_write> outp: array<u32>;
+
+fn words(at: u32) -> array<u32, 8> {
+    return array<u32, 8>(inp[at], inp[at + 1u], inp[at + 2u], inp[at + 3u], inp[at + 4u], inp[at + 5u], inp[at + 6u],
+                         inp[at + 7u]);
+}
+
+fn put(at: u32, a: Fe) {
+    let f = fe_freeze(a);
+    PUT_LIMBS
+}
+
+@compute @workgroup_size(1)
+fn probe(@builtin(global_invocation_id) gid: vec3<u32>) {
+    fe_loop_zero = inp[arrayLength(&inp) - 1u];
+    let i = gid.x;
+    let wa = words(16u * i);
+    let a = fe_from_words(wa);
+    let b = fe_from_words(words(16u * i + 8u));
+    let o = 162u * i;
+    put(o, fe_mul(a, b));
+    put(o + 20u, fe_sq(a));
+    put(o + 40u, fe_add(a, b));
+    put(o + 60u, fe_sub(a, b));
+    put(o + 80u, fe_pow22523(a));
+    let s = fe_sqrt_ratio_i(a, b);
+    put(o + 100u, s.r);
+    let d = pt_decode(wa);
+    put(o + 120u, d.p.x);
+    put(o + 140u, d.p.y);
+    outp[o + 160u] = u32(s.was_square);
+    outp[o + 161u] = u32(d.ok) | (u32(pt_affine_small_order(d.p.y)) << 1u);
+}
+"#;
+
+const REFERENCE: &str = r#"
+import sys, json
+p = 2**255 - 19
+d = (-121665 * pow(121666, p - 2, p)) % p
+i_ = pow(2, (p - 1) // 4, p)
+def sqrt_ratio(u, v):
+    u %= p; v %= p
+    v3 = v * v * v % p; v7 = v3 * v3 * v % p
+    r = u * v3 * pow(u * v7 % p, 2**252 - 3, p) % p
+    check = v * r * r % p
+    correct, flipped, flipped_i = check == u, check == (-u) % p, check == (-u * i_) % p
+    if flipped or flipped_i: r = r * i_ % p
+    if r & 1: r = (-r) % p
+    return correct or flipped, r
+small = set()
+out = []
+for a, b in json.load(sys.stdin):
+    sign = a >> 255
+    a &= 2**255 - 1
+    b &= 2**255 - 1
+    ok, r = sqrt_ratio(a, b)
+    y = a % p
+    dok, x = sqrt_ratio(y * y - 1, d * y * y + 1)
+    if sign: x = (-x) % p
+    so = dok and y in (0, 1, p - 1, 0x5fc536d880238b13933c6d305acdfd5f098eff289f4c345b027b2c28f95e826, p - 0x5fc536d880238b13933c6d305acdfd5f098eff289f4c345b027b2c28f95e826)
+    out.append([str(v) for v in [a * b % p, a * a % p, (a + b) % p, (a - b) % p, pow(a, 2**252 - 3, p), r, x, y, int(ok), int(dok) | (int(so) << 1)]])
+json.dump(out, sys.stdout)
+"#;
+
+fn limbs_to_u256_dec(l: &[u32]) -> String {
+    // 20 limbs of 13 bits → decimal, via u128 pairs (no bigint crate needed).
+    let mut bytes = [0u8; 33];
+    for (i, &x) in l.iter().enumerate() {
+        for bit in 0..13 {
+            if x >> bit & 1 == 1 {
+                let b = 13 * i + bit;
+                bytes[b / 8] |= 1 << (b % 8);
+            }
+        }
+    }
+    // Decimal by repeated division of the little-endian number by 10.
+    let mut n: Vec<u32> = bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |a, &b| a << 8 | b as u32)).collect();
+    let mut digits = Vec::new();
+    while n.iter().any(|&w| w != 0) {
+        let mut rem = 0u64;
+        for w in n.iter_mut().rev() {
+            let cur = (rem << 32) | *w as u64;
+            *w = (cur / 10) as u32;
+            rem = cur % 10;
+        }
+        digits.push(b'0' + rem as u8);
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap()
+}
+
+#[test]
+fn field_arithmetic_matches_python() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    let mut src = String::new();
+    for f in ["ed25519_field.wgsl", "ed25519_point.wgsl"] {
+        src.push_str(&std::fs::read_to_string(root.join(f)).unwrap());
+        src.push('\n');
+    }
+    // Limbs written with constant indices (as the kernels do).
+    let put: String = (0..20).map(|i| format!("outp[at + {i}u] = f[{i}];\n    ")).collect();
+    src.push_str(&PROBE.replace("PUT_LIMBS", &put));
+    // Inputs: edge values and random 256-bit words (bit 255 is the sign
+    // for decoding and ignored by the arithmetic, as in point encodings).
+    let p_minus = |k: u32| -> [u32; 8] {
+        let mut w = [0xffff_ffffu32; 8];
+        w[7] = 0x7fff_ffff;
+        w[0] = 0xffff_ffed - k;
+        w
+    };
+    let mut vals: Vec<[u32; 8]> = vec![[0; 8], [1, 0, 0, 0, 0, 0, 0, 0], p_minus(1), p_minus(0), [u32::MAX; 8], {
+        let mut w = [u32::MAX; 8];
+        w[7] = 0x7fff_ffff;
+        w
+    }];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while vals.len() < 64 {
+        let mut w = [0u32; 8];
+        for v in w.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *v = x as u32;
+        }
+        vals.push(w);
+    }
+    let pairs: Vec<([u32; 8], [u32; 8])> =
+        (0..vals.len()).map(|i| (vals[i], vals[(i * 7 + 3) % vals.len()])).collect();
+    let n = pairs.len();
+    let mut input: Vec<u32> = pairs.iter().flat_map(|(a, b)| a.iter().chain(b.iter()).copied()).collect();
+    input.push(0); // fe_loop_zero
+    let out = run_probe(&src, &input, n * 162);
+
+    let to_int = |w: &[u32; 8]| limbs_to_u256_dec(&words_to_limbs(w));
+    let json_in = format!(
+        "[{}]",
+        pairs.iter().map(|(a, b)| format!("[{},{}]", to_int(a), to_int(b))).collect::<Vec<_>>().join(",")
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", REFERENCE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is the reference implementation here (make deps installs it)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(json_in.as_bytes()).unwrap();
+    let res = child.wait_with_output().unwrap();
+    assert!(res.status.success(), "python3 reference failed");
+    let want: Vec<Vec<String>> = serde_json::from_slice(&res.stdout).unwrap();
+    let names = ["mul", "sq", "add", "sub", "pow22523", "sqrt_ratio", "decode x", "decode y"];
+    let mut bad = Vec::new();
+    for (i, w) in want.iter().enumerate() {
+        let o = &out[162 * i..162 * (i + 1)];
+        for (k, name) in names.iter().enumerate() {
+            let got = limbs_to_u256_dec(&o[20 * k..20 * k + 20]);
+            // x is only defined when the decoding succeeded.
+            if k == 6 && w[9] == "0" {
+                continue;
+            }
+            if got != w[k] {
+                bad.push(format!("pair {i} {name}: gpu {got} python {}", w[k]));
+            }
+        }
+        if o[160].to_string() != w[8] || o[161].to_string() != w[9] {
+            bad.push(format!("pair {i} flags: gpu {} {} python {} {}", o[160], o[161], w[8], w[9]));
+        }
+    }
+    assert!(bad.is_empty(), "{} differences:\n{}", bad.len(), bad[..bad.len().min(30)].join("\n"));
+}
+
+/// Low 255 bits of a 256-bit word array as 13-bit limbs (the reference gets
+/// the integer the kernel sees, bit 255 included, as below).
+fn words_to_limbs(w: &[u32; 8]) -> Vec<u32> {
+    let mut l = vec![0u32; 20];
+    for bit in 0..256usize {
+        if w[bit / 32] >> (bit % 32) & 1 == 1 {
+            let i = (bit / 13).min(19);
+            l[i] |= 1 << (bit - 13 * i);
+        }
+    }
+    l
+}
+
+pub fn run_probe(src: &str, input: &[u32], out_words: usize) -> Vec<u32> {
+    run_probe_checks(src, input, out_words, true)
+}
+
+pub fn run_probe_checks(src: &str, input: &[u32], out_words: usize, checked: bool) -> Vec<u32> {
+    let a = hashrig::gpu::adapters().into_iter().next().expect("no Vulkan adapter: install mesa-vulkan-drivers");
+    let (device, queue) = pollster::block_on(a.adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let desc = wgpu::ShaderModuleDescriptor { label: Some("probe"), source: wgpu::ShaderSource::Wgsl(src.into()) };
+    let module = if checked {
+        device.create_shader_module(desc)
+    } else {
+        // SAFETY: test kernels index within their buffers.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    };
+    let inp = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4 * input.len() as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&inp, 0, bytemuck::cast_slice(input));
+    let outb = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4 * out_words as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4 * out_words as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("probe"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: inp.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: outb.as_entire_binding() },
+        ],
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups((input.len() / 16).max(1) as u32, 1, 1);
+    }
+    enc.copy_buffer_to_buffer(&outb, 0, &staging, 0, 4 * out_words as u64);
+    queue.submit([enc.finish()]);
+    staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+    device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(Duration::from_secs(300)) }).unwrap();
+    let v = staging.slice(..).get_mapped_range().unwrap();
+    bytemuck::cast_slice(&v).to_vec()
+}
