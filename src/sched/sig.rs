@@ -19,6 +19,12 @@
 //!   `Inner::dispatch`). Pool threads only ever run leaf
 //!   chunks and never wait on another pool, so groups cannot deadlock on
 //!   each other.
+//! * GPU engines ([`GpuSigEngine`], added once their kernels are built) take
+//!   an Ed25519 batch only where it is predicted to finish sooner there than
+//!   on the CPU, counting what each already has queued; a large batch is cut
+//!   so that both parts finish together (CPU the head, GPU the tail). A
+//!   batch with a deadline never goes where the prediction misses it. See
+//!   [`Inner::route`] and docs/gpu-signatures.md.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -26,10 +32,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rayon::prelude::*;
 
 use crate::sig::{scheme_label, size_class, verify_batch, Scheme, SigItem, Verdict};
+use super::sig_gpu::GpuSigEngine;
 use crate::metrics::Metrics;
 use crate::topo::{pin_or_warn, PinPlan};
 
@@ -43,6 +50,32 @@ pub struct SigEngineConfig {
     pub inline_max: usize,
     /// Smallest chunk a split batch is cut into.
     pub chunk_min: usize,
+    /// Which engines may verify.
+    pub engines: EngineChoice,
+}
+
+/// Which engines verify signatures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    Cpu,
+    /// Every Ed25519 batch to a GPU (tests and measurements); the CPU still
+    /// answers what no active GPU can take.
+    Gpu,
+    /// Per batch, wherever it is predicted to finish first.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(EngineChoice::Cpu),
+            "gpu" => Ok(EngineChoice::Gpu),
+            "auto" => Ok(EngineChoice::Auto),
+            _ => Err(format!("unknown engine {s:?} (cpu, gpu, auto)")),
+        }
+    }
 }
 
 impl SigEngineConfig {
@@ -50,7 +83,13 @@ impl SigEngineConfig {
     pub const DEFAULT_CHUNK_MIN: usize = 64;
 
     pub fn new(plan: PinPlan) -> SigEngineConfig {
-        SigEngineConfig { plan, pin: true, inline_max: Self::DEFAULT_INLINE_MAX, chunk_min: Self::DEFAULT_CHUNK_MIN }
+        SigEngineConfig {
+            plan,
+            pin: true,
+            inline_max: Self::DEFAULT_INLINE_MAX,
+            chunk_min: Self::DEFAULT_CHUNK_MIN,
+            engines: EngineChoice::Auto,
+        }
     }
 }
 
@@ -72,6 +111,12 @@ pub enum ExecPath {
         groups: usize,
         chunks: usize,
     },
+    /// Verified on a GPU.
+    Gpu,
+    /// The head on the CPU, the last `gpu_items` on a GPU.
+    GpuSplit {
+        gpu_items: usize,
+    },
 }
 
 impl ExecPath {
@@ -80,6 +125,8 @@ impl ExecPath {
             ExecPath::Inline => "inline",
             ExecPath::Coalesced => "coalesced",
             ExecPath::Split { .. } => "split",
+            ExecPath::Gpu => "gpu",
+            ExecPath::GpuSplit { .. } => "gpu_split",
         }
     }
 }
@@ -147,7 +194,23 @@ struct Inner {
     metrics: Option<Arc<Metrics>>,
     /// Dispatcher threads (one per worker).
     dispatchers: usize,
+    gpus: RwLock<Vec<Arc<GpuSigEngine>>>,
+    /// Measured seconds per Ed25519 item on one CPU thread (f64 bits).
+    cpu_item_secs: AtomicU64,
 }
+
+/// Where one batch goes.
+#[derive(Clone)]
+enum Route {
+    Cpu,
+    Gpu(Arc<GpuSigEngine>),
+    /// The last `usize` items to the GPU, the rest on the CPU.
+    Split(Arc<GpuSigEngine>, usize),
+}
+
+/// Seconds per Ed25519 item on one thread until measured (a batch on a
+/// 2020s server core: ~17 µs).
+const CPU_ITEM_SECS_DEFAULT: f64 = 20e-6;
 
 struct Queue {
     heap: BinaryHeap<Queued>,
@@ -210,6 +273,8 @@ impl SigEngine {
             verified: AtomicU64::new(0),
             metrics,
             dispatchers: threads,
+            gpus: RwLock::new(Vec::new()),
+            cpu_item_secs: AtomicU64::new(CPU_ITEM_SECS_DEFAULT.to_bits()),
         });
         let guard = Arc::new(Guard(inner.clone()));
         for i in 0..threads {
@@ -220,6 +285,22 @@ impl SigEngine {
                 .map_err(|e| EngineError::Pool(e.to_string()))?;
         }
         Ok(SigEngine { inner, _guard: guard })
+    }
+
+    /// Adds a GPU engine (started, kernels built): from now on batches may
+    /// go to it.
+    pub fn add_gpu(&self, gpu: Arc<GpuSigEngine>) {
+        self.inner.gpus.write().push(gpu);
+    }
+
+    /// The GPU engines added so far (active or taken off).
+    pub fn gpus(&self) -> Vec<Arc<GpuSigEngine>> {
+        self.inner.gpus.read().clone()
+    }
+
+    /// Measured seconds per Ed25519 item on one CPU thread.
+    pub fn cpu_item_secs(&self) -> f64 {
+        f64::from_bits(self.inner.cpu_item_secs.load(Ordering::Relaxed))
     }
 
     /// Worker threads over all groups.
@@ -338,7 +419,10 @@ impl Inner {
         for q in &mut taken {
             all.append(&mut q.items);
         }
-        let verdicts = verify_batch(&all);
+        let deadline = taken.iter().filter_map(|q| q.deadline).min();
+        let (verdicts, path) = self.execute(&all, deadline);
+        // A coalesced group the CPU ran inline is labelled as coalesced.
+        let path = if path == ExecPath::Inline { ExecPath::Coalesced } else { path };
         let end = Instant::now();
         self.verified.fetch_add(all.len() as u64, Ordering::Relaxed);
         self.finish(all.len());
@@ -346,7 +430,7 @@ impl Inner {
         for (q, len) in taken.into_iter().zip(lens) {
             let report = BatchReport {
                 verdicts: verdicts[at..at + len].to_vec(),
-                path: ExecPath::Coalesced,
+                path,
                 elapsed: end.saturating_duration_since(q.submitted),
                 deadline_missed: q.deadline.is_some_and(|d| end > d),
             };
@@ -359,12 +443,7 @@ impl Inner {
     }
 
     fn run(&self, items: &[SigItem], deadline: Option<Instant>, since: Instant) -> BatchReport {
-        let threads: usize = self.groups.iter().map(|g| g.threads).sum();
-        let (verdicts, path) = if items.len() <= self.cfg.inline_max || threads <= 1 {
-            (verify_batch(items), ExecPath::Inline)
-        } else {
-            self.split(items)
-        };
+        let (verdicts, path) = self.execute(items, deadline);
         let end = Instant::now();
         let report = BatchReport {
             verdicts,
@@ -377,6 +456,120 @@ impl Inner {
             record(m, items, &report);
         }
         report
+    }
+
+    fn threads(&self) -> usize {
+        self.groups.iter().map(|g| g.threads).sum()
+    }
+
+    /// Verdicts for `items` from wherever [`route`](Self::route) sends them.
+    /// A GPU that refuses (taken off, device lost) leaves its part to the CPU.
+    fn execute(&self, items: &[SigItem], deadline: Option<Instant>) -> (Vec<Verdict>, ExecPath) {
+        match self.route(items, deadline) {
+            Route::Cpu => self.execute_cpu(items),
+            Route::Gpu(g) => match g.verify(items) {
+                Ok(ans) => (ans.verdicts, ExecPath::Gpu),
+                Err(_) => self.execute_cpu(items),
+            },
+            Route::Split(g, gpu_n) => {
+                let (head, tail) = items.split_at(items.len() - gpu_n);
+                let (mut cpu, gpu) = std::thread::scope(|s| {
+                    let t = s.spawn(|| g.verify(tail));
+                    let cpu = self.execute_cpu(head).0;
+                    (cpu, t.join())
+                });
+                match gpu {
+                    Ok(Ok(ans)) => {
+                        cpu.extend(ans.verdicts);
+                        (cpu, ExecPath::GpuSplit { gpu_items: gpu_n })
+                    }
+                    _ => {
+                        cpu.extend(self.execute_cpu(tail).0);
+                        (cpu, ExecPath::Split { groups: self.groups.len(), chunks: 0 })
+                    }
+                }
+            }
+        }
+    }
+
+    fn execute_cpu(&self, items: &[SigItem]) -> (Vec<Verdict>, ExecPath) {
+        let threads = self.threads();
+        let t0 = Instant::now();
+        let out = if items.len() <= self.cfg.inline_max || threads <= 1 {
+            (verify_batch(items), ExecPath::Inline)
+        } else {
+            self.split(items)
+        };
+        // The CPU's time per Ed25519 item and thread, for the split.
+        let n = items.len();
+        if n >= 16 && items.iter().all(|i| i.scheme.ed25519_policy().is_some()) {
+            let used = if out.1 == ExecPath::Inline { 1 } else { threads };
+            let per = t0.elapsed().as_secs_f64() * used as f64 / n as f64;
+            let old = f64::from_bits(self.cpu_item_secs.load(Ordering::Relaxed));
+            self.cpu_item_secs.store((0.9 * old + 0.1 * per).to_bits(), Ordering::Relaxed);
+        }
+        if let Some(m) = &self.metrics {
+            m.sig_gpu.engine_items.with_label_values(&["cpu"]).inc_by(n as u64);
+        }
+        out
+    }
+
+    /// Where `items` finish first. Only all-Ed25519 batches may go to a GPU
+    /// (the secp256k1 kernels are the next step); `EngineChoice::Gpu` sends
+    /// every such batch to the GPU with the earliest predicted finish;
+    /// `Auto` compares predictions:
+    ///   CPU: what is queued ahead / threads + n × (per-thread time) / (1
+    ///        thread when inline, all when split);
+    ///   GPU: L0 + (queued on it + n) × its time per item.
+    /// When the GPU wins on a batch large enough to split, the GPU gets the
+    /// fraction f of the tail that makes both parts end together:
+    ///   (1 − f)·n·c = L0 + (q + f·n)·g  ⇒  f = (n·c − L0 − q·g) / (n·(c + g))
+    /// with c the CPU's time per item over all threads. A deadline vetoes
+    /// the GPU when its prediction misses it and the CPU's does not.
+    fn route(&self, items: &[SigItem], deadline: Option<Instant>) -> Route {
+        let n = items.len();
+        if self.cfg.engines == EngineChoice::Cpu || n == 0 {
+            return Route::Cpu;
+        }
+        if !items.iter().all(|i| i.scheme.ed25519_policy().is_some()) {
+            return Route::Cpu;
+        }
+        let best = {
+            let gpus = self.gpus.read();
+            gpus.iter()
+                .filter(|g| g.is_active())
+                .map(|g| (g.predict(n), g.clone()))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+        };
+        let Some((t_gpu, gpu)) = best else { return Route::Cpu };
+        if self.cfg.engines == EngineChoice::Gpu {
+            return Route::Gpu(gpu);
+        }
+        let threads = self.threads().max(1);
+        let c1 = f64::from_bits(self.cpu_item_secs.load(Ordering::Relaxed));
+        let inline = n <= self.cfg.inline_max || threads == 1;
+        let ahead = self.queued_items.load(Ordering::Relaxed).saturating_sub(n) as f64 * c1 / threads as f64;
+        let t_cpu = ahead + if inline { n as f64 * c1 } else { n as f64 * c1 / threads as f64 };
+        let now = Instant::now();
+        let misses = |t: f64| deadline.is_some_and(|d| now + Duration::from_secs_f64(t) > d);
+        if t_gpu >= t_cpu || (misses(t_gpu) && !misses(t_cpu)) {
+            return Route::Cpu;
+        }
+        if inline {
+            return Route::Gpu(gpu);
+        }
+        let (l0, g) = gpu.model();
+        let q = t_gpu - l0 - n as f64 * g; // queued work on the GPU, in seconds
+        let c = c1 / threads as f64;
+        let f = ((n as f64 * c - l0 - q) / (n as f64 * (c + g))).clamp(0.0, 1.0);
+        let gpu_n = (f * n as f64).round() as usize;
+        if gpu_n == 0 {
+            Route::Cpu
+        } else if n - gpu_n < self.cfg.chunk_min {
+            Route::Gpu(gpu)
+        } else {
+            Route::Split(gpu, gpu_n)
+        }
     }
 
     fn split(&self, items: &[SigItem]) -> (Vec<Verdict>, ExecPath) {
