@@ -30,6 +30,9 @@ pub struct Metrics {
     pub hardware_errors: IntCounterVec,
     /// From a new job being published to a worker starting on it.
     pub job_switch_seconds: HistogramVec,
+    /// Hits engines found and did not report, by reason ("chunk_cap": more
+    /// than the cap in one chunk; "queue_full": the adapter's queue was full).
+    pub hits_dropped: IntCounterVec,
     /// Known-answer self-tests run when a worker starts, by result.
     pub self_tests: IntCounterVec,
     /// One series per worker thread, value 1: where it runs.
@@ -61,12 +64,17 @@ pub struct Metrics {
     pub sigserve_frames: IntCounterVec,
     /// TLS handshakes that failed or timed out (no or a bad client certificate, a plain client).
     pub sigserve_tls_handshake_failures: prometheus::IntCounter,
+    /// Connections the server closed on its own, by cause ("read_timeout",
+    /// "idle_timeout", "write_timeout", "limit").
+    pub sigserve_closed: IntCounterVec,
 
     // ── node adapters: Stratum pools and getblocktemplate (issue 5) ──────────
     /// 1 while connected and authorised to a pool, by role ("primary", "backup").
     pub pool_connected: IntGaugeVec,
     /// Difficulty the pool last set (applies from the next job).
     pub pool_difficulty: prometheus::Gauge,
+    /// mining.set_difficulty below the floor, clamped to it.
+    pub pool_difficulty_clamped: prometheus::IntCounter,
     /// Shares re-checked and ready to submit (found by an engine for a pool job).
     pub pool_shares_found: prometheus::IntCounter,
     /// Share outcomes by result ("accepted", "rejected", "stale") and reason,
@@ -238,6 +246,12 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(sigserve_tls_handshake_failures.clone())).expect("metric registered once");
+        let sigserve_closed = counter(
+            &r,
+            "hashrig_sigserve_closed_total",
+            "sigserve connections closed by the server, by cause.",
+            &["cause"],
+        );
         let pool_connected = IntGaugeVec::new(
             Opts::new("hashrig_pool_connected", "1 while connected and authorised to the pool in this role."),
             &["role"],
@@ -247,6 +261,12 @@ impl Metrics {
         let pool_difficulty = prometheus::Gauge::new("hashrig_pool_difficulty", "Difficulty the pool last set.")
             .expect("static metric definition");
         r.register(Box::new(pool_difficulty.clone())).expect("metric registered once");
+        let pool_difficulty_clamped = prometheus::IntCounter::new(
+            "hashrig_pool_difficulty_clamped_total",
+            "Share difficulties a pool set below the floor (min_difficulty), clamped to it.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(pool_difficulty_clamped.clone())).expect("metric registered once");
         let pool_shares_found = prometheus::IntCounter::new(
             "hashrig_pool_shares_found_total",
             "Shares found for pool jobs and re-checked on the CPU.",
@@ -284,12 +304,19 @@ impl Metrics {
             counter(&r, "hashrig_block_submit_answers_total", "The node's answers to submitblock.", &["answer"]);
         let rpc_errors =
             counter(&r, "hashrig_rpc_errors_total", "Failed JSON-RPC calls to the node, by method.", &["method"]);
+        let hits_dropped = counter(
+            &r,
+            "hashrig_hits_dropped_total",
+            "Hits found and not reported (share target far too easy), by reason.",
+            &["reason"],
+        );
         let gpu = GpuMetrics::register(&r);
         Arc::new(Metrics {
             gpu,
             registry: r,
             pool_connected,
             pool_difficulty,
+            pool_difficulty_clamped,
             pool_shares_found,
             pool_shares,
             pool_shares_queued,
@@ -305,6 +332,7 @@ impl Metrics {
             shares,
             blocks,
             hardware_errors,
+            hits_dropped,
             job_switch_seconds,
             self_tests,
             worker_info,
@@ -320,6 +348,7 @@ impl Metrics {
             sigserve_connections,
             sigserve_frames,
             sigserve_tls_handshake_failures,
+            sigserve_closed,
         })
     }
 
