@@ -31,7 +31,12 @@ pub struct Job {
 
 #[derive(Default)]
 pub struct Tally {
+    /// Every share accepted, whatever its job.
     pub accepted: usize,
+    /// Accepted shares of the job prefix being served.
+    pub current: usize,
+    /// Accepted shares of older jobs the pool still takes.
+    pub older: usize,
     pub rejected: Vec<String>,
     pub versions_rolled: usize,
     pub seen: HashSet<(String, String, String, String, String)>,
@@ -90,11 +95,12 @@ impl Conn {
     }
     /// Handles what the miner sends until `want` more shares are accepted.
     pub fn serve(&mut self, t: &mut Tally, want: usize, job_prefix: &str) {
-        let goal = t.accepted + want;
+        let goal = t.current + want;
         let until = Instant::now() + Duration::from_secs(90);
-        while t.accepted < goal {
-            let m =
-                self.recv(until).unwrap_or_else(|| panic!("pool: no more shares (have {}, want {goal})", t.accepted));
+        while t.current < goal {
+            let m = self.recv(until).unwrap_or_else(|| {
+                panic!("pool: no more shares of {job_prefix}* (have {}, want {goal}; {} of older jobs)", t.current, t.older)
+            });
             self.handle(m, t, job_prefix);
         }
     }
@@ -107,10 +113,15 @@ impl Conn {
                 match verdict {
                     Ok(()) => {
                         let job = p[1].as_str().unwrap();
+                        t.accepted += 1;
+                        // Only shares of the job being served count toward
+                        // `serve`'s goal: a miner that missed the job switch
+                        // keeps sending shares of an older (still valid) job
+                        // and never reaches it.
                         if job.starts_with(job_prefix) {
-                            t.accepted += 1;
+                            t.current += 1;
                         } else {
-                            t.accepted += 1; // a share for an older, still valid job
+                            t.older += 1;
                         }
                         self.send(json!({"id": id, "result": true, "error": null}));
                     }

@@ -1,0 +1,118 @@
+//! Hostile pools against `hashrig run --pool`: a difficulty far below
+//! anything real (1e-12: every nonce a "share"). Counts what matters: shares
+//! found vs. answered or written off, peak memory, hashing.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+mod metrics_common;
+mod pool_common;
+mod run_common;
+use metrics_common::scrape;
+use pool_common::{accept, Conn, Tally, D1};
+use run_common::HashrigRun;
+
+fn metric(body: &str, prefix: &str) -> f64 {
+    body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// Resident memory of process `pid`, bytes.
+fn rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn start(pool: &TcpListener) -> HashrigRun {
+    HashrigRun::start_small(
+        &[
+            "--duration",
+            "60",
+            "--pool",
+            &format!("stratum+tcp://{}", pool.local_addr().unwrap()),
+            "--user",
+            "worker1",
+            "--pass",
+            "secret",
+            // The miners compete with this test's pool for 2 cores: normal
+            // priority, so the timed phases measure mining, not starvation.
+            "--cpu-priority",
+            "normal",
+        ],
+        |c| {
+            c.env("HASHRIG_LOG", "info");
+        },
+    )
+}
+
+/// Serves the miner for `d`, answering every message; returns the peak RSS
+/// of `pid` seen meanwhile.
+fn serve_for(c: &mut Conn, t: &mut Tally, prefix: &str, d: Duration, pid: u32) -> u64 {
+    let until = Instant::now() + d;
+    let mut peak = rss(pid);
+    let mut last = Instant::now();
+    while Instant::now() < until {
+        if let Some(m) = c.recv(until) {
+            c.handle(m, t, prefix);
+        }
+        if last.elapsed() > Duration::from_millis(100) {
+            peak = peak.max(rss(pid));
+            last = Instant::now();
+        }
+    }
+    peak.max(rss(pid))
+}
+
+/// The third row: a pool sets difficulty 1e-12. The miner clamps it
+/// to the floor (logged and counted), memory stays within twice what it is
+/// at a normal difficulty, it keeps hashing, and every share the pool
+/// accepted is one the miner counts.
+#[test]
+fn difficulty_1e_12_is_clamped_and_memory_stays_bounded() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut run = start(&a);
+    let pid = run.pid();
+    let mut t = Tally::default();
+    let mut c = accept(&a, &[8, 0, 0, 2], "sess-a", false);
+    c.set_difficulty(D1);
+    c.notify("n1", true);
+    c.serve(&mut t, 3, "n1");
+    let normal = serve_for(&mut c, &mut t, "n1", Duration::from_secs(2), pid);
+    let addr = run.metrics_addr();
+    let hashes_before = metric(&scrape(&addr), "hashrig_hashes_total{");
+
+    c.set_difficulty(1e-12);
+    c.notify("x1", true);
+    let peak = serve_for(&mut c, &mut t, "x1", Duration::from_secs(4), pid);
+    let body = scrape(&addr);
+    let hashes_mid = metric(&body, "hashrig_hashes_total{");
+    std::thread::sleep(Duration::from_millis(500));
+    let hashes_after = metric(&scrape(&addr), "hashrig_hashes_total{");
+
+    // Quiesce: a job no CPU finds shares for, then answer what is in flight.
+    c.set_difficulty(1e9);
+    c.notify("q1", true);
+    let _ = serve_for(&mut c, &mut t, "q1", Duration::from_secs(1), pid);
+    let body = scrape(&addr);
+    let status = run.interrupt();
+    let m = |p: &str| metric(&body, p);
+    println!(
+        "rss normal {} MB, peak under 1e-12 {} MB; pool accepted {} (x1: {}); hashes {hashes_before} → {hashes_mid} → {hashes_after}",
+        normal >> 20,
+        peak >> 20,
+        t.accepted,
+        t.current
+    );
+    assert!(status.success(), "exit status {status}");
+    assert!(t.rejected.is_empty(), "rejected: {:?}", t.rejected);
+    assert!(m("hashrig_pool_difficulty_clamped_total") >= 1.0, "the low difficulty is counted");
+    assert!(run.printed("below the floor"), "and logged");
+    assert!(t.current >= 3, "shares of the 1e-12 job are found and accepted (at the floor)");
+    assert!(peak <= 2 * normal, "memory {} MB under 1e-12 vs {} MB normal", peak >> 20, normal >> 20);
+    assert!(hashes_mid > hashes_before && hashes_after > hashes_mid, "the miner keeps hashing");
+    // Nothing lost, nothing sent twice.
+    assert_eq!(m("hashrig_pool_shares_total{reason=\"none\",result=\"accepted\"}") as usize, t.accepted);
+    assert_eq!(m("hashrig_pool_shares_found_total"), m("hashrig_pool_shares_total{"));
+}
