@@ -2,11 +2,13 @@
 //! library call per subcommand. `anyhow` lives here, at the edge; the library
 //! below uses typed errors.
 
+mod args;
 mod bench;
 mod devices;
 mod gpu;
 mod run;
 mod scan;
+mod signals;
 mod sigbench;
 mod size;
 mod verify;

@@ -76,6 +76,15 @@ impl HashrigRun {
         self.child.id()
     }
 
+    /// The exit status if it has exited (then every line it printed is in).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        let s = self.child.try_wait().unwrap()?;
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Some(s)
+    }
+
     /// SIGINT, then the exit status (a clean stop takes at most 20 s), once
     /// every line it printed is in.
     pub fn interrupt(&mut self) -> ExitStatus {
