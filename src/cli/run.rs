@@ -109,6 +109,9 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let adapter = crate::node::config::resolve(&a.adapter, file_text.as_deref())?;
+    for w in crate::node::config::secret_warnings(&a.adapter) {
+        tracing::warn!("{w}");
+    }
     if a.no_mine && !matches!(adapter, crate::node::config::Adapter::Demo) {
         anyhow::bail!("--no-mine runs no node adapter: leave out --pool, --node and the config's pool/node sections");
     }
