@@ -361,49 +361,143 @@ impl Metrics {
     }
 }
 
-/// A running `/metrics` endpoint.
+/// Connections `/metrics` serves at once (a thread each); more are closed.
+pub const MAX_METRICS_CONNECTIONS: usize = 8;
+/// Time a client has to send its request and to take the answer.
+const METRICS_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A running `/metrics` endpoint: plain HTTP/1.1, one request per
+/// connection, at most [`MAX_METRICS_CONNECTIONS`] at once, each with
+/// 2 s to send its request and take the answer.
 pub struct MetricsServer {
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
     /// Binds `addr` and serves `GET /metrics` from a thread of its own.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
-        let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("metrics server bound to a non-IP address"))?;
-        let server = Arc::new(server);
-        let s = server.clone();
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
-            for req in s.incoming_requests() {
-                let path = req.url().split('?').next().unwrap_or("");
-                let resp = match (req.method(), path) {
-                    (tiny_http::Method::Get, "/metrics") => tiny_http::Response::from_string(metrics.render())
-                        .with_header(
-                            "Content-Type: text/plain; version=0.0.4; charset=utf-8"
-                                .parse::<tiny_http::Header>()
-                                .expect("static header"),
-                        ),
-                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string("hashrig: metrics at /metrics\n"),
-                    _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
+            while !s.load(Ordering::Relaxed) {
+                let conn = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
                 };
-                // A client that hung up is not our problem.
-                let _ = req.respond(resp);
+                if busy.fetch_add(1, Ordering::AcqRel) >= MAX_METRICS_CONNECTIONS {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    drop(conn);
+                    continue;
+                }
+                let (metrics, busy2) = (metrics.clone(), busy.clone());
+                let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
+                    serve_metrics_conn(conn, &metrics);
+                    busy2.fetch_sub(1, Ordering::AcqRel);
+                });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
-        Ok(MetricsServer { addr, server, thread: Some(thread) })
+        Ok(MetricsServer { addr, stop, thread: Some(thread) })
     }
+}
+
+/// Reads one request head (at most 8 KiB) and answers it.
+fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
+    use std::io::{Read, Write};
+    if conn.set_nonblocking(false).is_err()
+        || conn.set_read_timeout(Some(METRICS_IO_TIMEOUT)).is_err()
+        || conn.set_write_timeout(Some(METRICS_IO_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        if head.len() > 8 << 10 || started.elapsed() > METRICS_IO_TIMEOUT {
+            return;
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "hashrig: metrics at /metrics\n".to_owned()),
+        _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // A client that hung up is not our problem.
+    let _ = conn.write_all(resp.as_bytes());
+    let _ = conn.flush();
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads() -> usize {
+        std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+    }
+
+    fn get(addr: SocketAddr) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// Idle connections take at most MAX_METRICS_CONNECTIONS threads, are
+    /// closed after the I/O timeout, and scrapes work again after that.
+    #[test]
+    fn idle_connections_do_not_take_a_thread_each() {
+        let srv = MetricsServer::start("127.0.0.1:0".parse().unwrap(), Metrics::new()).unwrap();
+        assert!(get(srv.addr).starts_with("HTTP/1.1 200 OK"));
+        let before = threads();
+        let idle: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(srv.addr).unwrap()).collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let during = threads();
+        assert!(during <= before + MAX_METRICS_CONNECTIONS, "{before} threads before, {during} with 64 idle clients");
+        std::thread::sleep(METRICS_IO_TIMEOUT + std::time::Duration::from_millis(500));
+        let r = get(srv.addr);
+        assert!(r.starts_with("HTTP/1.1 200 OK") && r.contains("hashrig_chain_height"), "{r}");
+        drop(idle);
     }
 }

@@ -255,11 +255,26 @@ async fn bind(addr: &ServeAddr) -> Result<Listener, ServeError> {
                 }
                 let _ = std::fs::remove_file(p);
             }
-            let l = tokio::net::UnixListener::bind(p).map_err(err)?;
             // Connecting needs write permission on the socket: the owner and
-            // its group (e.g. the validator's), nobody else, whatever the umask.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+            // its group (e.g. the validator's), nobody else, whatever the
+            // umask. The socket is bound in a private (0700) directory beside
+            // the path, given its mode there, then renamed into place, so it
+            // is never reachable with a looser mode.
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(err)?;
+            let staged = tmp.join("s");
+            let bound = (|| {
+                let l = tokio::net::UnixListener::bind(&staged)?;
+                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o660))?;
+                std::fs::rename(&staged, p)?;
+                Ok(l)
+            })();
+            let _ = std::fs::remove_dir_all(&tmp);
+            let l = bound.map_err(err)?;
             Ok(Listener::Unix(l, p.clone()))
         }
     }
