@@ -36,10 +36,6 @@ fn start(pool: &TcpListener) -> HashrigRun {
             "worker1",
             "--pass",
             "secret",
-            // The miners compete with this test's pool for 2 cores: normal
-            // priority, so the timed phases measure mining, not starvation.
-            "--cpu-priority",
-            "normal",
         ],
         |c| {
             c.env("HASHRIG_LOG", "info");
