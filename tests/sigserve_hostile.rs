@@ -107,9 +107,10 @@ fn idle_connection_is_closed() {
     srv.shutdown();
 }
 
-/// A client that pipelines PINGs and batches and never reads: the server
-/// stops reading it (bounded queue), closes it once a write times out, keeps
-/// serving others, and shuts down without waiting on it.
+/// A client that pipelines batches and PINGs and never reads its answers:
+/// once the socket buffers are full the server stops reading it (bounded
+/// queue), closes it when a write times out, keeps serving others, and
+/// shuts down without waiting on it.
 #[test]
 fn never_reading_pipeliner_is_cut_off() {
     let srv = server(|c| {
@@ -118,30 +119,36 @@ fn never_reading_pipeliner_is_cut_off() {
     });
     let addr = tcp(&srv);
     let s = TcpStream::connect(addr).unwrap();
-    s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
-    let (items, _) = batch(&pool(), 64, 1, 0);
-    let batch_frame = frame::encode_batch(9, 0, &items).unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+    let (items, _) = batch(&pool(), 16, 1, 0);
+    let batches: Vec<u8> = (0..4).flat_map(|i| frame::encode_batch(i, 0, &items).unwrap()).collect();
+    let pings: Vec<u8> = (0..4096).flat_map(frame::encode_ping).collect();
     let writer = std::thread::spawn(move || {
         let mut s = s;
         let mut sent = 0usize;
-        let until = Instant::now() + Duration::from_secs(4);
-        // Write until the server stops taking bytes (or closes).
+        s.write_all(&batches).unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        // Write until the server stops taking bytes, then closes.
         while Instant::now() < until {
-            let f = if sent % 8 == 0 { batch_frame.clone() } else { frame::encode_ping(sent as u64) };
-            match s.write_all(&f) {
-                Ok(()) => sent += 1,
+            match s.write_all(&pings) {
+                Ok(()) => sent += pings.len(),
                 Err(_) => break,
             }
         }
         (s, sent)
     });
     let (s, sent) = writer.join().unwrap();
-    assert!(sent > 100, "the server read only {sent} frames");
+    let t0 = Instant::now();
+    while srv.stats().connections_timed_out.load(Ordering::Relaxed) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "not cut off after {sent} bytes of PINGs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Others are still served.
     let mut c = SigClient::connect(srv.local_addr()).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let (items, expect) = batch(&pool(), 4, 2, 2);
     assert_eq!(c.verify(&items, None).unwrap().iter().map(|v| v.is_valid()).collect::<Vec<_>>(), expect);
+    let st = srv.shared_stats();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         srv.shutdown();
@@ -149,6 +156,11 @@ fn never_reading_pipeliner_is_cut_off() {
     });
     rx.recv_timeout(Duration::from_secs(5)).expect("shutdown does not wait on a client that never reads");
     drop(s);
+    // Every batch accepted was answered (the answers to the cut-off client
+    // were dropped with its connection, not left in a queue).
+    let accepted = st.batches_accepted.load(Ordering::Relaxed);
+    assert!(accepted >= 5, "{accepted}");
+    assert_eq!(accepted, st.batches_answered.load(Ordering::Relaxed));
 }
 
 /// More connections than `max_connections`: the extra ones are closed at

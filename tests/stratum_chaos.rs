@@ -1,6 +1,7 @@
-//! Hostile pools against `hashrig run --pool`: a difficulty far below
-//! anything real (1e-12: every nonce a "share"). Counts what matters: shares
-//! found vs. answered or written off, peak memory, hashing.
+//! Hostile and broken pools against `hashrig run --pool`: a difficulty far
+//! below anything real (1e-12: every nonce a "share"); a primary that dies
+//! mid-line and a backup that never answers mining.configure. Counts what
+//! matters: shares found vs. answered or written off, peak memory, hashing.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ mod metrics_common;
 mod pool_common;
 mod run_common;
 use metrics_common::scrape;
-use pool_common::{accept, Conn, Tally, D1};
+use pool_common::{accept, accept_with, Conn, Tally, D1};
 use run_common::HashrigRun;
 
 fn metric(body: &str, prefix: &str) -> f64 {
@@ -26,17 +27,23 @@ fn rss(pid: u32) -> u64 {
 }
 
 fn start(pool: &TcpListener) -> HashrigRun {
+    start_with(&[pool], None)
+}
+
+fn start_with(pools: &[&TcpListener], config: Option<&std::path::Path>) -> HashrigRun {
+    let mut args: Vec<String> = vec!["--duration".into(), "60".into()];
+    for p in pools {
+        args.push("--pool".into());
+        args.push(format!("stratum+tcp://{}", p.local_addr().unwrap()));
+    }
+    args.extend(["--user", "worker1", "--pass", "secret"].map(String::from));
+    if let Some(c) = config {
+        args.push("--config".into());
+        args.push(c.to_str().unwrap().into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     HashrigRun::start_small(
-        &[
-            "--duration",
-            "60",
-            "--pool",
-            &format!("stratum+tcp://{}", pool.local_addr().unwrap()),
-            "--user",
-            "worker1",
-            "--pass",
-            "secret",
-        ],
+        &args,
         |c| {
             c.env("HASHRIG_LOG", "info");
         },
@@ -111,4 +118,45 @@ fn difficulty_1e_12_is_clamped_and_memory_stays_bounded() {
     // Nothing lost, nothing sent twice.
     assert_eq!(m("hashrig_pool_shares_total{reason=\"none\",result=\"accepted\"}") as usize, t.accepted);
     assert_eq!(m("hashrig_pool_shares_found_total"), m("hashrig_pool_shares_total{"));
+}
+
+/// The primary (version rolling on) dies in the middle of a line; the backup
+/// never answers mining.configure. The backup's session must not inherit the
+/// primary's version mask: a share with version bits there is rejected
+/// (before the fix every share on the backup was).
+#[test]
+fn failover_to_a_backup_without_version_rolling_sends_no_version_bits() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = std::env::temp_dir().join(format!("hashrig-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("hashrig.toml");
+    std::fs::write(&cfg, "[stratum]\nretries_before_failover = 1\nbackoff_min_ms = 100\nhold_down_secs = 600\n").unwrap();
+    let mut run = start_with(&[&a, &b], Some(&cfg));
+    let mut t = Tally::default();
+    let mut c = accept(&a, &[8, 0, 0, 2], "sess-a", false);
+    c.set_difficulty(D1);
+    c.notify("a1", true);
+    c.serve(&mut t, 3, "a1");
+    assert!(t.versions_rolled > 0, "the primary negotiated version rolling");
+    // Half a message, then the primary is gone.
+    c.raw("{\"id\":null,\"method\":\"mining.notify\",\"params\":[\"a2\",");
+    drop(c);
+    drop(a);
+    let mut cb = accept_with(&b, &[7, 7, 7, 7], "sess-b", false, false);
+    let mut tb = Tally::default();
+    cb.set_difficulty(D1);
+    cb.notify("b1", true);
+    cb.serve(&mut tb, 3, "b1");
+    cb.set_difficulty(1e9);
+    cb.notify("q1", true);
+    let until = Instant::now() + Duration::from_secs(1);
+    while let Some(m) = cb.recv(until) {
+        cb.handle(m, &mut tb, "q1");
+    }
+    let status = run.interrupt();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success());
+    assert!(t.rejected.is_empty(), "primary rejected: {:?}", t.rejected);
+    assert!(tb.rejected.is_empty(), "backup rejected: {:?}", tb.rejected);
 }

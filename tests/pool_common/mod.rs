@@ -49,6 +49,9 @@ pub struct Conn {
     pub jobs: HashMap<String, Job>,
     pub diff: f64,
     pub session: String,
+    /// Version rolling was negotiated (mining.configure answered): shares
+    /// may carry version bits only then.
+    pub rolling: bool,
 }
 
 pub fn notify_template() -> Vec<Value> {
@@ -164,6 +167,9 @@ impl Conn {
         let job_version = u32::from_str_radix(jp[5].as_str().unwrap(), 16).unwrap();
         let mut version = job_version;
         if let Some(v) = &vbits {
+            if !self.rolling {
+                return Err("version bits without version rolling".into());
+            }
             let v = u32::from_str_radix(v, 16).map_err(|_| "bad version bits")?;
             if v & !MASK != 0 {
                 return Err("version bits outside the mask".into());
@@ -202,6 +208,12 @@ impl Conn {
 /// Accepts a miner connection and does the handshake; skips connections
 /// that close at once (the miner's probes of a returning primary).
 pub fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -> Conn {
+    accept_with(l, en1, session, expect_resume, true)
+}
+
+/// [`accept`], optionally as a pool that never answers mining.configure
+/// (as some do): no version rolling on that connection.
+pub fn accept_with(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool, answer_configure: bool) -> Conn {
     loop {
         let (s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -212,6 +224,7 @@ pub fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -
             jobs: HashMap::new(),
             diff: D1,
             session: session.into(),
+            rolling: false,
         };
         let until = Instant::now() + Duration::from_secs(30);
         let mut authorized = false;
@@ -225,7 +238,10 @@ pub fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -
             match m["method"].as_str().unwrap() {
                 "mining.configure" => {
                     assert_eq!(m["params"][0], json!(["version-rolling"]));
-                    c.send(json!({"id": id, "result": {"version-rolling": true, "version-rolling.mask": "1fffe000"}, "error": null}));
+                    if answer_configure {
+                        c.rolling = true;
+                        c.send(json!({"id": id, "result": {"version-rolling": true, "version-rolling.mask": "1fffe000"}, "error": null}));
+                    }
                 }
                 "mining.subscribe" => {
                     let resumed = m["params"].get(1).and_then(Value::as_str) == Some(c.session.as_str());
