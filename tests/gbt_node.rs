@@ -654,7 +654,8 @@ fn failed_submitblock_is_retried_and_every_block_is_saved() {
         ),
     )
     .unwrap();
-    let mut run = HashrigRun::start_small(&["--engines", "cpu", "--duration", "60", "--config", conf.to_str().unwrap()], |_| {});
+    let mut run =
+        HashrigRun::start_small(&["--engines", "cpu", "--duration", "60", "--config", conf.to_str().unwrap()], |_| {});
     let until = Instant::now() + Duration::from_secs(30);
     while node.lock().unwrap().accepted.is_empty() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
@@ -707,7 +708,8 @@ fn getblocktemplate_errors_and_garbage_are_survived() {
         ),
     )
     .unwrap();
-    let mut run = HashrigRun::start_small(&["--engines", "cpu", "--duration", "60", "--config", conf.to_str().unwrap()], |_| {});
+    let mut run =
+        HashrigRun::start_small(&["--engines", "cpu", "--duration", "60", "--config", conf.to_str().unwrap()], |_| {});
     let until = Instant::now() + Duration::from_secs(30);
     while node.lock().unwrap().accepted.is_empty() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));

@@ -42,12 +42,9 @@ fn start_with(pools: &[&TcpListener], config: Option<&std::path::Path>) -> Hashr
         args.push(c.to_str().unwrap().into());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    HashrigRun::start_small(
-        &args,
-        |c| {
-            c.env("HASHRIG_LOG", "info");
-        },
-    )
+    HashrigRun::start_small(&args, |c| {
+        c.env("HASHRIG_LOG", "info");
+    })
 }
 
 /// Serves the miner for `d`, answering every message; returns the peak RSS
@@ -131,7 +128,8 @@ fn failover_to_a_backup_without_version_rolling_sends_no_version_bits() {
     let dir = std::env::temp_dir().join(format!("hashrig-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("hashrig.toml");
-    std::fs::write(&cfg, "[stratum]\nretries_before_failover = 1\nbackoff_min_ms = 100\nhold_down_secs = 600\n").unwrap();
+    std::fs::write(&cfg, "[stratum]\nretries_before_failover = 1\nbackoff_min_ms = 100\nhold_down_secs = 600\n")
+        .unwrap();
     let mut run = start_with(&[&a, &b], Some(&cfg));
     let mut t = Tally::default();
     let mut c = accept(&a, &[8, 0, 0, 2], "sess-a", false);

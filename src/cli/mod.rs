@@ -8,8 +8,8 @@ mod devices;
 mod gpu;
 mod run;
 mod scan;
-mod signals;
 mod sigbench;
+mod signals;
 mod size;
 mod verify;
 

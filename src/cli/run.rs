@@ -257,7 +257,8 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         let (sched, stats, metrics, stop, astop) =
             (sched.clone(), stats.clone(), metrics.clone(), stop.clone(), adapter_stop.clone());
-        let demo = DemoParams { block_time: demo_block_time, initial_difficulty: a.demo_difficulty, ..DemoParams::default() };
+        let demo =
+            DemoParams { block_time: demo_block_time, initial_difficulty: a.demo_difficulty, ..DemoParams::default() };
         Some(std::thread::Builder::new().name("adapter".into()).spawn(move || {
             let r: anyhow::Result<()> = match adapter {
                 crate::node::config::Adapter::Pool(cfg) => {

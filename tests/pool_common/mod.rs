@@ -102,7 +102,10 @@ impl Conn {
         let until = Instant::now() + Duration::from_secs(90);
         while t.current < goal {
             let m = self.recv(until).unwrap_or_else(|| {
-                panic!("pool: no more shares of {job_prefix}* (have {}, want {goal}; {} of older jobs)", t.current, t.older)
+                panic!(
+                    "pool: no more shares of {job_prefix}* (have {}, want {goal}; {} of older jobs)",
+                    t.current, t.older
+                )
             });
             self.handle(m, t, job_prefix);
         }

@@ -424,12 +424,7 @@ impl Client {
         }
     }
 
-    async fn session(
-        &mut self,
-        idx: usize,
-        hrx: &mut mpsc::Receiver<Hit>,
-        on_backup_since: Option<Instant>,
-    ) -> End {
+    async fn session(&mut self, idx: usize, hrx: &mut mpsc::Receiver<Hit>, on_backup_since: Option<Instant>) -> End {
         let (host, port) = (self.pools[idx].host.clone(), self.pools[idx].port);
         tracing::info!("stratum: connecting to {} pool {host}:{port}", PoolState::role(idx));
         let Some((rd, wr)) = transport::connect(&host, port, self.pools[idx].tls.clone(), CONNECT_TIMEOUT).await else {
@@ -577,7 +572,12 @@ impl Client {
     /// The stop, connected: submit the hits the engines left (the bridge
     /// closes the channel once they are all through) and wait for the
     /// pool's answers, for at most [`STOP_DRAIN`].
-    async fn finish(&mut self, conn: &mut Conn, lrx: &mut mpsc::Receiver<ReaderEvent>, hrx: &mut mpsc::Receiver<Hit>) -> End {
+    async fn finish(
+        &mut self,
+        conn: &mut Conn,
+        lrx: &mut mpsc::Receiver<ReaderEvent>,
+        hrx: &mut mpsc::Receiver<Hit>,
+    ) -> End {
         let deadline = tokio::time::Instant::now() + STOP_DRAIN;
         let mut hits_open = true;
         loop {

@@ -310,7 +310,10 @@ impl ShareReason {
 
     /// A pool's rejection that means the share was stale rather than bad.
     pub fn is_stale(self) -> bool {
-        matches!(self, ShareReason::StaleJob | ShareReason::JobGone | ShareReason::SessionChanged | ShareReason::Shutdown)
+        matches!(
+            self,
+            ShareReason::StaleJob | ShareReason::JobGone | ShareReason::SessionChanged | ShareReason::Shutdown
+        )
     }
 }
 
