@@ -158,3 +158,44 @@ fn failover_to_a_backup_without_version_rolling_sends_no_version_bits() {
     assert!(t.rejected.is_empty(), "primary rejected: {:?}", t.rejected);
     assert!(tb.rejected.is_empty(), "backup rejected: {:?}", tb.rejected);
 }
+
+/// The pool goes away and hashrig keeps finding shares for its job (queued
+/// for a resumed session); then SIGTERM. The queued shares are counted as
+/// not sent (they used to vanish uncounted) and the stop is clean.
+#[test]
+fn shares_queued_at_the_stop_are_counted() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = std::env::temp_dir().join(format!("hashrig-chaos-q-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("hashrig.toml");
+    std::fs::write(&cfg, "[stratum]\nbackoff_min_ms = 5000\n").unwrap();
+    let mut run = start_with(&[&a], Some(&cfg));
+    let mut t = Tally::default();
+    let mut c = accept(&a, &[8, 0, 0, 2], "sess-a", false);
+    c.set_difficulty(D1);
+    c.notify("a1", true);
+    c.serve(&mut t, 2, "a1");
+    drop(c);
+    drop(a);
+    // Disconnected, mining on: shares pile up in the queue.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = run.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = run.try_wait() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(0));
+    let lines = run.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("found while disconnected were not sent before the stop")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(lines.iter().any(|l| l.contains("stopped: speed")));
+}
