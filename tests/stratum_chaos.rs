@@ -199,3 +199,31 @@ fn shares_queued_at_the_stop_are_counted() {
     );
     assert!(lines.iter().any(|l| l.contains("stopped: speed")));
 }
+
+/// A pool (or a man in the middle) that answers every connection with
+/// client.reconnect at once: hashrig backs off between the reconnects
+/// instead of reconnecting in a tight loop.
+#[test]
+fn a_reconnect_storm_is_backed_off() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = std::env::temp_dir().join(format!("hashrig-chaos-r-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("hashrig.toml");
+    std::fs::write(&cfg, "[stratum]\nbackoff_min_ms = 100\n").unwrap();
+    let mut run = start_with(&[&a], Some(&cfg));
+    let sessions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = sessions.clone();
+    std::thread::spawn(move || loop {
+        let mut c = accept(&a, &[8, 0, 0, 2], "", false);
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.send(serde_json::json!({"id": null, "method": "client.reconnect", "params": []}));
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let count = sessions.load(std::sync::atomic::Ordering::Relaxed);
+    let status = run.interrupt();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success());
+    // The first at once, then 100 ms doubling: 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s,
+    // about 6 sessions in 3 s (it used to be hundreds).
+    assert!((2..=9).contains(&count), "{count} sessions in 3 s");
+}

@@ -33,6 +33,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At the stop: time to submit the hits the engines left and hear the
 /// pool's answers.
 const STOP_DRAIN: Duration = Duration::from_secs(5);
+/// A session that lasted this long resets the count of reconnect requests.
+const SETTLED_SESSION: Duration = Duration::from_secs(60);
 /// Hits between the engines' queue and the connection loop.
 const HIT_BRIDGE: usize = 1024;
 
@@ -254,8 +256,16 @@ impl Client {
         let mut idx = 0usize;
         let mut failures = 0u32;
         let mut on_backup_since: Option<Instant> = None;
+        // client.reconnect requests in a row from sessions that did not last:
+        // each waits at least the backoff of that many failures, so a pool
+        // (or a man in the middle) cannot make us reconnect in a tight loop.
+        let mut asked_in_a_row = 0u32;
         while !self.stopped() {
+            let began = Instant::now();
             let end = self.session(idx, &mut hrx, on_backup_since).await;
+            if began.elapsed() >= SETTLED_SESSION {
+                asked_in_a_row = 0;
+            }
             self.metrics.pool_connected.with_label_values(&[PoolState::role(idx)]).set(0);
             let pool = &self.pools[idx];
             match end {
@@ -279,9 +289,16 @@ impl Client {
                         pool.port
                     );
                 }
-                End::Reconnect(wait) => {
+                End::Reconnect(asked) => {
                     self.metrics.pool_reconnects.with_label_values(&[end.cause()]).inc();
                     failures = 0;
+                    // The first request is honoured as asked; more in a row
+                    // wait at least backoff_min × 2^(n-1).
+                    let wait = match asked_in_a_row {
+                        0 => asked,
+                        n => asked.max(self.backoff(n - 1)),
+                    };
+                    asked_in_a_row = asked_in_a_row.saturating_add(1);
                     tracing::info!(
                         "stratum: reconnecting to {}:{} in {:?} as the pool asked",
                         pool.host,
@@ -306,10 +323,7 @@ impl Client {
                         idx = next;
                         failures = 0;
                     }
-                    let base = Duration::from_millis(self.opts.backoff_min_ms.max(1));
-                    let delay = base
-                        .saturating_mul(1 << failures.min(16))
-                        .min(Duration::from_secs(self.opts.backoff_max_secs.max(1)));
+                    let delay = self.backoff(failures);
                     self.idle(delay, &mut hrx).await;
                 }
             }
@@ -337,6 +351,13 @@ impl Client {
         if queued > 0 {
             tracing::warn!("stratum: {queued} share(s) found while disconnected were not sent before the stop");
         }
+    }
+
+    /// backoff_min × 2^n, at most backoff_max.
+    fn backoff(&self, n: u32) -> Duration {
+        Duration::from_millis(self.opts.backoff_min_ms.max(1))
+            .saturating_mul(1 << n.min(16))
+            .min(Duration::from_secs(self.opts.backoff_max_secs.max(1)))
     }
 
     /// Moves from pool `from` to pool `to`: work and queued shares of `from`
