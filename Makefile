@@ -18,7 +18,7 @@ ifeq ($(XDG_RUNTIME_DIR),)
 export XDG_RUNTIME_DIR := /tmp/hashrig-runtime-$(shell id -u)
 endif
 
-.PHONY: all deps build run test bench check clean
+.PHONY: all deps build run test bench check fuzz clean
 
 all: build
 
@@ -55,6 +55,17 @@ bench: deps
 check: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) check --no-default-features --all-targets
+
+# Fuzzing (not in CI): each cargo-fuzz target in fuzz/ for FUZZ_SECS seconds,
+# on nightly; crashes land in fuzz/artifacts/TARGET/.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS := sigserve_frame stratum_message config_file hw_profile gbt_template
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZ_SECS) s"; \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub hardware_errors: IntCounterVec,
     /// From a new job being published to a worker starting on it.
     pub job_switch_seconds: HistogramVec,
+    /// Hits engines found and did not report, by reason ("chunk_cap": more
+    /// than the cap in one chunk; "queue_full": the adapter's queue was full).
+    pub hits_dropped: IntCounterVec,
     /// Known-answer self-tests run when a worker starts, by result.
     pub self_tests: IntCounterVec,
     /// One series per worker thread, value 1: where it runs.
@@ -61,12 +64,17 @@ pub struct Metrics {
     pub sigserve_frames: IntCounterVec,
     /// TLS handshakes that failed or timed out (no or a bad client certificate, a plain client).
     pub sigserve_tls_handshake_failures: prometheus::IntCounter,
+    /// Connections the server closed on its own, by cause ("read_timeout",
+    /// "idle_timeout", "write_timeout", "limit").
+    pub sigserve_closed: IntCounterVec,
 
     // ── node adapters: Stratum pools and getblocktemplate (issue 5) ──────────
     /// 1 while connected and authorised to a pool, by role ("primary", "backup").
     pub pool_connected: IntGaugeVec,
     /// Difficulty the pool last set (applies from the next job).
     pub pool_difficulty: prometheus::Gauge,
+    /// mining.set_difficulty below the floor, clamped to it.
+    pub pool_difficulty_clamped: prometheus::IntCounter,
     /// Shares re-checked and ready to submit (found by an engine for a pool job).
     pub pool_shares_found: prometheus::IntCounter,
     /// Share outcomes by result ("accepted", "rejected", "stale") and reason,
@@ -318,6 +326,12 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(sigserve_tls_handshake_failures.clone())).expect("metric registered once");
+        let sigserve_closed = counter(
+            &r,
+            "hashrig_sigserve_closed_total",
+            "sigserve connections closed by the server, by cause.",
+            &["cause"],
+        );
         let pool_connected = IntGaugeVec::new(
             Opts::new("hashrig_pool_connected", "1 while connected and authorised to the pool in this role."),
             &["role"],
@@ -327,6 +341,12 @@ impl Metrics {
         let pool_difficulty = prometheus::Gauge::new("hashrig_pool_difficulty", "Difficulty the pool last set.")
             .expect("static metric definition");
         r.register(Box::new(pool_difficulty.clone())).expect("metric registered once");
+        let pool_difficulty_clamped = prometheus::IntCounter::new(
+            "hashrig_pool_difficulty_clamped_total",
+            "Share difficulties a pool set below the floor (min_difficulty), clamped to it.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(pool_difficulty_clamped.clone())).expect("metric registered once");
         let pool_shares_found = prometheus::IntCounter::new(
             "hashrig_pool_shares_found_total",
             "Shares found for pool jobs and re-checked on the CPU.",
@@ -364,6 +384,12 @@ impl Metrics {
             counter(&r, "hashrig_block_submit_answers_total", "The node's answers to submitblock.", &["answer"]);
         let rpc_errors =
             counter(&r, "hashrig_rpc_errors_total", "Failed JSON-RPC calls to the node, by method.", &["method"]);
+        let hits_dropped = counter(
+            &r,
+            "hashrig_hits_dropped_total",
+            "Hits found and not reported (share target far too easy), by reason.",
+            &["reason"],
+        );
         let gpu = GpuMetrics::register(&r);
         let sig_gpu = SigGpuMetrics::register(&r);
         Arc::new(Metrics {
@@ -372,6 +398,7 @@ impl Metrics {
             registry: r,
             pool_connected,
             pool_difficulty,
+            pool_difficulty_clamped,
             pool_shares_found,
             pool_shares,
             pool_shares_queued,
@@ -387,6 +414,7 @@ impl Metrics {
             shares,
             blocks,
             hardware_errors,
+            hits_dropped,
             job_switch_seconds,
             self_tests,
             worker_info,
@@ -402,6 +430,7 @@ impl Metrics {
             sigserve_connections,
             sigserve_frames,
             sigserve_tls_handshake_failures,
+            sigserve_closed,
         })
     }
 
@@ -414,49 +443,143 @@ impl Metrics {
     }
 }
 
-/// A running `/metrics` endpoint.
+/// Connections `/metrics` serves at once (a thread each); more are closed.
+pub const MAX_METRICS_CONNECTIONS: usize = 8;
+/// Time a client has to send its request and to take the answer.
+const METRICS_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A running `/metrics` endpoint: plain HTTP/1.1, one request per
+/// connection, at most [`MAX_METRICS_CONNECTIONS`] at once, each with
+/// 2 s to send its request and take the answer.
 pub struct MetricsServer {
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
     /// Binds `addr` and serves `GET /metrics` from a thread of its own.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
-        let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("metrics server bound to a non-IP address"))?;
-        let server = Arc::new(server);
-        let s = server.clone();
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
-            for req in s.incoming_requests() {
-                let path = req.url().split('?').next().unwrap_or("");
-                let resp = match (req.method(), path) {
-                    (tiny_http::Method::Get, "/metrics") => tiny_http::Response::from_string(metrics.render())
-                        .with_header(
-                            "Content-Type: text/plain; version=0.0.4; charset=utf-8"
-                                .parse::<tiny_http::Header>()
-                                .expect("static header"),
-                        ),
-                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string("hashrig: metrics at /metrics\n"),
-                    _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
+            while !s.load(Ordering::Relaxed) {
+                let conn = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
                 };
-                // A client that hung up is not our problem.
-                let _ = req.respond(resp);
+                if busy.fetch_add(1, Ordering::AcqRel) >= MAX_METRICS_CONNECTIONS {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    drop(conn);
+                    continue;
+                }
+                let (metrics, busy2) = (metrics.clone(), busy.clone());
+                let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
+                    serve_metrics_conn(conn, &metrics);
+                    busy2.fetch_sub(1, Ordering::AcqRel);
+                });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
-        Ok(MetricsServer { addr, server, thread: Some(thread) })
+        Ok(MetricsServer { addr, stop, thread: Some(thread) })
     }
+}
+
+/// Reads one request head (at most 8 KiB) and answers it.
+fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
+    use std::io::{Read, Write};
+    if conn.set_nonblocking(false).is_err()
+        || conn.set_read_timeout(Some(METRICS_IO_TIMEOUT)).is_err()
+        || conn.set_write_timeout(Some(METRICS_IO_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        if head.len() > 8 << 10 || started.elapsed() > METRICS_IO_TIMEOUT {
+            return;
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "hashrig: metrics at /metrics\n".to_owned()),
+        _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // A client that hung up is not our problem.
+    let _ = conn.write_all(resp.as_bytes());
+    let _ = conn.flush();
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads() -> usize {
+        std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+    }
+
+    fn get(addr: SocketAddr) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// Idle connections take at most MAX_METRICS_CONNECTIONS threads, are
+    /// closed after the I/O timeout, and scrapes work again after that.
+    #[test]
+    fn idle_connections_do_not_take_a_thread_each() {
+        let srv = MetricsServer::start("127.0.0.1:0".parse().unwrap(), Metrics::new()).unwrap();
+        assert!(get(srv.addr).starts_with("HTTP/1.1 200 OK"));
+        let before = threads();
+        let idle: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(srv.addr).unwrap()).collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let during = threads();
+        assert!(during <= before + MAX_METRICS_CONNECTIONS, "{before} threads before, {during} with 64 idle clients");
+        std::thread::sleep(METRICS_IO_TIMEOUT + std::time::Duration::from_millis(500));
+        let r = get(srv.addr);
+        assert!(r.starts_with("HTTP/1.1 200 OK") && r.contains("hashrig_chain_height"), "{r}");
+        drop(idle);
     }
 }

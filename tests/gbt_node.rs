@@ -102,6 +102,14 @@ struct Node {
     /// still on its way to the node); `gated` counts those waiting.
     gate: bool,
     gated: usize,
+    /// The next this many submitblock calls get HTTP 500 (a node in trouble).
+    fail_submits: usize,
+    /// Every submitblock's block hex, failed ones included, in order.
+    attempts: Vec<String>,
+    /// The next this many getblocktemplate calls get HTTP 500, then the next
+    /// `garbage_gbt` get a body that is not JSON.
+    fail_gbt: usize,
+    garbage_gbt: usize,
 }
 
 impl Node {
@@ -121,6 +129,10 @@ impl Node {
             id_changes: 0,
             gate: false,
             gated: 0,
+            fail_submits: 0,
+            attempts: vec![],
+            fail_gbt: 0,
+            garbage_gbt: 0,
         }
     }
 
@@ -306,7 +318,33 @@ fn serve(node: Arc<Mutex<Node>>) -> String {
                 let mut body = String::new();
                 let _ = req.as_reader().read_to_string(&mut body);
                 let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                if v["method"] == "getblocktemplate" {
+                    let mut n = node.lock().unwrap();
+                    if n.fail_gbt > 0 {
+                        n.fail_gbt -= 1;
+                        drop(n);
+                        let _ = req.respond(tiny_http::Response::from_string("busy").with_status_code(500));
+                        return;
+                    }
+                    if n.garbage_gbt > 0 {
+                        n.garbage_gbt -= 1;
+                        drop(n);
+                        let _ = req.respond(tiny_http::Response::from_string("{\"result\": {\"height\": [oops"));
+                        return;
+                    }
+                }
+                if v["method"] == "submitblock" {
+                    let mut n = node.lock().unwrap();
+                    n.attempts.push(v["params"][0].as_str().unwrap_or("").to_owned());
+                    if n.fail_submits > 0 {
+                        n.fail_submits -= 1;
+                        drop(n);
+                        let _ = req.respond(tiny_http::Response::from_string("overloaded").with_status_code(500));
+                        return;
+                    }
+                }
                 let result = match v["method"].as_str().unwrap_or("") {
+                    "getbestblockhash" => json!(node.lock().unwrap().tip.to_string()),
                     "getblockchaininfo" => json!({"chain": "regtest", "blocks": node.lock().unwrap().height}),
                     "getblocktemplate" => {
                         let rules = &v["params"][0]["rules"];
@@ -593,4 +631,94 @@ fn longpoll_delivers_new_templates_and_tip_changes() {
         &n.log[n.log.len().saturating_sub(40)..]
     );
     let _ = std::fs::remove_file(&conf);
+}
+
+/// A node that answers the first submitblock calls with HTTP 500: the block
+/// is resubmitted while the tip is unchanged (the same block is accepted,
+/// not a later one), and every block found is in the log and in a file
+/// before the node sees it.
+#[test]
+fn failed_submitblock_is_retried_and_every_block_is_saved() {
+    let genesis = BlockHash::from_str("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206").unwrap();
+    let node = Arc::new(Mutex::new(Node::new(199, genesis, EASY_BITS, vec![tx(1, false), tx(2, true)])));
+    node.lock().unwrap().fail_submits = 2;
+    let addr = serve(node.clone());
+    let dir = std::env::temp_dir().join(format!("hashrig-gbt-blocks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let conf = std::env::temp_dir().join(format!("hashrig-gbt-retry-{}.toml", std::process::id()));
+    std::fs::write(
+        &conf,
+        format!(
+            "[node]\nurl = \"http://{addr}\"\nrpc_user = \"alice\"\nrpc_pass = \"s3cret\"\npayout = \"{PAYOUT}\"\nblocks_dir = \"{}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut run =
+        HashrigRun::start_small(&["--engines", "cpu", "--duration", "60", "--config", conf.to_str().unwrap()], |_| {});
+    let until = Instant::now() + Duration::from_secs(30);
+    while node.lock().unwrap().accepted.is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = scrape(&run.metrics_addr());
+    let status = run.interrupt();
+    let _ = std::fs::remove_file(&conf);
+    let n = node.lock().unwrap();
+    assert!(status.success());
+    assert!(!n.accepted.is_empty(), "no block accepted; attempts {}", n.attempts.len());
+    // The first block found failed twice and was then accepted: the same block.
+    assert!(n.attempts.len() >= 3 && n.attempts[0] == n.attempts[1] && n.attempts[1] == n.attempts[2]);
+    let first: Block = deserialize(&hex::decode(&n.attempts[0]).unwrap()).unwrap();
+    assert_eq!(n.accepted[0], first.block_hash(), "the retried block is the one accepted");
+    assert!(metric(&body, "hashrig_rpc_errors_total{method=\"submitblock\"}") >= 2);
+    // Every block sent is in the log and in a file, byte for byte.
+    let lines = run.lines();
+    let saved: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().trim().to_owned())
+        .collect();
+    for hex_block in n.attempts.iter() {
+        assert!(saved.contains(hex_block), "a submitted block is not saved");
+        assert!(lines.iter().any(|l| l.contains(hex_block.as_str())), "a submitted block is not logged");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node in trouble: getblocktemplate answers HTTP 500, then a body that is
+/// not JSON. hashrig logs, counts, backs off and mines once the node is
+/// well; nothing panics and the blocks it then finds are accepted.
+#[test]
+fn getblocktemplate_errors_and_garbage_are_survived() {
+    let genesis = BlockHash::from_str("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206").unwrap();
+    let node = Arc::new(Mutex::new(Node::new(199, genesis, EASY_BITS, vec![tx(1, false)])));
+    {
+        let mut n = node.lock().unwrap();
+        n.fail_gbt = 2;
+        n.garbage_gbt = 1;
+    }
+    let addr = serve(node.clone());
+    let dir = std::env::temp_dir().join(format!("hashrig-gbt-faults-{}", std::process::id()));
+    let conf = std::env::temp_dir().join(format!("hashrig-gbt-faults-{}.toml", std::process::id()));
+    std::fs::write(
+        &conf,
+        format!(
+            "[node]\nurl = \"http://{addr}\"\nrpc_user = \"alice\"\nrpc_pass = \"s3cret\"\npayout = \"{PAYOUT}\"\nblocks_dir = \"{}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut run =
+        HashrigRun::start_small(&["--engines", "cpu", "--duration", "60", "--config", conf.to_str().unwrap()], |_| {});
+    let until = Instant::now() + Duration::from_secs(30);
+    while node.lock().unwrap().accepted.is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = scrape(&run.metrics_addr());
+    let status = run.interrupt();
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "exit status {status}");
+    assert!(!node.lock().unwrap().accepted.is_empty(), "no block after the node recovered");
+    assert!(metric(&body, "hashrig_rpc_errors_total{method=\"getblocktemplate\"}") >= 3, "{body}");
 }

@@ -115,4 +115,33 @@ fn exhausted_extranonce_space_idles_until_next_job() {
     // Each extranonce2 gives a different header (fresh nonce space).
     let roots: HashSet<_> = en2s.iter().map(|e| j.job.template.header(*e, 0).unwrap().merkle_root).collect();
     assert_eq!(roots.len(), 256);
+
+    // The space is spent: a worker started now idles (hashes nothing, never
+    // re-hashes a nonce) until the next job, then hashes it.
+    let stats = Arc::new(Stats::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = CpuEngine::start(
+        CpuConfig {
+            plan: one_worker(),
+            backend: pow::detect(),
+            chunk_time: cpu::DEFAULT_CHUNK_TIME,
+            pin: false,
+            priority: WorkerPriority::Normal,
+        },
+        sched.clone(),
+        stats.clone(),
+        Metrics::new(),
+        stop.clone(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(stats.hashes.load(Ordering::Relaxed), 0, "a worker hashed an exhausted job");
+    sched.publish(job(b"next", 4, Target::ZERO));
+    let until = Instant::now() + Duration::from_secs(10);
+    while stats.hashes.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < until, "the worker did not take the next job");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    engine.join();
 }

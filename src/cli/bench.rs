@@ -151,9 +151,7 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Pow(a) => a,
         BenchCommand::Sig(a) => return super::sigbench::main(a),
     };
-    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
-        anyhow::bail!("--seconds must be positive");
-    }
+    super::args::duration("--seconds", a.seconds, false)?;
     let backend = a.cpu.backend()?;
     let topo = Topology::discover_or_fallback();
     let all = PinPlan::build(&topo, &a.cpu.plan_options())?;

@@ -2,12 +2,14 @@
 //! library call per subcommand. `anyhow` lives here, at the edge; the library
 //! below uses typed errors.
 
+mod args;
 mod bench;
 mod devices;
 mod gpu;
 mod run;
 mod scan;
 mod sigbench;
+mod signals;
 mod size;
 mod verify;
 
@@ -141,6 +143,26 @@ fn long_version() -> String {
     format!("{}\n{}", env!("CARGO_PKG_VERSION"), devices::feature_report().trim_end())
 }
 
+#[cfg(all(test, unix))]
+mod tests {
+    #[test]
+    fn a_runtime_dir_open_to_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hashrig-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(super::private_dir(&dir));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(!super::private_dir(&dir));
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(!super::private_dir(&link), "a symlink is not ours to use");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}
+
 pub fn default_metrics_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], crate::metrics::DEFAULT_METRICS_PORT))
 }
@@ -166,17 +188,32 @@ fn quiet_mesa_on_headless() {
     if !cfg!(feature = "gpu") || std::env::var_os("XDG_RUNTIME_DIR").is_some() {
         return;
     }
-    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
-    let dir = std::env::temp_dir().join(format!("hashrig-runtime-{user}"));
+    // Named by uid (not $USER, which anyone can set), and used only if it
+    // is ours: someone else may have created the predictable name first.
+    #[cfg(unix)]
+    let dir = std::env::temp_dir().join(format!("hashrig-runtime-{}", unsafe { libc::geteuid() }));
     #[cfg(unix)]
     let made = {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).is_ok()
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        private_dir(&dir)
     };
     #[cfg(not(unix))]
-    let made = false;
+    let (dir, made) = (std::path::PathBuf::new(), false);
     if made {
         std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+/// `dir` is a real directory (not a symlink) owned by this user, with no
+/// access for group or others.
+#[cfg(unix)]
+fn private_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(dir) {
+        // SAFETY: geteuid has no preconditions.
+        Ok(md) => md.is_dir() && md.uid() == unsafe { libc::geteuid() } && md.mode() & 0o077 == 0,
+        Err(_) => false,
     }
 }
 

@@ -100,9 +100,8 @@ fn fmt_difficulty(d: f64) -> String {
 }
 
 pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
-    if !(a.demo_block_time > 0.0 && a.demo_block_time.is_finite()) {
-        anyhow::bail!("--demo-block-time must be a positive number of seconds");
-    }
+    let demo_block_time = super::args::duration("--demo-block-time", a.demo_block_time, false)?;
+    let run_for = a.duration.map(|d| super::args::duration("--duration", d, true)).transpose()?;
     if !(a.demo_difficulty > 0.0 && a.demo_difficulty.is_finite()) {
         anyhow::bail!("--demo-difficulty must be a positive number");
     }
@@ -111,6 +110,9 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let adapter = crate::node::config::resolve(&a.adapter, file_text.as_deref())?;
+    for w in crate::node::config::secret_warnings(&a.adapter) {
+        tracing::warn!("{w}");
+    }
     if a.no_mine && !matches!(adapter, crate::node::config::Adapter::Demo) {
         anyhow::bail!("--no-mine runs no node adapter: leave out --pool, --node and the config's pool/node sections");
     }
@@ -133,17 +135,12 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // A second Ctrl-C while shutting down is ignored: workers finish their
-        // chunk within milliseconds.
-        if let Err(e) = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)) {
-            tracing::warn!("cannot install the Ctrl-C handler: {e}");
-        }
+    // SIGINT and SIGTERM stop cleanly (polled below); SIGHUP is logged.
+    if let Err(e) = super::signals::install() {
+        tracing::warn!("{e}");
     }
-    if let Some(secs) = a.duration {
+    if let Some(d) = run_for {
         let stop = stop.clone();
-        let d = Duration::from_secs_f64(secs.max(0.0));
         std::thread::spawn(move || {
             std::thread::sleep(d);
             stop.store(true, Ordering::Relaxed);
@@ -251,59 +248,106 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
         })?
     };
 
-    let adapter_result: anyhow::Result<()> = match adapter {
-        _ if a.no_mine => {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Ok(())
-        }
-        crate::node::config::Adapter::Pool(cfg) => {
-            tracing::info!(
-                "node: Stratum pool(s) {}",
-                cfg.pools.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(", ")
-            );
-            crate::node::stratum::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone())
-                .map_err(Into::into)
-        }
-        crate::node::config::Adapter::Solo(cfg) => {
-            tracing::info!("node: solo mining on {} (getblocktemplate)", cfg.url);
-            crate::node::gbt::run(cfg, sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone())
-                .map_err(Into::into)
-        }
-        crate::node::config::Adapter::Demo => {
-            tracing::info!("node: embedded demo chain (no --pool or --node configured)");
-            let node = DemoNode::new(DemoParams {
-                block_time: Duration::from_secs_f64(a.demo_block_time),
-                initial_difficulty: a.demo_difficulty,
-                ..DemoParams::default()
-            });
-            node.run(sched.clone(), hits, stats.clone(), metrics.clone(), stop.clone());
-            Ok(())
-        }
+    // The node adapter runs on a thread of its own with a stop flag of its
+    // own: at the stop the engines stop first, then the adapter takes the
+    // hits they left and hands them on (shares submitted, blocks submitted
+    // or saved), within ADAPTER_STOP_DEADLINE.
+    let adapter_stop = Arc::new(AtomicBool::new(false));
+    let adapter_thread = if a.no_mine {
+        None
+    } else {
+        let (sched, stats, metrics, stop, astop) =
+            (sched.clone(), stats.clone(), metrics.clone(), stop.clone(), adapter_stop.clone());
+        let demo =
+            DemoParams { block_time: demo_block_time, initial_difficulty: a.demo_difficulty, ..DemoParams::default() };
+        Some(std::thread::Builder::new().name("adapter".into()).spawn(move || {
+            let r: anyhow::Result<()> = match adapter {
+                crate::node::config::Adapter::Pool(cfg) => {
+                    tracing::info!(
+                        "node: Stratum pool(s) {}",
+                        cfg.pools.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                    crate::node::stratum::run(cfg, sched, hits, stats, metrics, astop).map_err(Into::into)
+                }
+                crate::node::config::Adapter::Solo(cfg) => {
+                    tracing::info!("node: solo mining on {} (getblocktemplate)", cfg.url);
+                    crate::node::gbt::run(cfg, sched, hits, stats, metrics, astop).map_err(Into::into)
+                }
+                crate::node::config::Adapter::Demo => {
+                    tracing::info!("node: embedded demo chain (no --pool or --node configured)");
+                    DemoNode::new(demo).run(sched, hits, stats, metrics, astop);
+                    Ok(())
+                }
+            };
+            // An adapter that gave up (e.g. the node refused our RPC
+            // credentials) stops the engines too.
+            stop.store(true, Ordering::Relaxed);
+            r
+        })?)
     };
-    // An adapter that gave up (e.g. the node refused our RPC credentials)
-    // stops the engines too.
-    stop.store(true, Ordering::Relaxed);
 
+    while !stop.load(Ordering::Relaxed) {
+        let sig = super::signals::take();
+        if sig.stop {
+            tracing::info!("stopping (signal): engines, then the node adapter, then sigserve");
+            stop.store(true, Ordering::Relaxed);
+        }
+        if sig.hangup {
+            tracing::warn!("SIGHUP: configuration reload is not supported yet; running on with the current settings");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Stop order: engines (no new hits), then the adapter drains the hits,
+    // then the signature side answers what it accepted.
     if let Some(e) = engine {
         e.join();
     }
     join_gpu_engines(gpu_engines);
+    adapter_stop.store(true, Ordering::Relaxed);
+    let adapter_result = match adapter_thread {
+        None => Ok(()),
+        Some(t) => {
+            let until = Instant::now() + ADAPTER_STOP_DEADLINE;
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the node adapter panicked")))
+            } else {
+                tracing::error!(
+                    "the node adapter did not stop within {ADAPTER_STOP_DEADLINE:?}; exiting without waiting for it"
+                );
+                Ok(())
+            }
+        }
+    };
     if let Some(f) = sig_feed {
         let _ = f.join();
     }
-    if let Some(s) = sig_server {
+    let sig_summary = sig_server.map(|s| {
+        let st = s.shared_stats();
         s.shutdown();
-    }
+        (st.batches_accepted.load(Ordering::Relaxed), st.batches_answered.load(Ordering::Relaxed))
+    });
     let _ = status.join();
     stats.sample();
-    if !a.no_mine {
-        tracing::info!("stopped: {}", status_line(&stats, &metrics));
+    let sig_line = match sig_summary {
+        Some((accepted, answered)) => format!(" | sigserve batches accepted {accepted} answered {answered}"),
+        None => String::new(),
+    };
+    if a.no_mine {
+        tracing::info!("stopped{sig_line}");
+    } else {
+        tracing::info!("stopped: {}{sig_line}", status_line(&stats, &metrics));
     }
     adapter_result?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long the node adapter has, once the engines are stopped, to hand on
+/// the last hits (submit shares, submit or save blocks) and disconnect.
+const ADAPTER_STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 #[cfg(feature = "gpu")]
 type GpuEngines = Vec<crate::sched::GpuEngine>;

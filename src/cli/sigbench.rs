@@ -214,9 +214,9 @@ fn saturate(engine: &SigEngine, items: &[SigItem], secs: f64) -> f64 {
 }
 
 pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
-    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
-        anyhow::bail!("--seconds must be positive");
-    }
+    super::args::duration("--seconds", a.seconds, false)?;
+    super::args::count("--max-batch", a.max_batch, 1 << 20)?;
+    super::args::count("--connections", a.connections, 4096)?;
     let schemes: Vec<Scheme> = match &a.schemes {
         None => Scheme::ALL.to_vec(),
         Some(v) => v

@@ -69,9 +69,8 @@ fn flush(
 }
 
 pub fn main(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    if a.batch == 0 {
-        anyhow::bail!("--batch must be at least 1");
-    }
+    // The sigserve limit on items per batch; also bounds the allocation.
+    super::args::count("--batch", a.batch, 1 << 20)?;
     let input: Box<dyn BufRead> = if a.input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {

@@ -40,17 +40,26 @@ pub struct AdapterArgs {
     #[arg(long, value_name = "USER")]
     pub user: Vec<String>,
     /// Pool password; once for all pools or once per --pool (default "x").
-    #[arg(long, value_name = "PASS")]
+    /// Visible to every local user (/proc/PID/cmdline): for a real secret
+    /// use --pass-file or the HASHRIG_POOL_PASS environment variable.
+    #[arg(long, value_name = "PASS", conflicts_with = "pass_file")]
     pub pass: Vec<String>,
+    /// File whose first line is the pool password (for every --pool).
+    #[arg(long, value_name = "FILE")]
+    pub pass_file: Option<PathBuf>,
     /// Solo mine on a node's RPC (http://HOST:PORT) with getblocktemplate.
     #[arg(long, value_name = "URL", conflicts_with = "pool")]
     pub node: Option<String>,
     /// The node's RPC user (with --rpc-pass; or use --rpc-cookie).
-    #[arg(long, value_name = "USER", requires = "rpc_pass", conflicts_with = "rpc_cookie")]
+    #[arg(long, value_name = "USER", conflicts_with = "rpc_cookie")]
     pub rpc_user: Option<String>,
-    /// The node's RPC password.
-    #[arg(long, value_name = "PASS", requires = "rpc_user")]
+    /// The node's RPC password. Visible to every local user: prefer
+    /// --rpc-cookie, --rpc-pass-file or HASHRIG_RPC_PASS.
+    #[arg(long, value_name = "PASS", requires = "rpc_user", conflicts_with = "rpc_pass_file")]
     pub rpc_pass: Option<String>,
+    /// File whose first line is the node's RPC password (with --rpc-user).
+    #[arg(long, value_name = "FILE", requires = "rpc_user")]
+    pub rpc_pass_file: Option<PathBuf>,
     /// The node's .cookie file (instead of --rpc-user/--rpc-pass).
     #[arg(long, value_name = "FILE")]
     pub rpc_cookie: Option<PathBuf>,
@@ -79,6 +88,7 @@ struct NodeSection {
     coinbase_tag: Option<String>,
     poll_secs: Option<u64>,
     longpoll: Option<bool>,
+    blocks_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,21 +118,86 @@ fn per_pool(values: &[String], n: usize, what: &str) -> Result<Vec<Option<String
     }
 }
 
+/// Reads the config file. One that other users may read and that holds a
+/// password gets a warning (it should be 0600 or 0640).
 pub fn load_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+    #[cfg(unix)]
+    if let Ok(md) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = md.permissions().mode();
+        let secret = text.lines().any(|l| {
+            let k = l.trim_start();
+            k.starts_with("pass") || k.starts_with("rpc_pass")
+        });
+        if secret && mode & 0o004 != 0 {
+            tracing::warn!(
+                "{} holds a password and every local user may read it (mode {:o}); chmod 600 (or 640 for a group)",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(text)
+}
+
+/// The first line of a password file, without its line end.
+fn read_secret(path: &Path, what: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r').to_owned();
+    if line.is_empty() {
+        return Err(ConfigError::Invalid(format!("{what} file {} is empty", path.display())));
+    }
+    Ok(line)
+}
+
+/// A TOML error without the text around it: the line at fault may hold a
+/// password, and error output ends up in logs.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {col}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
+/// Warnings for secrets given where other local users can read them.
+pub fn secret_warnings(a: &AdapterArgs) -> Vec<String> {
+    let mut w = Vec::new();
+    if a.pass.iter().any(|p| p != "x") {
+        w.push(
+            "--pass is visible to every local user (ps, /proc); use --pass-file FILE or HASHRIG_POOL_PASS".to_owned(),
+        );
+    }
+    if a.rpc_pass.is_some() {
+        w.push(
+            "--rpc-pass is visible to every local user (ps, /proc); use --rpc-cookie, --rpc-pass-file FILE or HASHRIG_RPC_PASS"
+                .to_owned(),
+        );
+    }
+    w
 }
 
 /// Resolves the flags and the file text (when `--config` is given) into one adapter.
 pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, ConfigError> {
     let path = a.config.clone().unwrap_or_default();
     let file: FileConfig = match file_text {
-        Some(t) => toml::from_str(t).map_err(|e| ConfigError::Toml(path, e.to_string()))?,
+        Some(t) => toml::from_str(t).map_err(|e| ConfigError::Toml(path, toml_error(t, &e)))?,
         None => FileConfig::default(),
     };
     let options = file.stratum.unwrap_or_default();
     if !a.pool.is_empty() {
         let users = per_pool(&a.user, a.pool.len(), "--user")?;
-        let passes = per_pool(&a.pass, a.pool.len(), "--pass")?;
+        let pass_from = match (&a.pass_file, std::env::var("HASHRIG_POOL_PASS")) {
+            (Some(f), _) => vec![read_secret(f, "--pass-file")?],
+            (None, Ok(p)) if a.pass.is_empty() && !p.is_empty() => vec![p],
+            _ => a.pass.clone(),
+        };
+        let passes = per_pool(&pass_from, a.pool.len(), "--pass")?;
         let mut pools = Vec::new();
         for (i, url) in a.pool.iter().enumerate() {
             let user = users[i].clone().ok_or_else(|| ConfigError::Invalid("--pool needs --user".into()))?;
@@ -139,7 +214,12 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
         }
         let n = file.node.as_ref();
         let user = a.rpc_user.clone().or(n.and_then(|n| n.rpc_user.clone()));
-        let pass = a.rpc_pass.clone().or(n.and_then(|n| n.rpc_pass.clone()));
+        let pass = match &a.rpc_pass_file {
+            Some(f) => Some(read_secret(f, "--rpc-pass-file")?),
+            None => a.rpc_pass.clone(),
+        };
+        let env_pass = std::env::var("HASHRIG_RPC_PASS").ok().filter(|p| !p.is_empty());
+        let pass = pass.or(env_pass.filter(|_| user.is_some())).or(n.and_then(|n| n.rpc_pass.clone()));
         let cookie = a.rpc_cookie.clone().or(n.and_then(|n| n.rpc_cookie.clone()));
         let auth = match (user, pass, cookie) {
             (Some(user), Some(pass), None) => RpcAuth::UserPass { user, pass },
@@ -165,6 +245,7 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
             coinbase_tag: n.and_then(|n| n.coinbase_tag.clone()).unwrap_or(d.coinbase_tag),
             poll_secs: n.and_then(|n| n.poll_secs).unwrap_or(d.poll_secs),
             longpoll: n.and_then(|n| n.longpoll).unwrap_or(d.longpoll),
+            blocks_dir: n.and_then(|n| n.blocks_dir.clone()).unwrap_or(d.blocks_dir),
         }));
     }
     if !file.pool.is_empty() {
@@ -208,5 +289,42 @@ mod tests {
         assert_eq!(g.auth, RpcAuth::Cookie("/c".into()));
         let a = AdapterArgs { node: Some("http://h:1".into()), ..Default::default() };
         assert!(resolve(&a, None).is_err(), "no auth, no payout");
+    }
+
+    #[test]
+    fn toml_errors_do_not_quote_the_file() {
+        let file = "[[pool]]\nurl = \"stratum+tcp://p:3333\"\nuser = \"w\"\npass = \"hunter2\" oops\n";
+        let e = resolve(&AdapterArgs::default(), Some(file)).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn passwords_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("hashrig-pass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pass");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let a = AdapterArgs {
+            pool: vec!["stratum+tcp://a:1".into()],
+            user: vec!["u".into()],
+            pass_file: Some(f.clone()),
+            ..Default::default()
+        };
+        let Adapter::Pool(c) = resolve(&a, None).unwrap() else { panic!() };
+        assert_eq!(c.pools[0].pass, "s3cret");
+        let a = AdapterArgs {
+            node: Some("http://h:1".into()),
+            rpc_user: Some("alice".into()),
+            rpc_pass_file: Some(f),
+            payout: Some("bcrt1q".into()),
+            ..Default::default()
+        };
+        let Adapter::Solo(g) = resolve(&a, None).unwrap() else { panic!() };
+        assert_eq!(g.auth, RpcAuth::UserPass { user: "alice".into(), pass: "s3cret".into() });
+        std::fs::remove_dir_all(&dir).unwrap();
+        let warn = secret_warnings(&AdapterArgs { pass: vec!["s3cret".into()], ..Default::default() });
+        assert_eq!(warn.len(), 1);
+        assert!(secret_warnings(&AdapterArgs { pass: vec!["x".into()], ..Default::default() }).is_empty());
     }
 }

@@ -274,7 +274,8 @@ impl DemoNode {
         (seq, txs)
     }
 
-    /// Runs until `stop` is set.
+    /// Runs until `stop` is set, then takes the hits still queued (the
+    /// engines are stopped first, so nothing found is left behind).
     pub fn run(
         mut self,
         sched: Arc<PowScheduler>,
@@ -285,11 +286,18 @@ impl DemoNode {
     ) {
         let (mut seq, mut txs) = self.publish(&sched);
         let mut seen: HashSet<(u64, u64, u32)> = HashSet::new();
-        while !stop.load(Ordering::Relaxed) {
-            let hit = match hits.recv_timeout(Duration::from_millis(200)) {
-                Ok(h) => h,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+        loop {
+            let hit = if stop.load(Ordering::Relaxed) {
+                match hits.try_recv() {
+                    Ok(h) => h,
+                    Err(_) => break,
+                }
+            } else {
+                match hits.recv_timeout(Duration::from_millis(200)) {
+                    Ok(h) => h,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             };
             if hit.job.seq != seq {
                 metrics.shares.with_label_values(&["stale"]).inc();

@@ -56,7 +56,50 @@ pub struct GbtConfig {
     /// longpoll a new block is seen at once regardless.
     pub poll_secs: u64,
     pub longpoll: bool,
+    /// Every block found is written here (`<height>-<hash>.hex`, the hex
+    /// submitblock takes) before it is submitted, so no answer, crash or
+    /// network fault loses it.
+    pub blocks_dir: PathBuf,
 }
+
+/// Where found blocks are saved by default: systemd's `$STATE_DIRECTORY`,
+/// else `$XDG_STATE_HOME/hashrig/blocks`, else
+/// `~/.local/state/hashrig/blocks`, else `./hashrig-blocks`.
+pub fn default_blocks_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(d) = env("STATE_DIRECTORY") {
+        // systemd may list several, separated by ':'.
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return PathBuf::from(first).join("blocks");
+    }
+    if let Some(d) = env("XDG_STATE_HOME") {
+        return d.join("hashrig").join("blocks");
+    }
+    if let Some(h) = env("HOME") {
+        return h.join(".local/state/hashrig/blocks");
+    }
+    PathBuf::from("hashrig-blocks")
+}
+
+/// Writes a found block to `dir` (created 0700 if missing); returns the file.
+pub fn save_block(dir: &std::path::Path, height: u32, hash: &BlockHash, hex: &str) -> std::io::Result<PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{height}-{hash}.hex"));
+    let tmp = dir.join(format!(".{height}-{hash}.hex.tmp"));
+    std::fs::write(&tmp, format!("{hex}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// How long a block is resubmitted after transport errors (while the node's
+/// tip is still its parent).
+const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(60);
 
 impl Default for GbtConfig {
     fn default() -> Self {
@@ -67,6 +110,7 @@ impl Default for GbtConfig {
             coinbase_tag: "/hashrig/".into(),
             poll_secs: 30,
             longpoll: true,
+            blocks_dir: default_blocks_dir(),
         }
     }
 }
@@ -384,6 +428,36 @@ impl Miner {
         Ok(())
     }
 
+    /// submitblock, retried after transport errors (timeouts, HTTP 500,
+    /// an unreadable answer) for up to [`SUBMIT_RETRY_FOR`] while the node's
+    /// tip is still the block's parent. `None`: no answer came.
+    fn submit(&self, tpl: &Template, hash: &BlockHash, hex: &str) -> Option<Value> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(250);
+        loop {
+            let e = match self.rpc.call("submitblock", json!([hex])) {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            self.metrics.rpc_errors.with_label_values(&["submitblock"]).inc();
+            if started.elapsed() >= SUBMIT_RETRY_FOR {
+                tracing::error!(%hash, "gbt: submitblock failed: {e}; giving up after {SUBMIT_RETRY_FOR:?} (the block is saved)");
+                return None;
+            }
+            // A block on a replaced tip is worth nothing any more.
+            if let Ok(v) = self.rpc.call("getbestblockhash", json!([])) {
+                let tip = v.as_str().and_then(|s| BlockHash::from_str(s).ok());
+                if tip.is_some_and(|t| t != tpl.prev_blockhash) {
+                    tracing::warn!(%hash, "gbt: submitblock failed: {e}; the tip has moved on, not retrying");
+                    return None;
+                }
+            }
+            tracing::warn!(%hash, "gbt: submitblock failed: {e}; retrying in {wait:?}");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(4));
+        }
+    }
+
     fn on_hit(&mut self, hit: Hit) {
         let Some(tpl) = self.by_seq.get(&hit.job.seq).cloned() else {
             tracing::debug!("gbt: a block for an outdated template; dropped");
@@ -403,16 +477,24 @@ impl Miner {
                 return;
             }
         };
-        tracing::info!(height = tpl.height, %hash, "gbt: found a block, submitting");
-        let answer = match self.rpc.call("submitblock", json!([hex])) {
-            Ok(v) => v,
-            Err(e) => {
-                self.metrics.rpc_errors.with_label_values(&["submitblock"]).inc();
-                self.metrics.block_submit_answers.with_label_values(&["error"]).inc();
-                self.metrics.blocks.with_label_values(&["rejected"]).inc();
-                tracing::error!("gbt: submitblock failed: {e}");
-                return;
+        // Found work is never lost: the block goes to the log and to a file
+        // before the node sees it.
+        tracing::info!(height = tpl.height, %hash, "gbt: found a block, submitting: {hex}");
+        match save_block(&self.cfg.blocks_dir, tpl.height, &hash, &hex) {
+            Ok(p) => tracing::info!(%hash, "gbt: block saved to {}", p.display()),
+            Err(e) => tracing::error!(
+                %hash,
+                "gbt: cannot save the block under {}: {e} (its hex is in the log line above)",
+                self.cfg.blocks_dir.display()
+            ),
+        }
+        let Some(answer) = self.submit(&tpl, &hash, &hex) else {
+            self.metrics.block_submit_answers.with_label_values(&["error"]).inc();
+            self.metrics.blocks.with_label_values(&["rejected"]).inc();
+            if let Err(e) = self.fetch("block") {
+                tracing::warn!("gbt: {e}");
             }
+            return;
         };
         let label = answer_label(&answer);
         self.metrics.block_submit_answers.with_label_values(&[label]).inc();
@@ -500,7 +582,15 @@ pub fn run(
     }
     let poll = Duration::from_secs(m.cfg.poll_secs.max(1));
     let mut last_poll = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            // The engines are stopped before the adapter: submit (and save)
+            // what they left.
+            while let Ok(h) = hits.try_recv() {
+                m.on_hit(h);
+            }
+            break;
+        }
         crossbeam_channel::select! {
             recv(hits) -> h => match h {
                 Ok(h) => m.on_hit(h),

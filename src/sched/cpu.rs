@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::pow::{self, Backend, NonceRange, SearchInput};
 use crate::topo::{PinPlan, WorkerPriority, WorkerSlot};
 
-use super::job::{Hit, PowScheduler};
+use super::job::{Hit, PowScheduler, MAX_HITS_PER_CHUNK};
 use super::stats::Stats;
 
 /// How long one chunk should take. Also the worst-case delay before a worker
@@ -165,7 +165,9 @@ impl Worker {
                 seen_seq = job.seq;
                 switch.observe(job.published.elapsed().as_secs_f64());
             }
-            let want = ((rate * self.chunk_time.as_secs_f64()) as u64).clamp(MIN_CHUNK, MAX_CHUNK);
+            let want = ((rate * self.chunk_time.as_secs_f64()) as u64)
+                .clamp(MIN_CHUNK, MAX_CHUNK)
+                .min(super::job::hit_bounded_chunk(job.job.share_target.difficulty(), MIN_CHUNK));
             let Some(chunk) = self.sched.next_chunk(&job, want) else {
                 // Every nonce of this job is handed out: wait for the next.
                 self.sched.wait_for_change(job.seq, Duration::from_millis(100));
@@ -196,6 +198,10 @@ impl Worker {
                 rate = 0.7 * rate + 0.3 * (n as f64 / dt);
             }
 
+            if hits.len() > MAX_HITS_PER_CHUNK {
+                self.sched.dropped_hits("chunk_cap", (hits.len() - MAX_HITS_PER_CHUNK) as u64);
+                hits.truncate(MAX_HITS_PER_CHUNK);
+            }
             for &nonce in &hits {
                 // Re-check through the independent sha2 path before anything
                 // leaves the engine.

@@ -235,6 +235,10 @@ impl Worker {
                 tracing::warn!(device = %dev, "more hits than GPU slots in one dispatch; re-scanning {n} nonces on the CPU");
                 let mut hits = Vec::new();
                 pow::scan(pow::detect(), &f.work.input, res.range, &mut hits);
+                if hits.len() > super::job::MAX_HITS_PER_CHUNK {
+                    self.sched.dropped_hits("chunk_cap", (hits.len() - super::job::MAX_HITS_PER_CHUNK) as u64);
+                    hits.truncate(super::job::MAX_HITS_PER_CHUNK);
+                }
                 for nonce in hits {
                     self.report(&f, nonce);
                 }

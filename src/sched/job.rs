@@ -85,9 +85,10 @@ pub struct PowScheduler {
 impl PowScheduler {
     /// A scheduler and the receiving end of its hits (for the node adapter).
     pub fn new(metrics: Arc<Metrics>) -> (Arc<PowScheduler>, Receiver<Hit>) {
-        // Hits are rare (shares, not hashes); an unbounded channel cannot grow
-        // without bound in practice, and a full channel must never stall a worker.
-        let (tx, rx) = crossbeam_channel::unbounded();
+        // Hits are rare (shares, not hashes), but a share target a pool set
+        // absurdly low makes every nonce one: the channel is bounded, and a
+        // full channel drops (and counts) the hit rather than stall a worker.
+        let (tx, rx) = crossbeam_channel::bounded(HIT_QUEUE);
         let s = PowScheduler {
             seq: AtomicU64::new(0),
             current: RwLock::new(None),
@@ -217,10 +218,43 @@ impl PowScheduler {
         out
     }
 
-    /// Hands a re-checked hit to the node adapter.
+    /// Hands a re-checked hit to the node adapter; with [`HIT_QUEUE`] hits
+    /// waiting already, drops it and counts it
+    /// (`hashrig_hits_dropped_total{reason="queue_full"}`).
     pub fn report(&self, hit: Hit) {
-        // The adapter only goes away at shutdown; a hit then has nowhere to go.
-        let _ = self.hits.send(hit);
+        match self.hits.try_send(hit) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => self.dropped_hits("queue_full", 1),
+            // The adapter only goes away at shutdown; a hit then has nowhere to go.
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Counts hits an engine found and did not report.
+    pub fn dropped_hits(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.metrics.hits_dropped.with_label_values(&[reason]).inc_by(n);
+        }
+    }
+}
+
+/// Hits waiting for the node adapter before more are dropped.
+pub const HIT_QUEUE: usize = 4096;
+/// Hits an engine reports from one chunk (or GPU dispatch); more are dropped
+/// and counted (`reason="chunk_cap"`). Chunks are sized to expect at most a
+/// quarter of this ([`hit_bounded_chunk`]).
+pub const MAX_HITS_PER_CHUNK: usize = 256;
+
+/// Largest chunk in which a share target of `difficulty` is expected to give
+/// at most `MAX_HITS_PER_CHUNK / 4` hits (one hit per 2^32 × difficulty
+/// nonces), never below `min`: keeps the hit list of a chunk small even when
+/// every nonce is a hit.
+pub fn hit_bounded_chunk(difficulty: f64, min: u64) -> u64 {
+    let n = (MAX_HITS_PER_CHUNK / 4) as f64 * 4_294_967_296.0 * difficulty;
+    if n.is_finite() && n < u64::MAX as f64 {
+        (n as u64).max(min)
+    } else {
+        u64::MAX
     }
 }
 
@@ -288,6 +322,36 @@ mod tests {
         s.return_chunk(b);
         let j2 = s.current().unwrap();
         assert_eq!(s.next_chunk(&j2, 10).unwrap().range.start, 0);
+    }
+
+    #[test]
+    fn chunks_are_bounded_by_the_expected_hits() {
+        assert_eq!(hit_bounded_chunk(1e-12, 1024), 1024);
+        assert_eq!(hit_bounded_chunk(1.0, 1024), 64 << 32);
+        assert_eq!(hit_bounded_chunk(f64::INFINITY, 1024), u64::MAX);
+        assert_eq!(hit_bounded_chunk(1e30, 1024), u64::MAX);
+    }
+
+    #[test]
+    fn a_full_hit_queue_drops_and_counts() {
+        let metrics = Metrics::new();
+        let (s, rx) = PowScheduler::new(metrics.clone());
+        let seq = s.publish(job(4));
+        let job = s.current().unwrap();
+        assert_eq!(job.seq, seq);
+        let hit = Hit {
+            job: job.clone(),
+            extranonce2: 0,
+            header: job.job.template.header(0, 0).unwrap(),
+            hash: BlockHash::from_byte_array([0; 32]),
+            engine: "cpu",
+            device: "numa0".into(),
+        };
+        for _ in 0..HIT_QUEUE + 10 {
+            s.report(hit.clone());
+        }
+        assert_eq!(rx.len(), HIT_QUEUE);
+        assert_eq!(metrics.hits_dropped.with_label_values(&["queue_full"]).get(), 10);
     }
 
     #[test]

@@ -31,7 +31,12 @@ pub struct Job {
 
 #[derive(Default)]
 pub struct Tally {
+    /// Every share accepted, whatever its job.
     pub accepted: usize,
+    /// Accepted shares of the job prefix being served.
+    pub current: usize,
+    /// Accepted shares of older jobs the pool still takes.
+    pub older: usize,
     pub rejected: Vec<String>,
     pub versions_rolled: usize,
     pub seen: HashSet<(String, String, String, String, String)>,
@@ -44,6 +49,9 @@ pub struct Conn {
     pub jobs: HashMap<String, Job>,
     pub diff: f64,
     pub session: String,
+    /// Version rolling was negotiated (mining.configure answered): shares
+    /// may carry version bits only then.
+    pub rolling: bool,
 }
 
 pub fn notify_template() -> Vec<Value> {
@@ -90,11 +98,15 @@ impl Conn {
     }
     /// Handles what the miner sends until `want` more shares are accepted.
     pub fn serve(&mut self, t: &mut Tally, want: usize, job_prefix: &str) {
-        let goal = t.accepted + want;
+        let goal = t.current + want;
         let until = Instant::now() + Duration::from_secs(90);
-        while t.accepted < goal {
-            let m =
-                self.recv(until).unwrap_or_else(|| panic!("pool: no more shares (have {}, want {goal})", t.accepted));
+        while t.current < goal {
+            let m = self.recv(until).unwrap_or_else(|| {
+                panic!(
+                    "pool: no more shares of {job_prefix}* (have {}, want {goal}; {} of older jobs)",
+                    t.current, t.older
+                )
+            });
             self.handle(m, t, job_prefix);
         }
     }
@@ -107,10 +119,15 @@ impl Conn {
                 match verdict {
                     Ok(()) => {
                         let job = p[1].as_str().unwrap();
+                        t.accepted += 1;
+                        // Only shares of the job being served count toward
+                        // `serve`'s goal: a miner that missed the job switch
+                        // keeps sending shares of an older (still valid) job
+                        // and never reaches it.
                         if job.starts_with(job_prefix) {
-                            t.accepted += 1;
+                            t.current += 1;
                         } else {
-                            t.accepted += 1; // a share for an older, still valid job
+                            t.older += 1;
                         }
                         self.send(json!({"id": id, "result": true, "error": null}));
                     }
@@ -153,6 +170,9 @@ impl Conn {
         let job_version = u32::from_str_radix(jp[5].as_str().unwrap(), 16).unwrap();
         let mut version = job_version;
         if let Some(v) = &vbits {
+            if !self.rolling {
+                return Err("version bits without version rolling".into());
+            }
             let v = u32::from_str_radix(v, 16).map_err(|_| "bad version bits")?;
             if v & !MASK != 0 {
                 return Err("version bits outside the mask".into());
@@ -191,6 +211,12 @@ impl Conn {
 /// Accepts a miner connection and does the handshake; skips connections
 /// that close at once (the miner's probes of a returning primary).
 pub fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -> Conn {
+    accept_with(l, en1, session, expect_resume, true)
+}
+
+/// [`accept`], optionally as a pool that never answers mining.configure
+/// (as some do): no version rolling on that connection.
+pub fn accept_with(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool, answer_configure: bool) -> Conn {
     loop {
         let (s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -201,6 +227,7 @@ pub fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -
             jobs: HashMap::new(),
             diff: D1,
             session: session.into(),
+            rolling: false,
         };
         let until = Instant::now() + Duration::from_secs(30);
         let mut authorized = false;
@@ -214,7 +241,10 @@ pub fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -
             match m["method"].as_str().unwrap() {
                 "mining.configure" => {
                     assert_eq!(m["params"][0], json!(["version-rolling"]));
-                    c.send(json!({"id": id, "result": {"version-rolling": true, "version-rolling.mask": "1fffe000"}, "error": null}));
+                    if answer_configure {
+                        c.rolling = true;
+                        c.send(json!({"id": id, "result": {"version-rolling": true, "version-rolling.mask": "1fffe000"}, "error": null}));
+                    }
                 }
                 "mining.subscribe" => {
                     let resumed = m["params"].get(1).and_then(Value::as_str) == Some(c.session.as_str());

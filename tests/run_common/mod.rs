@@ -36,9 +36,21 @@ impl HashrigRun {
     }
 
     /// [`start`](Self::start) with what the adapter tests share: metrics on
-    /// an ephemeral port, one unpinned worker, a status line every second.
+    /// an ephemeral port, one unpinned worker, a status line every second,
+    /// and the worker at normal priority: at idle priority it gets no CPU
+    /// while the test (and other tests) run, and timed waits flake.
     pub fn start_small(args: &[&str], cmd: impl FnOnce(&mut Command)) -> HashrigRun {
-        let small = ["--metrics", "127.0.0.1:0", "--threads", "1", "--no-pin", "--status-interval", "1"];
+        let small = [
+            "--metrics",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--no-pin",
+            "--status-interval",
+            "1",
+            "--cpu-priority",
+            "normal",
+        ];
         Self::start(&[&small[..], args].concat(), cmd)
     }
 
@@ -74,6 +86,15 @@ impl HashrigRun {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status if it has exited (then every line it printed is in).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        let s = self.child.try_wait().unwrap()?;
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Some(s)
     }
 
     /// SIGINT, then the exit status (a clean stop takes at most 20 s), once

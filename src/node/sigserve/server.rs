@@ -2,13 +2,23 @@
 //! socket, reads BATCH frames (or JSON lines), hands them to the
 //! [`SigEngine`] and writes each answer back.
 //!
-//! Bounds, so that no client can make it queue without limit:
+//! Bounds, so that no client can make it queue without limit or stall the
+//! others:
 //! * a frame over `max_frame` bytes or a batch over `max_items` is refused;
-//! * reading a frame first takes its size from a global byte budget, and a
-//!   batch takes its item count from a global item budget; both are given
-//!   back only once its answer is written, so a client that does not read
-//!   its answers stops being read from (TCP back-pressure);
-//! * each connection has at most `max_inflight_per_conn` batches in flight;
+//! * frame bytes are taken from a byte budget as they arrive (never from the
+//!   length a header announces): first from the connection's own 64 KiB
+//!   allowance, then from the global budget; a batch takes its item count
+//!   from a global item budget; both are given back only once its answer is
+//!   written, so a client that does not read its answers stops being read
+//!   from (TCP back-pressure);
+//! * a frame (or JSON line) once begun must arrive whole within
+//!   `read_timeout`; a connection with nothing in flight that sends nothing
+//!   for `idle_timeout` is closed;
+//! * each connection has at most `max_inflight_per_conn` batches in flight
+//!   and `max_queued_control` PONG/ERROR frames waiting to be written; while
+//!   they are all taken the connection is not read;
+//! * every write has `write_timeout`: a client that stops reading is closed,
+//!   so neither it nor shutdown waits on it;
 //! * at most `max_connections` connections; more are closed at once.
 //!
 //! Every accepted batch is answered exactly once (VERDICTS, or an ERROR
@@ -44,6 +54,18 @@ pub struct ServerConfig {
     /// Batches in flight per connection.
     pub max_inflight_per_conn: usize,
     pub max_connections: usize,
+    /// A frame (or JSON line) whose first byte has arrived must arrive whole
+    /// within this, or the connection is closed.
+    pub read_timeout: Duration,
+    /// A connection with no batch in flight that sends nothing for this long
+    /// is closed.
+    pub idle_timeout: Duration,
+    /// A write to the client that does not finish within this closes the
+    /// connection (the client does not read its answers).
+    pub write_timeout: Duration,
+    /// PONG and non-fatal ERROR frames queued per connection; while they are
+    /// all unwritten the connection is not read.
+    pub max_queued_control: usize,
     /// TLS on a TCP address (with client certificates when it names a CA).
     pub tls: Option<super::tls::ServerTls>,
 }
@@ -58,6 +80,10 @@ impl ServerConfig {
             max_inflight_bytes: 256 << 20,
             max_inflight_per_conn: 64,
             max_connections: 1024,
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(10),
+            max_queued_control: 64,
             tls: None,
         }
     }
@@ -86,7 +112,14 @@ pub struct ServerStats {
     pub items_answered: AtomicU64,
     pub errors_sent: AtomicU64,
     pub tls_handshakes_failed: AtomicU64,
+    /// Connections closed for a read, idle or write timeout.
+    pub connections_timed_out: AtomicU64,
+    /// Connections closed on accept because `max_connections` were open.
+    pub connections_refused: AtomicU64,
 }
+
+/// Frame bytes each connection may hold outside the global byte budget.
+pub const CONN_ALLOWANCE: usize = 64 << 10;
 
 struct Ctx {
     cfg: ServerConfig,
@@ -124,6 +157,10 @@ impl SigServer {
             || cfg.max_items == 0
             || cfg.max_inflight_per_conn == 0
             || cfg.max_connections == 0
+            || cfg.max_queued_control == 0
+            || cfg.read_timeout.is_zero()
+            || cfg.idle_timeout.is_zero()
+            || cfg.write_timeout.is_zero()
         {
             return Err(ServeError::Config("limits must be positive"));
         }
@@ -178,6 +215,11 @@ impl SigServer {
         &self.stats
     }
 
+    /// The counters, to read after [`SigServer::shutdown`].
+    pub fn shared_stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
     /// Stop accepting and reading, answer every accepted batch, close.
     pub fn shutdown(mut self) {
         self.stop_and_join();
@@ -214,11 +256,26 @@ async fn bind(addr: &ServeAddr) -> Result<Listener, ServeError> {
                 }
                 let _ = std::fs::remove_file(p);
             }
-            let l = tokio::net::UnixListener::bind(p).map_err(err)?;
             // Connecting needs write permission on the socket: the owner and
-            // its group (e.g. the validator's), nobody else, whatever the umask.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+            // its group (e.g. the validator's), nobody else, whatever the
+            // umask. The socket is bound in a private (0700) directory beside
+            // the path, given its mode there, then renamed into place, so it
+            // is never reachable with a looser mode.
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(err)?;
+            let staged = tmp.join("s");
+            let bound = (|| {
+                let l = tokio::net::UnixListener::bind(&staged)?;
+                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o660))?;
+                std::fs::rename(&staged, p)?;
+                Ok(l)
+            })();
+            let _ = std::fs::remove_dir_all(&tmp);
+            let l = bound.map_err(err)?;
             Ok(Listener::Unix(l, p.clone()))
         }
     }
@@ -233,6 +290,18 @@ fn tls_failed(ctx: &Ctx) {
     }
 }
 
+/// Counts a connection the server closed on its own (timeouts, the limit).
+fn closed(ctx: &Ctx, cause: &'static str) {
+    match cause {
+        "limit" => &ctx.stats.connections_refused,
+        _ => &ctx.stats.connections_timed_out,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+    if let Some(m) = &ctx.metrics {
+        m.sigserve_closed.with_label_values(&[cause]).inc();
+    }
+}
+
 async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -243,6 +312,7 @@ async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receive
             r = accept(&listener) => match r {
                 Ok(conn) => {
                     let Ok(permit) = ctx.conns.clone().try_acquire_owned() else {
+                        closed(&ctx, "limit");
                         tracing::warn!("sigserve: connection limit reached, closing a new connection");
                         drop(conn);
                         continue;
@@ -301,7 +371,8 @@ async fn accept(l: &Listener) -> std::io::Result<Conn> {
     }
 }
 
-/// One answer on its way out, holding the budget of its batch until written.
+/// One frame on its way out, holding what bounds it until written: a
+/// batch's budgets and in-flight slot, or a control-frame slot.
 struct Out {
     bytes: Vec<u8>,
     _permits: Vec<OwnedSemaphorePermit>,
@@ -309,131 +380,320 @@ struct Out {
 
 type Tx = mpsc::UnboundedSender<Out>;
 
-async fn write_loop<W: AsyncWrite + Unpin>(w: W, mut rx: mpsc::UnboundedReceiver<Out>) {
+/// Writes answers in order. Every write has `timeout` to finish: a client
+/// that stops reading gets its connection closed (`dead` is raised, so the
+/// reader stops too) instead of holding the server, at run time or at
+/// shutdown. After a failed write the queue is still drained, so budgets
+/// come back.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    w: W,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    timeout: Duration,
+    dead: watch::Sender<bool>,
+    ctx: Arc<Ctx>,
+) {
     let mut w = BufWriter::with_capacity(64 << 10, w);
     let mut ok = true;
+    let mut timed_out = false;
     while let Some(o) = rx.recv().await {
-        ok = ok && w.write_all(&o.bytes).await.is_ok();
+        put(&mut w, &o.bytes, timeout, &mut ok, &mut timed_out).await;
         drop(o);
         while let Ok(o) = rx.try_recv() {
-            ok = ok && w.write_all(&o.bytes).await.is_ok();
+            put(&mut w, &o.bytes, timeout, &mut ok, &mut timed_out).await;
         }
-        ok = ok && w.flush().await.is_ok();
-        // After a write error keep draining, so budgets are given back.
+        if ok {
+            match tokio::time::timeout(timeout, w.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => ok = false,
+                Err(_) => (ok, timed_out) = (false, true),
+            }
+        }
+        if !ok && !*dead.borrow() {
+            let _ = dead.send(true);
+            if timed_out {
+                closed(&ctx, "write_timeout");
+                tracing::warn!("sigserve: a client did not read its answers within {timeout:?}; closing it");
+            }
+        }
     }
     if ok {
-        let _ = w.shutdown().await;
+        let _ = tokio::time::timeout(timeout, w.shutdown()).await;
     }
 }
 
-async fn serve_conn<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, ctx: &Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+async fn put<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], timeout: Duration, ok: &mut bool, timed_out: &mut bool) {
+    if !*ok {
+        return;
+    }
+    match tokio::time::timeout(timeout, w.write_all(bytes)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => *ok = false,
+        Err(_) => (*ok, *timed_out) = (false, true),
+    }
+}
+
+/// Why a connection stops being read.
+#[derive(Debug)]
+enum Halt {
+    /// The server is stopping.
+    Stop,
+    /// The writer gave up on this client.
+    Dead,
+    /// A begun frame (or line) did not arrive in time.
+    ReadTimeout,
+    /// Nothing in flight and nothing sent for the idle timeout.
+    Idle,
+    /// End of stream or a read error (`true`: inside a frame).
+    Eof(bool),
+}
+
+/// What a connection's reader shares with its answers.
+struct Link {
+    tx: Tx,
+    /// Batches in flight on this connection.
+    per_conn: Arc<Semaphore>,
+    /// Control frames (PONG, ERROR 5, JSON error lines) queued and not yet
+    /// written: while none is free the connection is not read.
+    ctrl: Arc<Semaphore>,
+    /// Frame bytes this connection may hold without the global budget
+    /// ([`CONN_ALLOWANCE`]), so a small batch is read even while others'
+    /// large frames hold the whole budget.
+    own: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    dead: watch::Receiver<bool>,
+}
+
+async fn raised(rx: &mut watch::Receiver<bool>) {
+    // A dropped sender counts as raised.
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Runs `f` unless the server stops, the writer gives up, or `limit` passes.
+async fn guarded<F: std::future::Future>(link: &mut Link, limit: Option<Duration>, f: F) -> Result<F::Output, Halt> {
+    let sleep = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = raised(&mut link.stop) => Err(Halt::Stop),
+        _ = raised(&mut link.dead) => Err(Halt::Dead),
+        r = f => Ok(r),
+        _ = sleep => Err(Halt::ReadTimeout),
+    }
+}
+
+async fn serve_conn<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, ctx: &Arc<Ctx>, stop: watch::Receiver<bool>) {
     let (rd, wr) = tokio::io::split(s);
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(wr, rx));
-    let per_conn = Arc::new(Semaphore::new(ctx.cfg.max_inflight_per_conn));
-    // The first four bytes pick the mode: JSON lines when they start with
-    // `{` and the fourth is not 0 (a binary frame's length is below 2^24,
-    // so its fourth byte is always 0).
-    let mut rd = rd;
-    let mut first = [0u8; 4];
-    let got = tokio::select! {
-        biased;
-        _ = stop.changed() => false,
-        r = rd.read_exact(&mut first) => r.is_ok(),
+    let (dead_tx, dead) = watch::channel(false);
+    let writer = tokio::spawn(write_loop(wr, rx, ctx.cfg.write_timeout, dead_tx, ctx.clone()));
+    let mut link = Link {
+        tx,
+        per_conn: Arc::new(Semaphore::new(ctx.cfg.max_inflight_per_conn)),
+        ctrl: Arc::new(Semaphore::new(ctx.cfg.max_queued_control)),
+        own: Arc::new(Semaphore::new(CONN_ALLOWANCE)),
+        stop,
+        dead,
     };
-    if got {
-        let mut rd = BufReader::with_capacity(64 << 10, std::io::Cursor::new(first).chain(rd));
-        if first[0] == b'{' && first[3] != 0 {
-            json_loop(&mut rd, ctx, &tx, &per_conn, &mut stop).await;
-        } else {
-            binary_loop(&mut rd, ctx, &tx, &per_conn, &mut stop).await;
+    let halt = read_conn(rd, ctx, &mut link).await;
+    match halt {
+        Halt::ReadTimeout => {
+            closed(ctx, "read_timeout");
+            send_fatal(ctx, &link, ErrorCode::BadFrame, "frame not received in time");
         }
-    } else if !*stop.borrow() {
-        send_error(ctx, &tx, 0, ErrorCode::BadFrame, "truncated frame header", "batch");
+        Halt::Idle => closed(ctx, "idle_timeout"),
+        Halt::Eof(true) => send_fatal(ctx, &link, ErrorCode::BadFrame, "truncated frame"),
+        _ => {}
     }
-    drop(tx);
+    drop(link);
     // Returns once every in-flight batch has been answered (their closures
     // hold the other senders).
     let _ = writer.await;
 }
 
-fn send_error(ctx: &Ctx, tx: &Tx, id: u64, code: ErrorCode, msg: &str, kind: &str) {
+async fn read_conn<R: AsyncRead + Unpin>(mut rd: R, ctx: &Arc<Ctx>, link: &mut Link) -> Halt {
+    // The first four bytes pick the mode: JSON lines when they start with
+    // `{` and the fourth is not 0 (a binary frame's length is below 2^24,
+    // so its fourth byte is always 0).
+    let mut first = [0u8; 4];
+    match guarded(link, Some(ctx.cfg.idle_timeout), rd.read(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return Halt::Eof(false),
+        Ok(Ok(n)) => {
+            if n < 4 {
+                match guarded(link, Some(ctx.cfg.read_timeout), rd.read_exact(&mut first[n..])).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return Halt::Eof(true),
+                    Err(h) => return h,
+                }
+            }
+        }
+        Err(Halt::ReadTimeout) => return Halt::Idle,
+        Err(h) => return h,
+    }
+    let mut rd = BufReader::with_capacity(64 << 10, std::io::Cursor::new(first).chain(rd));
+    if first[0] == b'{' && first[3] != 0 {
+        json_loop(&mut rd, ctx, link).await
+    } else {
+        binary_loop(&mut rd, ctx, link).await
+    }
+}
+
+/// An ERROR after which the connection closes: queued without a slot (one
+/// per connection).
+fn send_fatal(ctx: &Ctx, link: &Link, code: ErrorCode, msg: &str) {
+    count_error(ctx, "batch");
+    let _ = link.tx.send(Out { bytes: frame::encode_error(0, code, msg), _permits: Vec::new() });
+}
+
+fn count_error(ctx: &Ctx, kind: &str) {
     ctx.stats.errors_sent.fetch_add(1, Ordering::Relaxed);
     if let Some(m) = &ctx.metrics {
         m.sigserve_frames.with_label_values(&[kind, "error"]).inc();
     }
-    let _ = tx.send(Out { bytes: frame::encode_error(id, code, msg), _permits: Vec::new() });
 }
 
-/// Take `n` permits, unless the server stops first.
-async fn take(sem: &Arc<Semaphore>, n: usize, stop: &mut watch::Receiver<bool>) -> Option<OwnedSemaphorePermit> {
+/// A frame the connection survives (PONG, ERROR 5, a JSON error line):
+/// waits for a control slot, so a client that never reads stops being read.
+async fn send_ctrl(link: &mut Link, bytes: Vec<u8>) -> Result<(), Halt> {
+    let sem = link.ctrl.clone();
+    let permit = guarded(link, None, sem.acquire_owned()).await?.map_err(|_| Halt::Stop)?;
+    let _ = link.tx.send(Out { bytes, _permits: vec![permit] });
+    Ok(())
+}
+
+/// Take `n` permits, unless the server stops or the writer gives up first.
+async fn take(sem: &Arc<Semaphore>, n: usize, link: &mut Link) -> Option<OwnedSemaphorePermit> {
     let n = u32::try_from(n).ok()?;
-    tokio::select! {
-        biased;
-        _ = stop.changed() => None,
-        p = sem.clone().acquire_many_owned(n) => p.ok(),
+    guarded(link, None, sem.clone().acquire_many_owned(n)).await.ok()?.ok()
+}
+
+/// Waits for the next byte of a new frame or line. Only a connection with
+/// nothing in flight can be idle.
+async fn wait_more<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, ctx: &Ctx, link: &mut Link) -> Result<(), Halt> {
+    loop {
+        match guarded(link, Some(ctx.cfg.idle_timeout), rd.fill_buf()).await {
+            Ok(Ok(b)) if !b.is_empty() => return Ok(()),
+            Ok(_) => return Err(Halt::Eof(false)),
+            Err(Halt::ReadTimeout) => {
+                if link.per_conn.available_permits() == ctx.cfg.max_inflight_per_conn {
+                    return Err(Halt::Idle);
+                }
+            }
+            Err(h) => return Err(h),
+        }
     }
 }
 
-async fn binary_loop<R: AsyncRead + Unpin>(
+/// Appends exactly `n` bytes to `buf`, taking them from the byte budget as
+/// they arrive (never from a length the peer announced): first from the
+/// connection's own allowance, then from the global budget. Reading and
+/// waiting for budget both come out of what is `left` of the frame's read
+/// time, so frames that together wait on a spent budget time out and give
+/// it back instead of waiting on each other for ever.
+async fn read_budgeted<R: AsyncRead + Unpin>(
     rd: &mut BufReader<R>,
-    ctx: &Arc<Ctx>,
-    tx: &Tx,
-    per_conn: &Arc<Semaphore>,
-    stop: &mut watch::Receiver<bool>,
-) {
+    ctx: &Ctx,
+    link: &mut Link,
+    buf: &mut Vec<u8>,
+    n: usize,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+    left: &mut Duration,
+) -> Result<(), Halt> {
+    let end = buf.len() + n;
+    while buf.len() < end {
+        let t0 = Instant::now();
+        let avail = match guarded(link, Some(*left), rd.fill_buf()).await? {
+            Ok(b) if !b.is_empty() => b,
+            _ => return Err(Halt::Eof(true)),
+        };
+        let k = avail.len().min(end - buf.len());
+        buf.extend_from_slice(&avail[..k]);
+        rd.consume(k);
+        permits.push(budget(ctx, link, k, t0, left).await?);
+    }
+    Ok(())
+}
+
+/// `k` bytes of budget (k ≤ 64 KiB, the read buffer), within `left`.
+async fn budget(
+    ctx: &Ctx,
+    link: &mut Link,
+    k: usize,
+    t0: Instant,
+    left: &mut Duration,
+) -> Result<OwnedSemaphorePermit, Halt> {
+    let k = u32::try_from(k).map_err(|_| Halt::Eof(true))?;
+    let p = match link.own.clone().try_acquire_many_owned(k) {
+        Ok(p) => p,
+        Err(_) => {
+            let remaining = left.saturating_sub(t0.elapsed());
+            guarded(link, Some(remaining), ctx.bytes.clone().acquire_many_owned(k)).await?.map_err(|_| Halt::Stop)?
+        }
+    };
+    *left = left.saturating_sub(t0.elapsed());
+    Ok(p)
+}
+
+async fn binary_loop<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, ctx: &Arc<Ctx>, link: &mut Link) -> Halt {
     loop {
-        // Clean end of stream between frames?
-        let more = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = rd.fill_buf() => matches!(r, Ok(b) if !b.is_empty()),
-        };
-        if !more {
-            return;
+        if let Err(h) = wait_more(rd, ctx, link).await {
+            return h;
         }
+        let mut left = ctx.cfg.read_timeout;
         let mut hdr = [0u8; HEADER_LEN];
-        let read = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = rd.read_exact(&mut hdr) => r,
-        };
-        if read.is_err() {
-            return send_error(ctx, tx, 0, ErrorCode::BadFrame, "truncated frame header", "batch");
+        let t0 = Instant::now();
+        match guarded(link, Some(left), rd.read_exact(&mut hdr)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Halt::Eof(true),
+            Err(h) => return h,
         }
+        left = left.saturating_sub(t0.elapsed());
         let (body_len, kind) = match frame::parse_header(&hdr, ctx.cfg.max_frame) {
             Ok(h) => h,
-            Err(e) => return send_error(ctx, tx, 0, e.code(), &e.to_string(), "batch"),
+            Err(e) => {
+                send_fatal(ctx, link, e.code(), &e.to_string());
+                return Halt::Eof(false);
+            }
         };
-        let Some(bytes_permit) = take(&ctx.bytes, body_len.max(1), stop).await else { return };
-        let mut body = vec![0u8; body_len];
-        let read = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = rd.read_exact(&mut body) => r,
-        };
-        if read.is_err() {
-            return send_error(ctx, tx, 0, ErrorCode::BadFrame, "truncated frame", "batch");
+        let mut permits = Vec::new();
+        let mut body = Vec::new();
+        if let Err(h) = read_budgeted(rd, ctx, link, &mut body, body_len, &mut permits, &mut left).await {
+            return h;
         }
         match frame::parse_body(kind, &body, ctx.cfg.max_items) {
             Ok(Frame::Batch(b)) => {
                 drop(body);
                 let deadline =
                     (b.deadline_us > 0).then(|| Instant::now() + Duration::from_micros(b.deadline_us.into()));
-                if !submit(ctx, tx, per_conn, stop, b.id, deadline, b.items, bytes_permit, Encoding::Binary).await {
-                    return;
+                if let Err(h) = submit(ctx, link, b.id, deadline, b.items, permits, Encoding::Binary).await {
+                    return h;
                 }
             }
             Ok(Frame::Ping { id }) => {
-                let _ = tx.send(Out { bytes: frame::encode_pong(id), _permits: Vec::new() });
+                drop(permits);
+                if let Err(h) = send_ctrl(link, frame::encode_pong(id)).await {
+                    return h;
+                }
             }
             Ok(_) => {
-                return send_error(ctx, tx, 0, ErrorCode::BadFrame, "a client may only send BATCH and PING", "batch")
+                send_fatal(ctx, link, ErrorCode::BadFrame, "a client may only send BATCH and PING");
+                return Halt::Eof(false);
             }
             Err(FrameError::TooManyItems { id, count, max }) => {
-                send_error(ctx, tx, id, ErrorCode::TooManyItems, &format!("{count} items, limit {max}"), "batch");
+                drop(permits);
+                count_error(ctx, "batch");
+                let e = frame::encode_error(id, ErrorCode::TooManyItems, &format!("{count} items, limit {max}"));
+                if let Err(h) = send_ctrl(link, e).await {
+                    return h;
+                }
             }
-            Err(e) => return send_error(ctx, tx, 0, e.code(), &e.to_string(), "batch"),
+            Err(e) => {
+                send_fatal(ctx, link, e.code(), &e.to_string());
+                return Halt::Eof(false);
+            }
         }
     }
 }
@@ -445,38 +705,40 @@ enum Encoding {
 }
 
 /// Accept one parsed batch: take its budgets, queue it, and arrange its
-/// answer. Returns false when the connection should stop reading (the
-/// server is stopping; the batch is answered with ShuttingDown).
-#[allow(clippy::too_many_arguments)]
+/// answer. An error means the connection should stop reading (the server is
+/// stopping: the batch is answered with ShuttingDown).
 async fn submit(
     ctx: &Arc<Ctx>,
-    tx: &Tx,
-    per_conn: &Arc<Semaphore>,
-    stop: &mut watch::Receiver<bool>,
+    link: &mut Link,
     id: u64,
     deadline: Option<Instant>,
     parsed: Vec<Result<SigItem, Reason>>,
-    bytes_permit: OwnedSemaphorePermit,
+    mut permits: Vec<OwnedSemaphorePermit>,
     enc: Encoding,
-) -> bool {
+) -> Result<(), Halt> {
     let kind = match enc {
         Encoding::Binary => "batch",
         Encoding::Json => "json",
     };
-    let shutting = |ctx: &Ctx| match enc {
-        Encoding::Binary => send_error(ctx, tx, id, ErrorCode::ShuttingDown, "server is shutting down", kind),
-        Encoding::Json => {
-            let _ = tx.send(Out { bytes: json_error(Some(id), "server is shutting down"), _permits: Vec::new() });
-        }
+    let shutting = |ctx: &Ctx, link: &Link| {
+        count_error(ctx, kind);
+        let bytes = match enc {
+            Encoding::Binary => frame::encode_error(id, ErrorCode::ShuttingDown, "server is shutting down"),
+            Encoding::Json => json_error(Some(id), "server is shutting down"),
+        };
+        let _ = link.tx.send(Out { bytes, _permits: Vec::new() });
     };
-    let Some(conn_permit) = take(per_conn, 1, stop).await else {
-        shutting(ctx);
-        return false;
+    let per_conn = link.per_conn.clone();
+    let Some(conn_permit) = take(&per_conn, 1, link).await else {
+        shutting(ctx, link);
+        return Err(Halt::Stop);
     };
-    let Some(items_permit) = take(&ctx.items, parsed.len().max(1), stop).await else {
-        shutting(ctx);
-        return false;
+    let Some(items_permit) = take(&ctx.items, parsed.len().max(1), link).await else {
+        shutting(ctx, link);
+        return Err(Halt::Stop);
     };
+    permits.push(conn_permit);
+    permits.push(items_permit);
     ctx.stats.batches_accepted.fetch_add(1, Ordering::Relaxed);
     let mut verdicts: Vec<Verdict> = Vec::with_capacity(parsed.len());
     let mut items = Vec::with_capacity(parsed.len());
@@ -491,7 +753,7 @@ async fn submit(
             Err(r) => verdicts.push(Verdict::Invalid(r)),
         }
     }
-    let tx = tx.clone();
+    let tx = link.tx.clone();
     let c = ctx.clone();
     let answer = move |verdicts: Vec<Verdict>| {
         let bytes = match enc {
@@ -503,7 +765,7 @@ async fn submit(
         if let Some(m) = &c.metrics {
             m.sigserve_frames.with_label_values(&[kind, "ok"]).inc();
         }
-        let _ = tx.send(Out { bytes, _permits: vec![conn_permit, items_permit, bytes_permit] });
+        let _ = tx.send(Out { bytes, _permits: permits });
     };
     if items.is_empty() {
         answer(verdicts);
@@ -516,7 +778,7 @@ async fn submit(
             answer(verdicts);
         });
     }
-    true
+    Ok(())
 }
 
 fn json_error(id: Option<u64>, msg: &str) -> Vec<u8> {
@@ -532,32 +794,66 @@ fn json_answer(id: u64, verdicts: &[Verdict]) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// How reading a JSON line ended.
+enum LineEnd {
+    Line,
+    /// Longer than `max_frame`: the connection closes.
+    TooLong,
+}
+
+/// Reads one line (without its newline; a last line may lack one), taking
+/// its bytes from the byte budget as they arrive; once its first byte is
+/// in, the line has `read_timeout` to finish.
+async fn read_line<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
+    ctx: &Ctx,
+    link: &mut Link,
+    line: &mut Vec<u8>,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) -> Result<LineEnd, Halt> {
+    wait_more(rd, ctx, link).await?;
+    let mut left = ctx.cfg.read_timeout;
+    loop {
+        let t0 = Instant::now();
+        let avail = match guarded(link, Some(left), rd.fill_buf()).await? {
+            Ok(b) if !b.is_empty() => b,
+            // The last line of a stream may lack its newline.
+            _ => return if line.is_empty() { Err(Halt::Eof(false)) } else { Ok(LineEnd::Line) },
+        };
+        let (k, newline) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (avail.len(), false),
+        };
+        if line.len() + k > ctx.cfg.max_frame {
+            return Ok(LineEnd::TooLong);
+        }
+        line.extend_from_slice(&avail[..k]);
+        rd.consume(k + newline as usize);
+        if k > 0 {
+            permits.push(budget(ctx, link, k, t0, &mut left).await?);
+        } else {
+            left = left.saturating_sub(t0.elapsed());
+        }
+        if newline {
+            return Ok(LineEnd::Line);
+        }
+    }
+}
+
 /// JSON debugging mode: one request per line,
 /// `{"id":N,"deadline_ms":M,"items":[ITEM,...]}` → `{"id":N,"verdicts":[...]}`.
-async fn json_loop<R: AsyncRead + Unpin>(
-    rd: &mut BufReader<R>,
-    ctx: &Arc<Ctx>,
-    tx: &Tx,
-    per_conn: &Arc<Semaphore>,
-    stop: &mut watch::Receiver<bool>,
-) {
-    let limit = ctx.cfg.max_frame;
+async fn json_loop<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, ctx: &Arc<Ctx>, link: &mut Link) -> Halt {
     loop {
-        let Some(bytes_permit) = take(&ctx.bytes, limit, stop).await else { return };
+        let mut permits = Vec::new();
         let mut line = Vec::new();
-        let mut limited = (&mut *rd).take(limit as u64 + 1);
-        let r = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = limited.read_until(b'\n', &mut line) => r,
-        };
-        match r {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line.len() > limit => {
-                let _ = tx.send(Out { bytes: json_error(None, "line over the size limit"), _permits: Vec::new() });
-                return;
+        match read_line(rd, ctx, link, &mut line, &mut permits).await {
+            Ok(LineEnd::Line) => {}
+            Ok(LineEnd::TooLong) => {
+                let _ = link.tx.send(Out { bytes: json_error(None, "line over the size limit"), _permits: Vec::new() });
+                return Halt::Eof(false);
             }
-            Ok(_) => {}
+            Err(Halt::Eof(_)) => return Halt::Eof(false),
+            Err(h) => return h,
         }
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
@@ -565,18 +861,27 @@ async fn json_loop<R: AsyncRead + Unpin>(
         let req: serde_json::Value = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) => {
-                let _ = tx.send(Out { bytes: json_error(None, &format!("not JSON: {e}")), _permits: Vec::new() });
+                drop(permits);
+                if let Err(h) = send_ctrl(link, json_error(None, &format!("not JSON: {e}"))).await {
+                    return h;
+                }
                 continue;
             }
         };
         let id = req.get("id").and_then(|v| v.as_u64());
         let items = req.get("items").and_then(|v| v.as_array());
         let (Some(id), Some(items)) = (id, items) else {
-            let _ = tx.send(Out { bytes: json_error(id, "want {\"id\":N,\"items\":[...]}"), _permits: Vec::new() });
+            drop(permits);
+            if let Err(h) = send_ctrl(link, json_error(id, "want {\"id\":N,\"items\":[...]}")).await {
+                return h;
+            }
             continue;
         };
         if items.len() > ctx.cfg.max_items {
-            let _ = tx.send(Out { bytes: json_error(Some(id), "too many items"), _permits: Vec::new() });
+            drop(permits);
+            if let Err(h) = send_ctrl(link, json_error(Some(id), "too many items")).await {
+                return h;
+            }
             continue;
         }
         let parsed: Vec<Result<SigItem, Reason>> = items.iter().map(|v| jsonl::parse_value(v.clone())).collect();
@@ -586,8 +891,8 @@ async fn json_loop<R: AsyncRead + Unpin>(
             .filter(|&ms| ms > 0)
             .map(|ms| Instant::now() + Duration::from_millis(ms.min(86_400_000)));
         drop(line);
-        if !submit(ctx, tx, per_conn, stop, id, deadline, parsed, bytes_permit, Encoding::Json).await {
-            return;
+        if let Err(h) = submit(ctx, link, id, deadline, parsed, permits, Encoding::Json).await {
+            return h;
         }
     }
 }

@@ -28,6 +28,15 @@ const TICK: Duration = Duration::from_millis(250);
 const MAX_BAD_IN_A_ROW: u32 = 50;
 /// Longest client.reconnect wait honoured.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(600);
+/// Longest a write to the pool may take before the connection counts as dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At the stop: time to submit the hits the engines left and hear the
+/// pool's answers.
+const STOP_DRAIN: Duration = Duration::from_secs(5);
+/// A session that lasted this long resets the count of reconnect requests.
+const SETTLED_SESSION: Duration = Duration::from_secs(60);
+/// Hits between the engines' queue and the connection loop.
+const HIT_BRIDGE: usize = 1024;
 
 fn agent() -> String {
     format!("hashrig/{}", env!("CARGO_PKG_VERSION"))
@@ -172,6 +181,8 @@ pub struct Client {
     current: Option<(Arc<PoolJob>, Instant, u32)>,
     outcomes: [u64; 3],
     publishes: u32,
+    /// The last difficulty below the floor a pool asked for (logged once).
+    last_clamped: f64,
 }
 
 impl Client {
@@ -208,6 +219,7 @@ impl Client {
             current: None,
             outcomes: [0; 3],
             publishes: 0,
+            last_clamped: 0.0,
         }
     }
 
@@ -220,26 +232,40 @@ impl Client {
         if self.pools.is_empty() {
             return;
         }
-        let (htx, mut hrx) = mpsc::unbounded_channel();
+        // Bounded: when the loop falls behind, the bridge waits, the
+        // scheduler's bounded queue fills and engines drop (and count) hits.
+        let (htx, mut hrx) = mpsc::channel(HIT_BRIDGE);
         let stop = self.stop.clone();
         let bridge = std::thread::Builder::new().name("stratum-hits".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match hits.recv_timeout(Duration::from_millis(200)) {
+            // At the stop the engines have already been joined: forward
+            // whatever they left, then close the channel.
+            loop {
+                let stopping = stop.load(Ordering::Relaxed);
+                match hits.recv_timeout(Duration::from_millis(100)) {
                     Ok(h) => {
-                        if htx.send(h).is_err() {
-                            break;
+                        if htx.blocking_send(h).is_err() {
+                            return 1 + hits.try_iter().count() as u64;
                         }
                     }
+                    Err(RecvTimeoutError::Timeout) if stopping => return 0,
                     Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Disconnected) => return 0,
                 }
             }
         });
         let mut idx = 0usize;
         let mut failures = 0u32;
         let mut on_backup_since: Option<Instant> = None;
+        // client.reconnect requests in a row from sessions that did not last:
+        // each waits at least the backoff of that many failures, so a pool
+        // (or a man in the middle) cannot make us reconnect in a tight loop.
+        let mut asked_in_a_row = 0u32;
         while !self.stopped() {
+            let began = Instant::now();
             let end = self.session(idx, &mut hrx, on_backup_since).await;
+            if began.elapsed() >= SETTLED_SESSION {
+                asked_in_a_row = 0;
+            }
             self.metrics.pool_connected.with_label_values(&[PoolState::role(idx)]).set(0);
             let pool = &self.pools[idx];
             match end {
@@ -263,9 +289,16 @@ impl Client {
                         pool.port
                     );
                 }
-                End::Reconnect(wait) => {
+                End::Reconnect(asked) => {
                     self.metrics.pool_reconnects.with_label_values(&[end.cause()]).inc();
                     failures = 0;
+                    // The first request is honoured as asked; more in a row
+                    // wait at least backoff_min × 2^(n-1).
+                    let wait = match asked_in_a_row {
+                        0 => asked,
+                        n => asked.max(self.backoff(n - 1)),
+                    };
+                    asked_in_a_row = asked_in_a_row.saturating_add(1);
                     tracing::info!(
                         "stratum: reconnecting to {}:{} in {:?} as the pool asked",
                         pool.host,
@@ -290,16 +323,41 @@ impl Client {
                         idx = next;
                         failures = 0;
                     }
-                    let base = Duration::from_millis(self.opts.backoff_min_ms.max(1));
-                    let delay = base
-                        .saturating_mul(1 << failures.min(16))
-                        .min(Duration::from_secs(self.opts.backoff_max_secs.max(1)));
+                    let delay = self.backoff(failures);
                     self.idle(delay, &mut hrx).await;
                 }
             }
         }
         self.sched.withdraw();
-        let _ = bridge.map(|b| b.join());
+        // Hits the last session could not send in time, and shares queued
+        // while disconnected: not sent, and counted as such.
+        let drain_until = tokio::time::Instant::now() + STOP_DRAIN;
+        while let Ok(Some(h)) = tokio::time::timeout_at(drain_until, hrx.recv()).await {
+            let _ = self.on_hit(h, None).await;
+        }
+        hrx.close();
+        while let Ok(h) = hrx.try_recv() {
+            let _ = self.on_hit(h, None).await;
+        }
+        drop(hrx);
+        if let Ok(Ok(lost)) = bridge.map(|b| b.join()) {
+            self.sched.dropped_hits("shutdown", lost);
+        }
+        let queued = self.queue.len();
+        for _ in 0..queued {
+            self.outcome("stale", ShareReason::Shutdown);
+        }
+        self.queue.clear();
+        if queued > 0 {
+            tracing::warn!("stratum: {queued} share(s) found while disconnected were not sent before the stop");
+        }
+    }
+
+    /// backoff_min × 2^n, at most backoff_max.
+    fn backoff(&self, n: u32) -> Duration {
+        Duration::from_millis(self.opts.backoff_min_ms.max(1))
+            .saturating_mul(1 << n.min(16))
+            .min(Duration::from_secs(self.opts.backoff_max_secs.max(1)))
     }
 
     /// Moves from pool `from` to pool `to`: work and queued shares of `from`
@@ -325,7 +383,7 @@ impl Client {
     }
 
     /// Waits `d` while disconnected, still taking hits (they are queued).
-    async fn idle(&mut self, d: Duration, hrx: &mut mpsc::UnboundedReceiver<Hit>) {
+    async fn idle(&mut self, d: Duration, hrx: &mut mpsc::Receiver<Hit>) {
         let deadline = tokio::time::Instant::now() + d;
         while !self.stopped() && tokio::time::Instant::now() < deadline {
             tokio::select! {
@@ -369,18 +427,25 @@ impl Client {
         Self::write_line(conn, &line).await
     }
 
-    /// Writes one message; the flush pushes TLS records out at once.
+    /// Writes one message; the flush pushes TLS records out at once. A pool
+    /// that stops reading gets [`WRITE_TIMEOUT`], not the loop's timers and
+    /// stop check.
     async fn write_line(conn: &mut Conn, line: &str) -> Result<(), End> {
-        conn.wr.write_all(line.as_bytes()).await.map_err(|_| End::Dropped)?;
-        conn.wr.flush().await.map_err(|_| End::Dropped)
+        let write = async {
+            conn.wr.write_all(line.as_bytes()).await?;
+            conn.wr.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Dropped),
+            Err(_) => {
+                tracing::warn!("stratum: the pool did not take a message within {WRITE_TIMEOUT:?}");
+                Err(End::Timeout)
+            }
+        }
     }
 
-    async fn session(
-        &mut self,
-        idx: usize,
-        hrx: &mut mpsc::UnboundedReceiver<Hit>,
-        on_backup_since: Option<Instant>,
-    ) -> End {
+    async fn session(&mut self, idx: usize, hrx: &mut mpsc::Receiver<Hit>, on_backup_since: Option<Instant>) -> End {
         let (host, port) = (self.pools[idx].host.clone(), self.pools[idx].port);
         tracing::info!("stratum: connecting to {} pool {host}:{port}", PoolState::role(idx));
         let Some((rd, wr)) = transport::connect(&host, port, self.pools[idx].tls.clone(), CONNECT_TIMEOUT).await else {
@@ -414,13 +479,14 @@ impl Client {
         &mut self,
         conn: &mut Conn,
         lrx: &mut mpsc::Receiver<ReaderEvent>,
-        hrx: &mut mpsc::UnboundedReceiver<Hit>,
+        hrx: &mut mpsc::Receiver<Hit>,
         on_backup_since: Option<Instant>,
     ) -> End {
         let idx = conn.idx;
         let pool = &self.pools[idx];
         let (user, pass) = (pool.cfg.user.clone(), pool.cfg.pass.clone());
         let resume = if self.book_pool == Some(idx) { pool.session_id.clone() } else { None };
+        self.book.begin_connection();
         // Pipelined as miners do: configure, subscribe, authorize.
         let r: Result<(), End> = async {
             if self.mask != 0 && !self.pools[idx].no_configure {
@@ -488,7 +554,7 @@ impl Client {
                 }
                 _ = tick.tick() => {
                     if self.stopped() {
-                        return End::Stopped;
+                        return self.finish(conn, lrx, hrx).await;
                     }
                     let limit = Duration::from_secs(self.opts.response_timeout_secs.max(1));
                     let late = conn.pending.values().any(|(p, t)| {
@@ -522,6 +588,49 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The stop, connected: submit the hits the engines left (the bridge
+    /// closes the channel once they are all through) and wait for the
+    /// pool's answers, for at most [`STOP_DRAIN`].
+    async fn finish(
+        &mut self,
+        conn: &mut Conn,
+        lrx: &mut mpsc::Receiver<ReaderEvent>,
+        hrx: &mut mpsc::Receiver<Hit>,
+    ) -> End {
+        let deadline = tokio::time::Instant::now() + STOP_DRAIN;
+        let mut hits_open = true;
+        loop {
+            let submits_pending = conn.pending.values().any(|(p, _)| matches!(p, Pending::Submit(..)));
+            if !hits_open && !submits_pending {
+                break;
+            }
+            tokio::select! {
+                h = hrx.recv(), if hits_open => match h {
+                    Some(h) => {
+                        if self.on_hit(h, Some(conn)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => hits_open = false,
+                },
+                ev = lrx.recv() => match ev {
+                    Some(ReaderEvent::Line(l)) if !l.is_empty() => {
+                        if self.handle_line(conn, &l).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(ReaderEvent::Line(_)) | Some(ReaderEvent::TooLong(_)) => {}
+                    None | Some(ReaderEvent::Closed(_)) => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!("stratum: stopping with shares unanswered after {STOP_DRAIN:?}");
+                    break;
+                }
+            }
+        }
+        End::Stopped
     }
 
     async fn handle_line(&mut self, conn: &mut Conn, line: &str) -> Result<(), End> {
@@ -669,13 +778,27 @@ impl Client {
                 Err(e) => bad(conn, e),
             },
             "mining.set_difficulty" => match proto::parse_difficulty(&params) {
-                Ok(d) => {
+                Ok(asked) => {
                     conn.bad_in_a_row = 0;
+                    let floor = self.opts.min_difficulty;
+                    let d = if asked < floor {
+                        self.metrics.pool_difficulty_clamped.inc();
+                        if asked != self.last_clamped {
+                            tracing::warn!(
+                                "stratum: the pool set difficulty {asked:e}, below the floor {floor:e} \
+                                 ([stratum] min_difficulty); mining at {floor:e}"
+                            );
+                        }
+                        self.last_clamped = asked;
+                        floor
+                    } else {
+                        asked
+                    };
                     if d != self.book.difficulty {
                         tracing::info!("stratum: difficulty {d} from the next job");
                     }
                     self.book.difficulty = d;
-                    self.metrics.pool_difficulty.set(d);
+                    self.metrics.pool_difficulty.set(asked);
                 }
                 Err(e) => bad(conn, e),
             },

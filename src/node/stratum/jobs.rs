@@ -29,6 +29,9 @@ pub struct PoolJob {
     pub notify: Notify,
     /// Session epoch the job belongs to (see [`JobBook::epoch`]).
     pub epoch: u64,
+    /// Unique per job in this process: a job is known by this, not by the
+    /// pool's id, which a pool may reuse for another job.
+    pub serial: u64,
     pub template: WorkTemplate,
     pub difficulty: f64,
     pub share_target: Target,
@@ -53,6 +56,8 @@ pub enum NotSent {
 pub struct Share {
     pub fields: SubmitFields,
     pub epoch: u64,
+    /// [`PoolJob::serial`] of the job it was found for.
+    pub job_serial: u64,
     pub difficulty: f64,
     pub hash: BlockHash,
     pub found: Instant,
@@ -69,6 +74,7 @@ pub struct JobBook {
     pub version_mask: u32,
     pub difficulty: f64,
     pending_extranonce: Option<(Vec<u8>, usize)>,
+    next_serial: u64,
     jobs: VecDeque<Arc<PoolJob>>,
     prev_blockhash: Option<BlockHash>,
     by_seq: HashMap<u64, Arc<PoolJob>>,
@@ -78,6 +84,16 @@ pub struct JobBook {
 impl JobBook {
     pub fn new() -> JobBook {
         JobBook { difficulty: 1.0, ..JobBook::default() }
+    }
+
+    /// A new connection: what the last one negotiated (the version mask,
+    /// the difficulty, an extranonce announced for the next job) does not
+    /// carry over, least of all to another pool after a failover. Jobs are
+    /// kept until the subscribe answer says whether the session resumed.
+    pub fn begin_connection(&mut self) {
+        self.version_mask = 0;
+        self.difficulty = 1.0;
+        self.pending_extranonce = None;
     }
 
     /// A fresh session (no resume): nothing issued before is valid.
@@ -135,9 +151,11 @@ impl JobBook {
         };
         // A pool that reuses a job id replaces the old job.
         self.jobs.retain(|j| j.notify.job_id != notify.job_id);
+        self.next_serial += 1;
         let job = Arc::new(PoolJob {
             notify,
             epoch: self.epoch,
+            serial: self.next_serial,
             template,
             difficulty: self.difficulty,
             share_target,
@@ -210,12 +228,20 @@ impl JobBook {
         if !self.sent.insert(fields.clone()) {
             return Err(NotSent::Duplicate);
         }
-        Ok(Share { fields, epoch: job.epoch, difficulty: job.difficulty, hash, found: Instant::now() })
+        Ok(Share {
+            fields,
+            epoch: job.epoch,
+            job_serial: job.serial,
+            difficulty: job.difficulty,
+            hash,
+            found: Instant::now(),
+        })
     }
 
     /// Is a share made earlier (e.g. queued while disconnected) still valid?
+    /// Its own job must be live, not merely one with the same id.
     pub fn share_is_live(&self, share: &Share) -> bool {
-        share.epoch == self.epoch && self.jobs.iter().any(|j| j.notify.job_id == share.fields.job_id)
+        share.epoch == self.epoch && self.jobs.iter().any(|j| j.serial == share.job_serial)
     }
 }
 
@@ -253,6 +279,57 @@ mod tests {
         assert!(clean, "a new extranonce1 invalidates older jobs");
         assert_eq!((j2.difficulty, j2.template.extranonce1.clone()), (4.0, vec![0xbb]));
         assert!(!b.is_live(&j1) && b.is_live(&j2));
+    }
+
+    /// A share of `job` (issued under a difficulty every hash meets).
+    fn share_for(b: &mut JobBook, job: &Arc<PoolJob>) -> Share {
+        let (sched, _hits) = crate::sched::PowScheduler::new(crate::metrics::Metrics::new());
+        let seq = sched.publish(crate::sched::PowJob {
+            id: job.notify.job_id.clone(),
+            template: job.template.clone(),
+            share_target: job.share_target,
+            height: None,
+            source: "stratum",
+        });
+        b.published(seq, job);
+        let header = job.template.header(0, 7).unwrap();
+        let hit = Hit {
+            job: sched.current().unwrap(),
+            extranonce2: 0,
+            hash: header.block_hash(),
+            header,
+            engine: "cpu",
+            device: "numa0".into(),
+        };
+        b.share_for_hit(&hit).unwrap()
+    }
+
+    #[test]
+    fn a_reused_job_id_does_not_revive_shares_of_the_old_job() {
+        let now = Instant::now();
+        let mut b = JobBook::new();
+        b.reset(vec![0xaa], 4);
+        b.difficulty = 1e-30;
+        let (j1, _) = b.on_notify(notify("7", 1, true), now);
+        let share = share_for(&mut b, &j1);
+        assert!(b.share_is_live(&share));
+        // The pool sends another job under the same id (same prevhash, not clean).
+        let (j2, clean) = b.on_notify(notify("7", 1, false), now);
+        assert!(!clean && b.is_live(&j2));
+        assert!(!b.share_is_live(&share), "a queued share of the old job 7 is not a share of the new job 7");
+    }
+
+    #[test]
+    fn a_new_connection_does_not_inherit_mask_or_difficulty() {
+        let mut b = JobBook::new();
+        b.reset(vec![0xaa], 4);
+        b.version_mask = 0x1fff_e000;
+        b.difficulty = 1e6;
+        b.set_extranonce(vec![0xbb], 8);
+        b.begin_connection();
+        assert_eq!((b.version_mask, b.difficulty), (0, 1.0));
+        let (j, _) = b.on_notify(notify("1", 1, true), Instant::now());
+        assert_eq!((j.template.version_mask, j.difficulty, j.template.extranonce2_size), (0, 1.0, 4));
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub struct StratumOptions {
     pub ntime_roll_secs: u64,
     /// Shares kept while disconnected, oldest dropped first.
     pub max_queued_shares: usize,
+    /// Lowest share difficulty taken from a pool: a lower
+    /// mining.set_difficulty (a broken pool, or a man in the middle on
+    /// stratum+tcp) is logged, counted and clamped to this, so the engines
+    /// are not flooded with "shares" of every nonce. Shares found at the
+    /// floor are shares at the pool's lower difficulty too.
+    pub min_difficulty: f64,
 }
 
 impl Default for StratumOptions {
@@ -102,9 +108,18 @@ impl Default for StratumOptions {
             response_timeout_secs: 30,
             ntime_roll_secs: 30,
             max_queued_shares: 1024,
+            min_difficulty: DEFAULT_MIN_DIFFICULTY,
         }
     }
 }
+
+/// Default floor on the share difficulty a pool may set: about one share
+/// per 430 000 hashes (2^32 × 1e-4), 115 shares/s at 50 MH/s.
+pub const DEFAULT_MIN_DIFFICULTY: f64 = 1e-4;
+
+/// Upper bound of every time setting of `[stratum]` (a week): larger values
+/// would overflow the timers' arithmetic and mean nothing anyway.
+pub const MAX_OPTION_SECS: u64 = 7 * 86_400;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StratumConfig {
@@ -127,6 +142,8 @@ pub enum StratumError {
     Tls(String, tls::TlsConfigError),
     #[error("pool {0}: tls_ca / tls_fingerprint need a stratum+ssl:// URL")]
     TlsOnPlain(String),
+    #[error("[stratum] {0} must be {1}")]
+    Option(&'static str, String),
 }
 
 /// Where a pool is and whether the connection is TLS.
@@ -177,7 +194,7 @@ impl StratumConfig {
             }
         }
         self.mask()?;
-        Ok(())
+        self.options.validate()
     }
 
     pub fn mask(&self) -> Result<u32, StratumError> {
@@ -186,6 +203,42 @@ impl StratumConfig {
             return Err(StratumError::Mask(m.clone()));
         }
         u32::from_str_radix(m, 16).map_err(|_| StratumError::Mask(m.clone()))
+    }
+}
+
+impl StratumOptions {
+    /// Every number within what the client's timers and queues can hold.
+    pub fn validate(&self) -> Result<(), StratumError> {
+        let o = self;
+        let secs = [
+            ("backoff_max_secs", o.backoff_max_secs),
+            ("hold_down_secs", o.hold_down_secs),
+            ("probe_interval_secs", o.probe_interval_secs),
+            ("idle_timeout_secs", o.idle_timeout_secs),
+            ("response_timeout_secs", o.response_timeout_secs),
+            ("ntime_roll_secs", o.ntime_roll_secs),
+        ];
+        for (name, v) in secs {
+            if v > MAX_OPTION_SECS {
+                return Err(StratumError::Option(name, format!("at most {MAX_OPTION_SECS} (a week), got {v}")));
+            }
+        }
+        if o.backoff_min_ms > MAX_OPTION_SECS * 1000 {
+            return Err(StratumError::Option(
+                "backoff_min_ms",
+                format!("at most {} (a week), got {}", MAX_OPTION_SECS * 1000, o.backoff_min_ms),
+            ));
+        }
+        if o.retries_before_failover > 1_000_000 {
+            return Err(StratumError::Option("retries_before_failover", "at most 1000000".into()));
+        }
+        if o.max_queued_shares > 1_000_000 {
+            return Err(StratumError::Option("max_queued_shares", "at most 1000000".into()));
+        }
+        if !(o.min_difficulty.is_finite() && o.min_difficulty > 0.0) {
+            return Err(StratumError::Option("min_difficulty", format!("a positive number, got {}", o.min_difficulty)));
+        }
+        Ok(())
     }
 }
 
@@ -213,6 +266,8 @@ pub enum ShareReason {
     SessionChanged,
     /// Sent but never answered before the connection went.
     NoAnswer,
+    /// Not sent: found while disconnected (or left over) when hashrig stopped.
+    Shutdown,
 }
 
 impl ShareReason {
@@ -228,6 +283,7 @@ impl ShareReason {
             ShareReason::JobGone => "job_gone",
             ShareReason::SessionChanged => "session_changed",
             ShareReason::NoAnswer => "no_answer",
+            ShareReason::Shutdown => "shutdown",
         }
     }
 
@@ -254,7 +310,10 @@ impl ShareReason {
 
     /// A pool's rejection that means the share was stale rather than bad.
     pub fn is_stale(self) -> bool {
-        matches!(self, ShareReason::StaleJob | ShareReason::JobGone | ShareReason::SessionChanged)
+        matches!(
+            self,
+            ShareReason::StaleJob | ShareReason::JobGone | ShareReason::SessionChanged | ShareReason::Shutdown
+        )
     }
 }
 
@@ -302,6 +361,29 @@ mod tests {
             cfg("stratum+tcp://h:1", Some(&"00".repeat(32))).validate(),
             Err(StratumError::TlsOnPlain(_))
         ));
+    }
+
+    #[test]
+    fn options_out_of_range_are_errors_not_panics() {
+        let cfg = |f: &dyn Fn(&mut StratumOptions)| {
+            let mut options = StratumOptions::default();
+            f(&mut options);
+            StratumConfig { pools: vec![PoolConfig::new("stratum+tcp://h:1", "w", "x")], options }
+        };
+        assert!(cfg(&|_| {}).validate().is_ok());
+        for f in [
+            &(|o: &mut StratumOptions| o.backoff_max_secs = u64::MAX) as &dyn Fn(&mut StratumOptions),
+            &|o| o.backoff_min_ms = u64::MAX,
+            &|o| o.hold_down_secs = u64::MAX - 1,
+            &|o| o.idle_timeout_secs = u64::MAX,
+            &|o| o.response_timeout_secs = u64::MAX,
+            &|o| o.probe_interval_secs = u64::MAX,
+            &|o| o.ntime_roll_secs = u64::MAX,
+            &|o| o.min_difficulty = 0.0,
+            &|o| o.min_difficulty = f64::NAN,
+        ] {
+            assert!(matches!(cfg(f).validate(), Err(StratumError::Option(..))));
+        }
     }
 
     #[test]

@@ -1,0 +1,65 @@
+//! Process signals for `hashrig run`: SIGINT and SIGTERM (what systemd,
+//! docker and kill(1) send) both ask for the same clean stop; SIGHUP is
+//! kept for a configuration reload and, until that exists, is logged and
+//! otherwise ignored instead of killing the process.
+//!
+//! The handlers only set flags (all an async-signal handler may do); the
+//! run loop polls them with [`take`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static HUP: AtomicBool = AtomicBool::new(false);
+
+/// What arrived since the last call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// SIGINT or SIGTERM.
+    pub stop: bool,
+    /// SIGHUP.
+    pub hangup: bool,
+}
+
+#[cfg(unix)]
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+#[cfg(unix)]
+extern "C" fn on_hup(_: libc::c_int) {
+    HUP.store(true, Ordering::SeqCst);
+}
+
+/// Installs the handlers; an error names the signal that could not be taken.
+#[cfg(unix)]
+pub fn install() -> Result<(), String> {
+    let set = |sig: libc::c_int, name: &str, f: extern "C" fn(libc::c_int)| {
+        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask"
+        // value; the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = f as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(format!("cannot handle {name}: {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    };
+    set(libc::SIGINT, "SIGINT", on_stop)?;
+    set(libc::SIGTERM, "SIGTERM", on_stop)?;
+    set(libc::SIGHUP, "SIGHUP", on_hup)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn install() -> Result<(), String> {
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)).map_err(|e| e.to_string())
+}
+
+/// Takes the signals that arrived since the last call.
+pub fn take() -> Pending {
+    Pending { stop: STOP.swap(false, Ordering::SeqCst), hangup: HUP.swap(false, Ordering::SeqCst) }
+}
