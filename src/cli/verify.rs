@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::node::sigserve::{ServeAddr, SigClient};
+use crate::sched::sig::EngineChoice;
 use crate::sched::{SigEngine, SigEngineConfig};
 use crate::sig::{jsonl, SigItem, Verdict};
 use crate::topo::{PinPlan, PlanOptions, Topology};
@@ -34,6 +35,15 @@ pub struct VerifyArgs {
     /// Do not bind worker threads to cores.
     #[arg(long)]
     pub no_pin: bool,
+    /// Where local items are verified: cpu, gpu (every Ed25519 batch on the
+    /// GPU; an error when no usable adapter exists) or auto (per batch,
+    /// wherever it is predicted to finish first; the CPU answers until the
+    /// GPU's kernels are built).
+    #[arg(long, default_value = "auto")]
+    pub engine: EngineChoice,
+    /// Also use software Vulkan adapters (lavapipe) for signatures: slow, for tests.
+    #[arg(long)]
+    pub gpu_allow_software: bool,
 }
 
 enum Backend {
@@ -89,7 +99,10 @@ pub fn main(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             let plan = PinPlan::build(&topo, &PlanOptions { threads: a.threads, ..PlanOptions::default() })?;
             let mut cfg = SigEngineConfig::new(plan);
             cfg.pin = !a.no_pin;
-            Backend::Local(SigEngine::start(cfg, None)?)
+            cfg.engines = a.engine;
+            let engine = SigEngine::start(cfg, None)?;
+            start_gpus(&engine, &a)?;
+            Backend::Local(engine)
         }
     };
     let stdout = std::io::stdout();
@@ -107,5 +120,51 @@ pub fn main(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     flush(&mut backend, &mut pending, &mut out)?;
     out.flush()?;
+    if let Backend::Local(e) = &backend {
+        summary(e);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "gpu")]
+fn start_gpus(engine: &SigEngine, a: &VerifyArgs) -> anyhow::Result<()> {
+    if a.engine == EngineChoice::Cpu {
+        return Ok(());
+    }
+    let g = super::gpu::GpuArgs { gpu_allow_software: a.gpu_allow_software, ..Default::default() };
+    // --engine gpu waits for the kernels and fails without an adapter;
+    // auto builds them in the background.
+    super::gpu::start_sig_gpus(engine, &g, None, a.engine == EngineChoice::Auto)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn start_gpus(_: &SigEngine, a: &VerifyArgs) -> anyhow::Result<()> {
+    if a.engine == EngineChoice::Gpu {
+        anyhow::bail!("--engine gpu: {}", super::gpu::gpu_unavailable_reason());
+    }
+    Ok(())
+}
+
+/// One line per engine used, on stderr.
+fn summary(e: &SigEngine) {
+    let cpu = e.cpu_items_total();
+    if cpu > 0 {
+        eprintln!("engine cpu: {cpu} items verified");
+    }
+    #[cfg(feature = "gpu")]
+    for g in e.gpus() {
+        let t = g.totals();
+        if t.items > 0 || !g.is_active() {
+            eprintln!(
+                "engine {} ({}): {} items verified, {} CPU re-checks, {} mismatches{}",
+                g.label,
+                g.name,
+                t.items,
+                t.rechecked,
+                t.mismatches,
+                if g.is_active() { "" } else { " (taken off signature work)" }
+            );
+        }
+    }
 }

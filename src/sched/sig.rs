@@ -32,10 +32,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
+#[cfg(feature = "gpu")]
+use parking_lot::RwLock;
 use rayon::prelude::*;
 
 use crate::sig::{scheme_label, size_class, verify_batch, Scheme, SigItem, Verdict};
+#[cfg(feature = "gpu")]
 use super::sig_gpu::GpuSigEngine;
 use crate::metrics::Metrics;
 use crate::topo::{pin_or_warn, PinPlan};
@@ -191,9 +194,12 @@ struct Inner {
     seq: AtomicU64,
     queued_items: AtomicUsize,
     verified: AtomicU64,
+    /// Items the CPU verified (the rest went to GPUs).
+    cpu_items: AtomicU64,
     metrics: Option<Arc<Metrics>>,
     /// Dispatcher threads (one per worker).
     dispatchers: usize,
+    #[cfg(feature = "gpu")]
     gpus: RwLock<Vec<Arc<GpuSigEngine>>>,
     /// Measured seconds per Ed25519 item on one CPU thread (f64 bits).
     cpu_item_secs: AtomicU64,
@@ -203,8 +209,10 @@ struct Inner {
 #[derive(Clone)]
 enum Route {
     Cpu,
+    #[cfg(feature = "gpu")]
     Gpu(Arc<GpuSigEngine>),
     /// The last `usize` items to the GPU, the rest on the CPU.
+    #[cfg(feature = "gpu")]
     Split(Arc<GpuSigEngine>, usize),
 }
 
@@ -271,8 +279,10 @@ impl SigEngine {
             seq: AtomicU64::new(0),
             queued_items: AtomicUsize::new(0),
             verified: AtomicU64::new(0),
+            cpu_items: AtomicU64::new(0),
             metrics,
             dispatchers: threads,
+            #[cfg(feature = "gpu")]
             gpus: RwLock::new(Vec::new()),
             cpu_item_secs: AtomicU64::new(CPU_ITEM_SECS_DEFAULT.to_bits()),
         });
@@ -287,13 +297,20 @@ impl SigEngine {
         Ok(SigEngine { inner, _guard: guard })
     }
 
+    /// Items verified on the CPU since start (the rest went to GPUs).
+    pub fn cpu_items_total(&self) -> u64 {
+        self.inner.cpu_items.load(Ordering::Relaxed)
+    }
+
     /// Adds a GPU engine (started, kernels built): from now on batches may
     /// go to it.
+    #[cfg(feature = "gpu")]
     pub fn add_gpu(&self, gpu: Arc<GpuSigEngine>) {
         self.inner.gpus.write().push(gpu);
     }
 
     /// The GPU engines added so far (active or taken off).
+    #[cfg(feature = "gpu")]
     pub fn gpus(&self) -> Vec<Arc<GpuSigEngine>> {
         self.inner.gpus.read().clone()
     }
@@ -467,10 +484,12 @@ impl Inner {
     fn execute(&self, items: &[SigItem], deadline: Option<Instant>) -> (Vec<Verdict>, ExecPath) {
         match self.route(items, deadline) {
             Route::Cpu => self.execute_cpu(items),
+            #[cfg(feature = "gpu")]
             Route::Gpu(g) => match g.verify(items) {
                 Ok(ans) => (ans.verdicts, ExecPath::Gpu),
                 Err(_) => self.execute_cpu(items),
             },
+            #[cfg(feature = "gpu")]
             Route::Split(g, gpu_n) => {
                 let (head, tail) = items.split_at(items.len() - gpu_n);
                 let (mut cpu, gpu) = std::thread::scope(|s| {
@@ -508,6 +527,7 @@ impl Inner {
             let old = f64::from_bits(self.cpu_item_secs.load(Ordering::Relaxed));
             self.cpu_item_secs.store((0.9 * old + 0.1 * per).to_bits(), Ordering::Relaxed);
         }
+        self.cpu_items.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
             m.sig_gpu.engine_items.with_label_values(&["cpu"]).inc_by(n as u64);
         }
@@ -526,6 +546,12 @@ impl Inner {
     ///   (1 − f)·n·c = L0 + (q + f·n)·g  ⇒  f = (n·c − L0 − q·g) / (n·(c + g))
     /// with c the CPU's time per item over all threads. A deadline vetoes
     /// the GPU when its prediction misses it and the CPU's does not.
+    #[cfg(not(feature = "gpu"))]
+    fn route(&self, _: &[SigItem], _: Option<Instant>) -> Route {
+        Route::Cpu
+    }
+
+    #[cfg(feature = "gpu")]
     fn route(&self, items: &[SigItem], deadline: Option<Instant>) -> Route {
         let n = items.len();
         if self.cfg.engines == EngineChoice::Cpu || n == 0 {
