@@ -14,13 +14,15 @@ pub enum Backend {
     ShaNi,
     /// x86_64 AVX2, eight nonces in eight lanes.
     Avx2,
+    /// x86_64 AVX-512F, sixteen nonces in sixteen lanes.
+    Avx512,
 }
 
 /// Every backend, in no particular order.
-const ALL: [Backend; 4] = [Backend::Scalar, Backend::Midstate, Backend::ShaNi, Backend::Avx2];
+const ALL: [Backend; 5] = [Backend::Scalar, Backend::Midstate, Backend::ShaNi, Backend::Avx2, Backend::Avx512];
 
 /// Fastest first, as measured on AMD Zen 3 (benches/sha256d.rs): see `detect`.
-const BY_SPEED: [Backend; 4] = [Backend::ShaNi, Backend::Avx2, Backend::Midstate, Backend::Scalar];
+const BY_SPEED: [Backend; 5] = [Backend::ShaNi, Backend::Avx512, Backend::Avx2, Backend::Midstate, Backend::Scalar];
 
 impl Backend {
     pub fn name(&self) -> &'static str {
@@ -29,6 +31,7 @@ impl Backend {
             Backend::Midstate => "midstate",
             Backend::ShaNi => "sha-ni",
             Backend::Avx2 => "avx2",
+            Backend::Avx512 => "avx512",
         }
     }
 
@@ -44,8 +47,11 @@ impl Backend {
             }
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2 => std::is_x86_feature_detected!("avx2"),
+            // Also checks that the OS saves the zmm registers (XCR0).
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => std::is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
-            Backend::ShaNi | Backend::Avx2 => false,
+            Backend::ShaNi | Backend::Avx2 | Backend::Avx512 => false,
         }
     }
 
@@ -72,7 +78,7 @@ pub struct UnknownBackend(pub String);
 
 impl fmt::Display for UnknownBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown backend {:?} (expected scalar, midstate, sha-ni or avx2)", self.0)
+        write!(f, "unknown backend {:?} (expected scalar, midstate, sha-ni, avx2 or avx512)", self.0)
     }
 }
 
@@ -87,6 +93,7 @@ impl FromStr for Backend {
             "midstate" => Ok(Backend::Midstate),
             "sha-ni" | "shani" => Ok(Backend::ShaNi),
             "avx2" => Ok(Backend::Avx2),
+            "avx512" | "avx-512" => Ok(Backend::Avx512),
             _ => Err(UnknownBackend(s.to_string())),
         }
     }

@@ -7,7 +7,11 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod backend;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 pub mod midstate;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -114,8 +118,11 @@ pub fn scan(backend: Backend, input: &SearchInput, range: NonceRange, hits: &mut
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `runnable` returned Avx2 only after detecting avx2 at run time.
         Backend::Avx2 => unsafe { avx2::scan(input, start, end, hits) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `runnable` returned Avx512 only after detecting avx512f at run time.
+        Backend::Avx512 => unsafe { avx512::scan(input, start, end, hits) },
         #[cfg(not(target_arch = "x86_64"))]
-        Backend::ShaNi | Backend::Avx2 => scalar::scan(input, start, end, hits),
+        Backend::ShaNi | Backend::Avx2 | Backend::Avx512 => scalar::scan(input, start, end, hits),
     }
     len
 }
