@@ -85,7 +85,7 @@ pub fn feature_report() -> String {
         "sha256d paths: compiled [{}], runnable here [{}], selected {}\n",
         names(pow::compiled()),
         names(&pow::available()),
-        pow::detect().name()
+        pow::selection()
     ));
     let dalek: Vec<&str> = ed25519_backends_compiled().iter().map(|b| b.name()).collect();
     s.push_str(&format!(
@@ -110,6 +110,11 @@ pub fn main(a: DevicesArgs) -> anyhow::Result<ExitCode> {
             "cpu_model": cpu_model(),
             "pow_backends_available": pow::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
             "pow_backend_selected": pow::detect().name(),
+            "pow_path_rates": pow::selection()
+                .rates
+                .iter()
+                .map(|r| serde_json::json!({"backend": r.backend.name(), "hashes_per_sec": r.hashes_per_sec}))
+                .collect::<Vec<_>>(),
             "ed25519_backend": ed25519_backend().name(),
             "topology": topo,
             "plan": plan,

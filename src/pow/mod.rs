@@ -17,7 +17,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;
 
-pub use backend::{available, compiled, detect, Backend};
+pub use backend::{available, compiled, detect, measure, selection, Backend, PathRate, Selection};
 
 /// Everything a kernel needs for one 80-byte header, computed once per header.
 #[derive(Clone, Debug, PartialEq, Eq)]
