@@ -86,6 +86,27 @@ unsafe fn sched(w: &[__m512i; 64], t: usize, c: u32, var: fn(usize) -> bool) -> 
     acc
 }
 
+/// Rounds `$t...` with schedule words from `$w`, constants `$c`/`$wk`,
+/// variable-word test `$var`. Written out per round (the indices are
+/// literals) so that every `var` test folds away, the schedule window lives
+/// in registers and the state rotation is a renaming, not 8 moves: as a loop
+/// LLVM kept it rolled, with the window in memory.
+macro_rules! rounds {
+    ($s:ident, $w:ident, $c:expr, $wk:expr, $var:ident; $($t:literal)*) => {
+        $({
+            let wk = if $var($t) {
+                if $t >= 16 {
+                    $w[$t] = sched(&$w, $t, $c[$t], $var);
+                }
+                add($w[$t], splat(K[$t]))
+            } else {
+                splat($wk[$t])
+            };
+            round16(&mut $s, wk);
+        })*
+    };
+}
+
 /// Top 32 bits of the hash (state word 7, not byte-swapped) for 16 nonce words.
 #[inline(always)]
 unsafe fn hash_top16(c: &Ctx, w3: __m512i) -> __m512i {
@@ -95,15 +116,11 @@ unsafe fn hash_top16(c: &Ctx, w3: __m512i) -> __m512i {
     let mut s = c.s3.map(|x| splat(x));
     s[0] = add(s[0], w3);
     s[4] = add(s[4], w3);
-    for t in 4..64 {
-        let wk = if var1(t) {
-            w[t] = sched(&w, t, c.c1[t], var1);
-            add(w[t], splat(K[t]))
-        } else {
-            splat(c.wk1[t])
-        };
-        round16(&mut s, wk);
-    }
+    rounds!(s, w, c.c1, c.wk1, var1;
+        4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23
+        24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43
+        44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63
+    );
     // ---- hash 2: message = digest of hash 1 (feed-forward from the midstate).
     let mut w2 = [_mm512_setzero_si512(); 64];
     for i in 0..8 {
@@ -112,22 +129,16 @@ unsafe fn hash_top16(c: &Ctx, w3: __m512i) -> __m512i {
     let mut s = c.s0.map(|x| splat(x));
     s[0] = add(s[0], w2[0]);
     s[4] = add(s[4], w2[0]);
-    for t in 1..61 {
-        let wk = if var2(t) {
-            if t >= 16 {
-                w2[t] = sched(&w2, t, c.c2[t], var2);
-            }
-            add(w2[t], splat(K[t]))
-        } else {
-            splat(c.wk2[t])
-        };
-        round16(&mut s, wk);
-    }
+    rounds!(s, w2, c.c2, c.wk2, var2;
+        1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20
+        21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40
+        41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60
+    );
     // After round 60, e holds the final h before the feed-forward.
     add(s[4], splat(H0[7]))
 }
 
-/// Per-loop constants of [`scan16`] and the hybrid loop.
+/// Per-loop constants of [`scan`] and the hybrid loop.
 pub(super) struct Lanes {
     ctx: Ctx,
     target7: __m512i,
