@@ -26,11 +26,11 @@ const SELECT: i32 = 0xCA;
 const MAJ: i32 = 0xE8;
 
 #[inline(always)]
-unsafe fn add(a: __m512i, b: __m512i) -> __m512i {
+pub(super) unsafe fn add(a: __m512i, b: __m512i) -> __m512i {
     _mm512_add_epi32(a, b)
 }
 #[inline(always)]
-unsafe fn splat(x: u32) -> __m512i {
+pub(super) unsafe fn splat(x: u32) -> __m512i {
     _mm512_set1_epi32(x as i32)
 }
 #[inline(always)]
@@ -50,13 +50,13 @@ unsafe fn s1v(x: __m512i) -> __m512i {
 /// a right rotate by 8, bytes 2 and 0 from a left rotate by 8. (VPSHUFB on
 /// zmm would need AVX-512BW; this runs once per 16 nonces.)
 #[inline(always)]
-unsafe fn bswap(x: __m512i) -> __m512i {
+pub(super) unsafe fn bswap(x: __m512i) -> __m512i {
     _mm512_ternarylogic_epi32::<SELECT>(splat(0xff00_ff00), _mm512_ror_epi32::<8>(x), _mm512_rol_epi32::<8>(x))
 }
 
 /// One round on 16 lanes; `wk` = W+K.
 #[inline(always)]
-unsafe fn round16(s: &mut [__m512i; 8], wk: __m512i) {
+pub(super) unsafe fn round16(s: &mut [__m512i; 8], wk: __m512i) {
     let [a, b, c, d, e, f, g, h] = *s;
     let sig1 = xor3(_mm512_ror_epi32::<6>(e), _mm512_ror_epi32::<11>(e), _mm512_ror_epi32::<25>(e));
     let chv = _mm512_ternarylogic_epi32::<SELECT>(e, f, g);
@@ -69,7 +69,7 @@ unsafe fn round16(s: &mut [__m512i; 8], wk: __m512i) {
 
 /// Schedule word `t` from its constant part and its variable terms.
 #[inline(always)]
-unsafe fn sched(w: &[__m512i; 64], t: usize, c: u32, var: fn(usize) -> bool) -> __m512i {
+pub(super) unsafe fn sched(w: &[__m512i; 64], t: usize, c: u32, var: fn(usize) -> bool) -> __m512i {
     let mut acc = splat(c);
     if var(t - 2) {
         acc = add(acc, s1v(w[t - 2]));
@@ -92,7 +92,7 @@ unsafe fn sched(w: &[__m512i; 64], t: usize, c: u32, var: fn(usize) -> bool) -> 
 /// in registers and the state rotation is a renaming, not 8 moves: as a loop
 /// LLVM kept it rolled, with the window in memory.
 macro_rules! rounds {
-    ($s:ident, $w:ident, $c:expr, $wk:expr, $var:ident; $($t:literal)*) => {
+    ($s:expr, $w:expr, $c:expr, $wk:expr, $var:ident; $($t:literal)*) => {{
         $({
             let wk = if $var($t) {
                 if $t >= 16 {
@@ -104,8 +104,9 @@ macro_rules! rounds {
             };
             round16(&mut $s, wk);
         })*
-    };
+    }};
 }
+pub(super) use rounds;
 
 /// Top 32 bits of the hash (state word 7, not byte-swapped) for 16 nonce words.
 #[inline(always)]
@@ -140,9 +141,9 @@ unsafe fn hash_top16(c: &Ctx, w3: __m512i) -> __m512i {
 
 /// Per-loop constants of [`scan`] and the hybrid loop.
 pub(super) struct Lanes {
-    ctx: Ctx,
-    target7: __m512i,
-    lane: __m512i,
+    pub(super) ctx: Ctx,
+    pub(super) target7: __m512i,
+    pub(super) lane: __m512i,
 }
 
 impl Lanes {
