@@ -228,7 +228,7 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     "rounds": sel.rounds,
                     "rates": sel.rates.iter().map(|r| serde_json::json!({
                         "backend": r.backend.name(),
-                        "hashes_per_sec": r.hashes_per_sec,
+                        "per_core_hashes_per_sec": r.hashes_per_sec,
                     })).collect::<Vec<_>>(),
                 });
             }

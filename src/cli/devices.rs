@@ -113,7 +113,7 @@ pub fn main(a: DevicesArgs) -> anyhow::Result<ExitCode> {
             "pow_path_rates": pow::selection()
                 .rates
                 .iter()
-                .map(|r| serde_json::json!({"backend": r.backend.name(), "hashes_per_sec": r.hashes_per_sec}))
+                .map(|r| serde_json::json!({"backend": r.backend.name(), "per_core_hashes_per_sec": r.hashes_per_sec}))
                 .collect::<Vec<_>>(),
             "ed25519_backend": ed25519_backend().name(),
             "topology": topo,
