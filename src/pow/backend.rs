@@ -237,8 +237,8 @@ mod tests {
             assert!(rates.iter().any(|r| r.backend == *p && r.hashes_per_sec > 0.0), "{p}");
         }
         assert!(rates.windows(2).all(|w| w[0].hashes_per_sec >= w[1].hashes_per_sec));
-        // The reference path is an order of magnitude behind any other here.
-        assert_ne!(rates[0].backend, Backend::Scalar);
+        // Which path wins is the hardware's business (under an emulator the
+        // scalar path can); the choice must be the measured winner.
         let s = selection();
         assert!(paths.contains(&s.chosen) && s.chosen == detect());
         assert_eq!(s.chosen, s.rates[0].backend);
