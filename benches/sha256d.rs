@@ -34,6 +34,22 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The SHA-NI + AVX-512 lab loop (not a backend unless it beats both).
+    #[cfg(target_arch = "x86_64")]
+    if hashrig::pow::hybrid::is_available() {
+        g.sample_size(30);
+        let mut start = 0u32;
+        g.bench_function(BenchmarkId::from_parameter("sha-ni+avx512"), |bch| {
+            let mut hits = Vec::new();
+            bch.iter(|| {
+                start = start.wrapping_add(NONCES as u32);
+                let end = start as u64 + NONCES;
+                // SAFETY: features checked by `is_available`.
+                unsafe { hashrig::pow::hybrid::scan(black_box(&input), start, end, &mut hits) };
+                black_box(&hits);
+            })
+        });
+    }
     g.finish();
 }
 

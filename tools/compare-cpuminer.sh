@@ -10,6 +10,8 @@
 #   env: HASHRIG=path   hashrig binary (default target/release/hashrig)
 #        THREADS=N      "all threads" count (default: nproc)
 #        ROUNDS=N       repeat the whole alternation N times (default 1)
+#        HASHRIG_ARGS=  extra `bench pow` flags, e.g. "--backend sha-ni" to pair
+#                       a hashrig path with the cpuminer-opt build of the same kind
 #
 # Order of runs (alternating, so a load change hits both sides alike):
 #   cpuminer 1 thread, hashrig 1 thread, cpuminer N threads, hashrig N threads,
@@ -27,6 +29,10 @@
 #     && CFLAGS="-O3 -march=native -Wall" ./configure --with-curl && make -j"$(nproc)"
 #   (this is what its build.sh does; `./cpuminer --version` should list
 #   "SW features: ... SHA256" on a SHA-NI CPU)
+#   Which sha256d it runs is fixed at compile time: 16-way AVX-512 when the
+#   build targets AVX-512 (F, VL, DQ, BW), else SHA-NI, else 8-way AVX2. For
+#   its SHA path on an AVX-512 CPU build a second copy with
+#   CFLAGS="-O3 -march=native -mno-avx512f -Wall".
 #
 # How cpuminer-opt's figure is read: the run is
 #   cpuminer -a sha256d --benchmark -t N --time-limit=S --hash-meter --no-color
@@ -51,13 +57,14 @@
 # raw rate; early-exit / fixed-padding tricks can push it a little above.
 set -euo pipefail
 
-usage() { sed -n '/^# Usage:/,/ROUNDS=N/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '/^# Usage:/,/same kind/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 CPUMINER=$1
 SECONDS_PER=${2:-20}
 HASHRIG=${HASHRIG:-target/release/hashrig}
 THREADS=${THREADS:-$(nproc)}
 ROUNDS=${ROUNDS:-1}
+HASHRIG_ARGS=${HASHRIG_ARGS:-}
 
 [ -x "$CPUMINER" ] || { echo "not executable: $CPUMINER" >&2; exit 1; }
 [ -x "$HASHRIG" ] || { echo "not executable: $HASHRIG (cargo build --release, or set HASHRIG=)" >&2; exit 1; }
@@ -70,6 +77,7 @@ echo "logs: $LOGDIR"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') | nproc $(nproc) | all-threads = $THREADS"
 echo "cpuminer: $("$CPUMINER" --version 2>&1 | grep -m1 -o 'cpuminer-opt [0-9.]*' || echo '?')"
 echo "hashrig:  $("$HASHRIG" --version 2>/dev/null || echo "$HASHRIG")"
+echo "hashrig bench pow flags: ${HASHRIG_ARGS:-(none: the path chosen by measurement)}"
 echo "openssl:  $(openssl version)"
 echo "load before: $(uptime)"
 
@@ -103,7 +111,8 @@ run_cpuminer() {
 run_hashrig() {
     local t=$1 log=$2
     # with --threads > 1, bench pow measures a 1-thread phase first, then all threads
-    "$HASHRIG" bench pow --threads "$t" --seconds "$SECONDS_PER" --json >"$log" 2>&1 \
+    # shellcheck disable=SC2086 # HASHRIG_ARGS is a list of flags
+    "$HASHRIG" bench pow --threads "$t" --seconds "$SECONDS_PER" --json $HASHRIG_ARGS >"$log" 2>&1 \
         || { echo "hashrig failed, see $log:" >&2; tail -5 "$log" >&2; return 1; }
     grep -o '"hashes_per_sec":[0-9.eE+-]*' "$log" | tail -1 | cut -d: -f2
 }

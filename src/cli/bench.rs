@@ -34,6 +34,10 @@ pub struct PowBenchArgs {
     /// Write (or update the [pow_cpu] / [[pow_gpu]] sections of) a hardware profile TOML.
     #[arg(long)]
     pub profile_out: Option<std::path::PathBuf>,
+    /// Also measure every SHA-256d path this CPU runs (one thread, then all,
+    /// through the same engine), alternated in this run, beside the chosen one.
+    #[arg(long)]
+    pub paths: bool,
     /// Which engines: cpu, gpu, or all (CPU and every usable GPU at once).
     #[arg(long, value_enum, default_value = "cpu")]
     pub engine: BenchEngine,
@@ -168,6 +172,13 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             println!("{d}: {} | {} | driver {} {}", c.summary.name, c.tune, c.summary.driver, c.summary.driver_info);
         }
     }
+    if use_cpu && !a.json {
+        match a.cpu.backend {
+            None => println!("sha256d path: {}", crate::pow::selection()),
+            Some(b) => println!("sha256d path: {b} (--backend)"),
+        }
+    }
+    let per_path = if use_cpu && a.paths { measure_paths(&a, one.clone(), all.clone(), threads)? } else { Vec::new() };
     let (mut single, mut cpu_total) = (0.0, 0.0);
     if use_cpu {
         single = measure(a.cpu.engine_config(one, backend), a.seconds)?;
@@ -207,6 +218,31 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             v["per_thread_hashes_per_sec"] = single.into();
             v["cpu_hashes_per_sec"] = cpu_total.into();
             v["scaling"] = (cpu_total / single).into();
+            if a.cpu.backend.is_none() {
+                let sel = crate::pow::selection();
+                v["selection"] = serde_json::json!({
+                    "chosen": sel.chosen.name(),
+                    "seconds_per_path": sel.per_path.as_secs_f64(),
+                    "rounds": sel.rounds,
+                    "rates": sel.rates.iter().map(|r| serde_json::json!({
+                        "backend": r.backend.name(),
+                        "per_core_hashes_per_sec": r.hashes_per_sec,
+                    })).collect::<Vec<_>>(),
+                });
+            }
+            if a.paths {
+                v["paths"] = per_path
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "backend": p.backend.name(),
+                            "per_thread_hashes_per_sec": p.single,
+                            "all_threads_hashes_per_sec": p.all,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into();
+            }
         }
         if a.engine != BenchEngine::Cpu {
             v["gpu_hashes_per_sec"] = gpu_rates.iter().map(|g| g.hashes_per_sec).sum::<f64>().into();
@@ -286,6 +322,34 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One path's whole-engine rates.
+struct PathFigures {
+    backend: crate::pow::Backend,
+    single: f64,
+    all: f64,
+}
+
+/// `--paths`: every runnable path through the engine, one thread then all,
+/// each phase alternated over the paths so that a change of load hits all alike.
+fn measure_paths(a: &PowBenchArgs, one: PinPlan, all: PinPlan, threads: usize) -> anyhow::Result<Vec<PathFigures>> {
+    let paths = crate::pow::available();
+    let mut figs: Vec<PathFigures> =
+        paths.iter().map(|&backend| PathFigures { backend, single: 0.0, all: 0.0 }).collect();
+    for f in figs.iter_mut() {
+        f.single = measure(a.cpu.engine_config(one.clone(), f.backend), a.seconds)?;
+    }
+    for f in figs.iter_mut() {
+        f.all = if threads > 1 { measure(a.cpu.engine_config(all.clone(), f.backend), a.seconds)? } else { f.single };
+    }
+    if !a.json {
+        println!("per path, same run (MH/s):  1 thread  {threads} threads");
+        for f in &figs {
+            println!("  {:<24}{:>10.2}{:>10.2}", f.backend.name(), f.single / 1e6, f.all / 1e6);
+        }
+    }
+    Ok(figs)
 }
 
 #[cfg(feature = "gpu")]

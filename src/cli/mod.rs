@@ -64,7 +64,7 @@ pub struct CpuArgs {
     /// Do not bind worker threads to cores.
     #[arg(long)]
     pub no_pin: bool,
-    /// SHA-256d code path (default: the fastest this CPU runs): scalar, midstate, sha-ni, avx2.
+    /// SHA-256d code path: scalar, midstate, sha-ni, avx2, avx512 (default: the fastest here, timed at start-up).
     #[arg(long)]
     pub backend: Option<Backend>,
     /// Scheduling priority of the PoW workers: idle (SCHED_IDLE: signature

@@ -158,6 +158,9 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
             a.cpu.cpu_priority,
             topo.to_string().lines().next().unwrap_or("")
         );
+        if a.cpu.backend.is_none() {
+            tracing::info!("sha256d path: {}", crate::pow::selection());
+        }
     }
     let stats = Arc::new(Stats::new());
     let engine_plan = plan.clone();

@@ -7,13 +7,26 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+// AVX-512 intrinsics are stable since Rust 1.89, as is the curve25519-dalek
+// IFMA backend that .cargo/config.toml builds in, so building this crate takes
+// 1.89 whatever Cargo.toml's rust-version says (raising it turns on newer
+// lints elsewhere in the crate; left to a change of its own).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
+pub mod avx512;
 pub mod backend;
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+#[allow(clippy::incompatible_msrv)] // AVX-512, as above
+pub mod hybrid;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 pub mod midstate;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;
 
-pub use backend::{available, compiled, detect, Backend};
+pub use backend::{available, compiled, detect, measure, selection, Backend, PathRate, Selection};
 
 /// Everything a kernel needs for one 80-byte header, computed once per header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,8 +127,11 @@ pub fn scan(backend: Backend, input: &SearchInput, range: NonceRange, hits: &mut
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `runnable` returned Avx2 only after detecting avx2 at run time.
         Backend::Avx2 => unsafe { avx2::scan(input, start, end, hits) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `runnable` returned Avx512 only after detecting avx512f at run time.
+        Backend::Avx512 => unsafe { avx512::scan(input, start, end, hits) },
         #[cfg(not(target_arch = "x86_64"))]
-        Backend::ShaNi | Backend::Avx2 => scalar::scan(input, start, end, hits),
+        Backend::ShaNi | Backend::Avx2 | Backend::Avx512 => scalar::scan(input, start, end, hits),
     }
     len
 }

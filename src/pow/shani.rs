@@ -28,7 +28,7 @@ use core::arch::x86_64::*;
 pub const WAYS: usize = 2;
 
 /// Per-header constants, all in SHA-NI vector form.
-struct Ctx {
+pub(super) struct Ctx {
     /// ABEF/CDGH after round 3 of block 2, minus the nonce word in lanes A and E.
     abef3: __m128i,
     cdgh3: __m128i,
@@ -39,7 +39,7 @@ struct Ctx {
     m0: __m128i,
     /// W+K for rounds 4..=15 of block 2 (all padding words).
     wk1: [__m128i; 3],
-    target7: u32,
+    pub(super) target7: u32,
 }
 
 #[inline(always)]
@@ -60,7 +60,7 @@ unsafe fn to_sha_layout(s: &[u32; 8]) -> (__m128i, __m128i) {
 
 impl Ctx {
     #[inline(always)]
-    unsafe fn new(input: &SearchInput) -> Ctx {
+    pub(super) unsafe fn new(input: &SearchInput) -> Ctx {
         let w = super::scalar::block2_words(&input.tail, 0);
         // Rounds 0..=2 of block 2 touch only header words.
         let mut s = input.midstate;
@@ -113,12 +113,35 @@ unsafe fn rounds4<const N: usize>(s0: &mut [__m128i; N], s1: &mut [__m128i; N], 
 
 /// Hashes nonces `w3[i]` (already byte-swapped) and returns each way's
 /// final state word 7 (before byte swap), the hash's top 32 bits.
+#[inline(always)]
+unsafe fn hash_top<const N: usize>(c: &Ctx, w3: [u32; N]) -> [u32; N] {
+    hash_top_with(c, w3, &mut ())
+}
+
+/// Work run between the four-round steps of [`hash_top_with`].
+pub(super) trait Side {
+    /// Called with q = 0..30 in order, after each step (15 per hash).
+    ///
+    /// # Safety
+    /// Runs inside the SHA-NI loop's target features.
+    unsafe fn step(&mut self, q: usize);
+}
+
+impl Side for () {
+    #[inline(always)]
+    unsafe fn step(&mut self, _: usize) {}
+}
+
+/// [`hash_top`], calling `side.step(q)` after each of its 30 four-round
+/// steps. The hybrid loop runs vector rounds there, so that the SHA unit and
+/// the vector unit are fed from the same stretch of code; `hash_top` passes
+/// `()`, which compiles away.
 ///
 /// Fully unrolled by macros: a rolling schedule window indexed at run time
 /// would live in memory and put store-to-load forwarding on the chain.
 #[inline(always)]
 #[allow(unused_assignments)] // the last quad's W+K is not needed again
-unsafe fn hash_top<const N: usize>(c: &Ctx, w3: [u32; N]) -> [u32; N] {
+pub(super) unsafe fn hash_top_with<const N: usize, S: Side>(c: &Ctx, w3: [u32; N], side: &mut S) -> [u32; N] {
     let zero = _mm_setzero_si128();
     // ---- hash 1, block 2: state after round 3 is constant + W3 in lanes A and E.
     let mut s0 = [c.abef3; N];
@@ -132,6 +155,7 @@ unsafe fn hash_top<const N: usize>(c: &Ctx, w3: [u32; N]) -> [u32; N] {
     // Rounds 4..=15: padding words only, W+K precomputed.
     for k in 0..3 {
         rounds4(&mut s0, &mut s1, [c.wk1[k]; N]);
+        side.step(k);
     }
     // Words 4..15 for the schedule: [0x80000000,0,0,0], 0, [0,0,0,640].
     let mut qb = [v([0x8000_0000, 0, 0, 0]); N];
@@ -145,6 +169,7 @@ unsafe fn hash_top<const N: usize>(c: &Ctx, w3: [u32; N]) -> [u32; N] {
                 wk[i] = _mm_add_epi32($q0[i], kq($r));
             }
             rounds4(&mut s0, &mut s1, wk);
+            side.step($r - 1);
         };
     }
     h1!(qa, qb, qc, qd, 4);
@@ -193,6 +218,7 @@ unsafe fn hash_top<const N: usize>(c: &Ctx, w3: [u32; N]) -> [u32; N] {
                 pair[i] = _mm_alignr_epi8(wk[i], prev[i], 4);
             }
             rounds4(&mut s0, &mut s1, pair);
+            side.step(14 + $r);
             prev = wk;
         };
         ($q0:ident, $q1:ident, $q2:ident, $q3:ident, $r:expr) => {
