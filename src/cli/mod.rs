@@ -167,16 +167,18 @@ pub fn default_metrics_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], crate::metrics::DEFAULT_METRICS_PORT))
 }
 
-fn init_logging() {
+/// `stderr`: for commands whose standard output is data (`verify` prints
+/// one JSON verdict per line), logs go to standard error.
+fn init_logging(stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HASHRIG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // One console stream, as miners print it; stdout so it can be piped.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_target(false)
-        .try_init();
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if stderr {
+        b.with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+    } else {
+        // One console stream, as miners print it; stdout so it can be piped.
+        b.with_writer(std::io::stdout).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).try_init()
+    };
 }
 
 /// Mesa's Vulkan drivers (lavapipe), probed when GPUs are enumerated, print
@@ -225,7 +227,7 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    init_logging();
+    init_logging(matches!(cli.command, Command::Verify(_)));
     let result = match cli.command {
         Command::Run(a) => run::main(*a),
         Command::Devices(a) => devices::main(a),

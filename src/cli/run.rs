@@ -32,6 +32,11 @@ pub struct RunArgs {
     pub no_mine: bool,
     #[command(flatten)]
     pub gpu: super::gpu::GpuArgs,
+    /// Engines that verify signatures (default: the CPU, and the GPUs where
+    /// usable: each Ed25519 batch goes where it is predicted to finish first;
+    /// the CPU answers until a GPU's kernels are built).
+    #[arg(long, value_delimiter = ',', value_enum, default_values = ["cpu", "gpu"])]
+    pub sig_engines: Vec<EngineKind>,
     /// Address of the Prometheus /metrics endpoint (port 9787 on loopback by default).
     #[arg(long, default_value_t = super::default_metrics_addr())]
     pub metrics: SocketAddr,
@@ -183,7 +188,19 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     // Signatures: one pool per NUMA worker group, the demo feed, sigserve.
     let mut sig_cfg = SigEngineConfig::new(engine_plan);
     sig_cfg.pin = !a.cpu.no_pin;
+    // The CPU always answers what no GPU can take; "gpu" alone sends every
+    // Ed25519 batch to the GPUs.
+    sig_cfg.engines = match (a.sig_engines.contains(&EngineKind::Cpu), a.sig_engines.contains(&EngineKind::Gpu)) {
+        (_, false) => crate::sched::sig::EngineChoice::Cpu,
+        (true, true) => crate::sched::sig::EngineChoice::Auto,
+        (false, true) => crate::sched::sig::EngineChoice::Gpu,
+    };
     let sig_engine = SigEngine::start(sig_cfg, Some(metrics.clone()))?;
+    #[cfg(feature = "gpu")]
+    if a.sig_engines.contains(&EngineKind::Gpu) {
+        // Kernels build in the background: seconds on some drivers.
+        super::gpu::start_sig_gpus(&sig_engine, &a.gpu, Some(metrics.clone()), true)?;
+    }
     // The demo feed runs on the embedded demo only; a real node's validator
     // talks to sigserve instead.
     let sig_feed = if matches!(adapter, crate::node::config::Adapter::Demo)

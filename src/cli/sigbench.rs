@@ -13,6 +13,7 @@ use clap::Args;
 
 use crate::node::sigserve::{ClientTls, ServeAddr, SigClient};
 use crate::sig::demo::valid_item;
+use crate::sched::sig::EngineChoice;
 use crate::sched::{SigEngine, SigEngineConfig};
 use crate::sig::{Scheme, SigItem};
 use crate::topo::{PinPlan, PlanOptions, Topology};
@@ -50,11 +51,21 @@ pub struct SigBenchArgs {
     /// Write (or update the [sig] section of) a hardware profile TOML.
     #[arg(long)]
     pub profile_out: Option<std::path::PathBuf>,
+    /// cpu: the CPU engine alone. gpu / auto: also an engine that sends every
+    /// Ed25519 batch to the GPU (gpu) or splits by prediction (auto), measured
+    /// beside CPU-only in the same run; prints each GPU's L0 and rate.
+    #[arg(long, default_value = "cpu", conflicts_with = "sigserve")]
+    pub engine: crate::sched::sig::EngineChoice,
+    /// Also use software Vulkan adapters (lavapipe) with --engine gpu|auto.
+    #[arg(long)]
+    pub gpu_allow_software: bool,
 }
 
 #[derive(serde::Serialize)]
 struct Point {
     scheme: &'static str,
+    /// "cpu", "gpu" or "auto" (sigserve: "sigserve").
+    engine: &'static str,
     batch: usize,
     threads: usize,
     batches: usize,
@@ -70,7 +81,7 @@ struct Point {
 
 /// Where batches go: an engine in this process, or a sigserve connection.
 enum Target {
-    Engine(SigEngine),
+    Engine(SigEngine, &'static str),
     Remote(SigClient, ServeAddr, Option<ClientTls>),
 }
 
@@ -78,7 +89,7 @@ impl Target {
     /// Verifies one batch; every item is valid, so anything else is an error.
     fn verify(&mut self, items: &[SigItem]) -> anyhow::Result<()> {
         let all_valid = match self {
-            Target::Engine(e) => e.verify(items, None).verdicts.iter().all(|v| v.is_valid()),
+            Target::Engine(e, _) => e.verify(items, None).verdicts.iter().all(|v| v.is_valid()),
             Target::Remote(c, addr, _) => {
                 c.verify(items, None).with_context(|| format!("sigserve {addr}"))?.iter().all(|v| v.is_valid())
             }
@@ -90,8 +101,15 @@ impl Target {
     /// Threads of the engine; 0 for a remote server (not known here).
     fn threads(&self) -> usize {
         match self {
-            Target::Engine(e) => e.threads(),
+            Target::Engine(e, _) => e.threads(),
             Target::Remote(..) => 0,
+        }
+    }
+
+    fn engine(&self) -> &'static str {
+        match self {
+            Target::Engine(_, k) => k,
+            Target::Remote(..) => "sigserve",
         }
     }
 }
@@ -127,6 +145,7 @@ fn measure(
     lat.sort_by(f64::total_cmp);
     Ok(Point {
         scheme: scheme.name(),
+        engine: target.engine(),
         batch: n,
         threads: target.threads(),
         batches,
@@ -135,7 +154,7 @@ fn measure(
         p999_seconds: percentile(&lat, 0.999),
         items_per_sec: (n * batches) as f64 / total,
         saturated_items_per_sec: match target {
-            Target::Engine(e) => Some(saturate(e, &items, secs)),
+            Target::Engine(e, _) => Some(saturate(e, &items, secs)),
             Target::Remote(_, addr, tls) if connections > 1 => {
                 Some(saturate_remote(addr, tls.as_ref(), connections, &items, secs)?)
             }
@@ -213,6 +232,18 @@ fn saturate(engine: &SigEngine, items: &[SigItem], secs: f64) -> f64 {
     rate
 }
 
+#[cfg(feature = "gpu")]
+fn start_gpus(e: &SigEngine, allow_software: bool) -> anyhow::Result<()> {
+    let g = super::gpu::GpuArgs { gpu_allow_software: allow_software, ..Default::default() };
+    super::gpu::start_sig_gpus(e, &g, None, false)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn start_gpus(_: &SigEngine, _: bool) -> anyhow::Result<()> {
+    anyhow::bail!("--engine gpu|auto: {}", super::gpu::gpu_unavailable_reason())
+}
+
 pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     super::args::duration("--seconds", a.seconds, false)?;
     super::args::count("--max-batch", a.max_batch, 1 << 20)?;
@@ -232,19 +263,25 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
             vec![Target::Remote(c, addr.clone(), a.tls.client())]
         }
         None => {
-            let start = |threads: Option<usize>| -> anyhow::Result<SigEngine> {
+            let start = |threads: Option<usize>, engines: EngineChoice| -> anyhow::Result<SigEngine> {
                 let plan = PinPlan::build(&topo, &PlanOptions { threads, ..PlanOptions::default() })?;
                 let mut cfg = SigEngineConfig::new(plan);
                 cfg.pin = !a.no_pin;
+                cfg.engines = engines;
                 Ok(SigEngine::start(cfg, None)?)
             };
-            let one = start(Some(1))?;
-            let all = start(a.threads)?;
+            let one = start(Some(1), EngineChoice::Cpu)?;
+            let all = start(a.threads, EngineChoice::Cpu)?;
+            let mut t = vec![Target::Engine(one, "cpu")];
             if all.threads() > 1 {
-                vec![Target::Engine(one), Target::Engine(all)]
-            } else {
-                vec![Target::Engine(one)]
+                t.push(Target::Engine(all, "cpu"));
             }
+            if a.engine != EngineChoice::Cpu {
+                let e = start(a.threads, a.engine)?;
+                start_gpus(&e, a.gpu_allow_software)?;
+                t.push(Target::Engine(e, if a.engine == EngineChoice::Gpu { "gpu" } else { "auto" }));
+            }
+            t
         }
     };
     let where_ = match &a.sigserve {
@@ -272,12 +309,27 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     }
     if !a.json {
         println!("cpu: {} | {where_}", super::devices::cpu_model());
+        #[cfg(feature = "gpu")]
+        for t in &targets {
+            if let Target::Engine(e, _) = t {
+                for g in e.gpus() {
+                    let (l0, per) = g.model();
+                    println!(
+                        "{} ({}): L0 {:.3} ms, {:.0} Ed25519 verifies/s (kernel alone, measured at start)",
+                        g.label,
+                        g.name,
+                        l0 * 1e3,
+                        1.0 / per
+                    );
+                }
+            }
+        }
         if let Some((p50, p99)) = ping {
             println!("ping round trip (no verification): p50 {:.1}µs p99 {:.1}µs", p50 * 1e6, p99 * 1e6);
         }
         println!(
-            "{:<15} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14} {:>14}",
-            "scheme", "batch", "threads", "p50", "p99", "p99.9", "verifies/s", "saturated/s"
+            "{:<15} {:>6} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14} {:>14}",
+            "scheme", "engine", "batch", "threads", "p50", "p99", "p99.9", "verifies/s", "saturated/s"
         );
     }
     let mut points = Vec::new();
@@ -285,13 +337,18 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         let pool: Vec<SigItem> = (0..256).map(|i| valid_item(s, i)).collect();
         for &n in &sizes {
             for t in targets.iter_mut() {
+                // A GPU engine only changes where Ed25519 goes.
+                if t.engine() != "cpu" && t.engine() != "sigserve" && s.ed25519_policy().is_none() {
+                    continue;
+                }
                 let p = measure(t, s, &pool, n, a.seconds, a.connections)?;
                 if !a.json {
                     let threads = if p.threads == 0 { "-".to_string() } else { p.threads.to_string() };
                     let saturated = p.saturated_items_per_sec.map_or("-".to_string(), |v| format!("{v:.0}"));
                     println!(
-                        "{:<15} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>10.1}µs {:>14.0} {:>14}",
+                        "{:<15} {:>6} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>10.1}µs {:>14.0} {:>14}",
                         p.scheme,
+                        p.engine,
                         p.batch,
                         threads,
                         p.p50_seconds * 1e6,
@@ -316,6 +373,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|x| crate::profile::SigPoint {
                     scheme: x.scheme.to_string(),
+                    engine: x.engine.to_string(),
                     batch: x.batch,
                     threads: x.threads,
                     p50_seconds: x.p50_seconds,
@@ -332,7 +390,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     }
     if a.json {
         let v = serde_json::json!({
-            "engine": if a.sigserve.is_some() { "sigserve" } else { "cpu" },
+            "engine": if a.sigserve.is_some() { "sigserve" } else { targets.last().map_or("cpu", Target::engine) },
             "sigserve": a.sigserve.as_ref().map(|s| s.to_string()),
             "ping_p50_seconds": ping.map(|p| p.0),
             "ping_p99_seconds": ping.map(|p| p.1),

@@ -41,10 +41,18 @@ pub struct SigBench {
     pub points: Vec<SigPoint>,
 }
 
+fn cpu_engine() -> String {
+    "cpu".to_string()
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct SigPoint {
     /// ed25519, ed25519-strict, ecdsa, schnorr.
     pub scheme: String,
+    /// What verified: "cpu", "gpu" (every batch on the GPU) or "auto" (the
+    /// CPU/GPU split). Profiles from before GPU signatures are all "cpu".
+    #[serde(default = "cpu_engine")]
+    pub engine: String,
     /// Items per batch.
     pub batch: usize,
     /// Engine threads (1, or every core of the plan).
@@ -215,6 +223,7 @@ mod tests {
                 seconds_per_point: 0.5,
                 points: vec![SigPoint {
                     scheme: "ecdsa".into(),
+                    engine: "cpu".into(),
                     batch: 64,
                     threads: 2,
                     p50_seconds: 1e-3,

@@ -81,8 +81,10 @@ pub fn capacity(p: &HwProfile, w: &Workload) -> Capacity {
             .filter(|x| measured(x.saturated_items_per_sec) > 0.0)
             .filter(|x| w.p99_max.is_none_or(|m| x.p99_seconds <= m))
             // The validator's batch size, or the largest measured below it
-            // (throughput grows with the batch, so this errs low).
-            .max_by_key(|x| x.batch)
+            // (throughput grows with the batch, so this errs low); at that
+            // size the best engine measured (the CPU/GPU split where the
+            // profile has one).
+            .max_by(|a, b| a.batch.cmp(&b.batch).then(a.saturated_items_per_sec.total_cmp(&b.saturated_items_per_sec)))
             .map(|x| (x.saturated_items_per_sec, x.batch))
     });
     Capacity { cpu_hashes_per_sec: cpu, gpu_hashes_per_sec: gpu, sigs }
@@ -191,6 +193,7 @@ mod tests {
                 points: sig
                     .iter()
                     .map(|&(scheme, batch, threads, p99, rate)| SigPoint {
+                        engine: "cpu".into(),
                         scheme: scheme.into(),
                         batch,
                         threads,
