@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Records the GPU proof-of-work figures of this machine in hw-profiles/ (issue 3):
 # the adapter line, the GPU hashrate, the kernel time per dispatch and the
-# CPU+GPU total, then the CPUs' signature figures, with the exact commands, in hw-profiles/<name>.toml, and the
-# raw outputs beside it in hw-profiles/<name>.gpu-run.txt.
+# CPU+GPU total, then Ed25519 on the GPU (L0, rate per batch size) and the
+# signature figures of CPU-only and the CPU/GPU split (issue 9), with the exact
+# commands, in hw-profiles/<name>.toml, and the raw outputs beside it in
+# hw-profiles/<name>.gpu-run.txt.
 #
 #   tools/gpu-profile.sh [NAME] [SECONDS]     (default NAME: derived from the GPU, SECONDS 10)
 #   SOFTWARE=1 tools/gpu-profile.sh lavapipe 2   dry run on a software adapter (lavapipe)
@@ -63,8 +65,11 @@ log=hw-profiles/$name.gpu-run.txt
     echo "\$ $HASHRIG bench pow --engine all --seconds $SECONDS_PER_PHASE --json --profile-out $profile"
     "$HASHRIG" bench pow --engine all "${SW[@]}" --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
     echo
-    echo "\$ $HASHRIG bench sig --max-batch 4096 --seconds 0.5 --profile-out $profile   (the CPUs' signature figures, for sizing)"
-    "$HASHRIG" bench sig --max-batch 4096 --seconds 0.5 --profile-out "$profile"
+    echo "\$ $HASHRIG bench sig --engine gpu --schemes ed25519 --max-batch 65536 --seconds 0.5   (Ed25519 forced onto the GPU: L0, rate per batch size)"
+    "$HASHRIG" bench sig --engine gpu "${SW[@]}" --schemes ed25519 --max-batch 65536 --seconds 0.5
+    echo
+    echo "\$ $HASHRIG bench sig --engine auto --max-batch 65536 --seconds 0.5 --profile-out $profile   (CPU-only and the CPU/GPU split, for sizing)"
+    "$HASHRIG" bench sig --engine auto "${SW[@]}" --max-batch 65536 --seconds 0.5 --profile-out "$profile"
     echo
     echo "\$ $HASHRIG run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5   (job switch latency, from /metrics)"
     "$HASHRIG" run --duration 20 --metrics 127.0.0.1:19787 --status-interval 5 "${SW[@]}" &

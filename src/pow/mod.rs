@@ -7,17 +7,13 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
-// AVX-512 intrinsics are stable since Rust 1.89, as is the curve25519-dalek
-// IFMA backend that .cargo/config.toml builds in, so building this crate takes
-// 1.89 whatever Cargo.toml's rust-version says (raising it turns on newer
-// lints elsewhere in the crate; left to a change of its own).
+// AVX-512 intrinsics are stable since Rust 1.89 (the crate's rust-version),
+// as is the curve25519-dalek IFMA backend that .cargo/config.toml builds in.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)]
 pub mod avx512;
 pub mod backend;
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)]
-#[allow(clippy::incompatible_msrv)] // AVX-512, as above
 pub mod hybrid;
 #[cfg(target_arch = "x86_64")]
 mod lanes;
