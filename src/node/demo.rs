@@ -230,7 +230,7 @@ impl DemoChain {
     fn retarget(&mut self) {
         let n = self.params.retarget_interval.max(1) as usize;
         let height = self.height() as usize;
-        if height % n != 0 || height < n + 1 {
+        if !height.is_multiple_of(n) || height < n + 1 {
             return;
         }
         let span = self.blocks[height].received.duration_since(self.blocks[height - n].received);

@@ -55,7 +55,7 @@ pub fn run_feed(engine: &SigEngine, p: &FeedParams, stats: &FeedStats, stop: &At
         for _ in 0..batch {
             k = k.wrapping_add(1);
             let base = &pool[(k.wrapping_mul(0x9e37_79b9) % pool.len() as u64) as usize];
-            if k % every as u64 == 0 {
+            if k.is_multiple_of(every as u64) {
                 items.push(mutate(base, k.wrapping_mul(7)));
                 expect.push(false);
             } else {

@@ -323,7 +323,7 @@ impl GpuSigEngine {
         let every = self.fault_every.load(Ordering::Relaxed);
         if every > 0 {
             for (i, g) in got.iter_mut().enumerate() {
-                if i as u32 % every == 0 {
+                if (i as u32).is_multiple_of(every) {
                     *g = g.map(|v| if v.is_valid() { Verdict::Invalid(Reason::BadSignature) } else { Verdict::Valid });
                 }
             }
