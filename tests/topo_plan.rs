@@ -324,9 +324,16 @@ fn real_machine_pci_devices_are_well_formed() {
     let topo = Topology::discover_or_fallback();
     println!("{topo}");
     for dev in &topo.pci {
-        println!("{} [{:04x}:{:04x}] class {:04x} nodes {:?}", dev.address, dev.vendor_id, dev.device_id, dev.class_id, dev.numa_nodes);
+        println!(
+            "{} [{:04x}:{:04x}] class {:04x} nodes {:?}",
+            dev.address, dev.vendor_id, dev.device_id, dev.class_id, dev.numa_nodes
+        );
         assert!(dev.numa_nodes.iter().all(|&n| topo.node(n).is_some()), "{dev:?} names a node the topology lacks");
-        let id = PciIdentity { vendor: dev.vendor_id.into(), device: dev.device_id.into(), bus_id: &dev.address.to_string() };
+        let id = PciIdentity {
+            vendor: dev.vendor_id.into(),
+            device: dev.device_id.into(),
+            bus_id: &dev.address.to_string(),
+        };
         assert_eq!(topo.pci_device_for(&id), Some((dev, PciMatch::BusId)));
     }
     assert!(topo.pci.windows(2).all(|w| w[0].address < w[1].address));

@@ -72,7 +72,12 @@ fn measure(cpu: CpuConfig, topo: &Topology, seconds: f64) -> anyhow::Result<f64>
 /// Total hashes per second of the CPU workers of `cpu` (if any) and the
 /// GPU engines (each fed from its NUMA node in `topo`), run together on one
 /// job, and each GPU's share.
-fn measure_engines(cpu: Option<CpuConfig>, gpus: Gpus, topo: &Topology, seconds: f64) -> anyhow::Result<(f64, Vec<GpuRate>)> {
+fn measure_engines(
+    cpu: Option<CpuConfig>,
+    gpus: Gpus,
+    topo: &Topology,
+    seconds: f64,
+) -> anyhow::Result<(f64, Vec<GpuRate>)> {
     let metrics = Metrics::new();
     let stats = Arc::new(Stats::new());
     let (sched, _hits) = PowScheduler::new(metrics.clone());
@@ -114,7 +119,7 @@ fn measure_engines(cpu: Option<CpuConfig>, gpus: Gpus, topo: &Topology, seconds:
         crate::sched::gpu::start_engines(gpus, topo, &sched, &stats, &metrics, &stop)?
     };
     #[cfg(not(feature = "gpu"))]
-    let _ = gpus;
+    let _ = (gpus, topo);
     let gpu_counts = |r: &GpuRate| {
         let h = metrics.hashes.with_label_values(&["gpu", &r.device]).get();
         let d = metrics.gpu.dispatch_seconds.with_label_values(&[&r.device]);
@@ -176,8 +181,11 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             println!("1 thread:   {:>10.2} MH/s", single / 1e6);
         }
         if a.engine == BenchEngine::Cpu {
-            cpu_total =
-                if threads > 1 { measure(a.cpu.engine_config(all.clone(), backend), &topo, a.seconds)? } else { single };
+            cpu_total = if threads > 1 {
+                measure(a.cpu.engine_config(all.clone(), backend), &topo, a.seconds)?
+            } else {
+                single
+            };
         }
     }
     let (total, gpu_rates) = if a.engine == BenchEngine::Cpu {

@@ -162,7 +162,8 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     let stats = Arc::new(Stats::new());
     let engine_plan = plan.clone();
     let (sched, hits) = PowScheduler::new(metrics.clone());
-    let gpu_engines = if a.no_mine { Vec::new() } else { start_gpu_engines(&a, &topo, &sched, &stats, &metrics, &stop)? };
+    let gpu_engines =
+        if a.no_mine { Vec::new() } else { start_gpu_engines(&a, &topo, &sched, &stats, &metrics, &stop)? };
     // With no GPU engine the CPU mines even when only `--engines gpu` was asked for.
     let use_cpu = !a.no_mine && (a.engines.contains(&EngineKind::Cpu) || gpu_engines.is_empty());
     let engine = if use_cpu {
