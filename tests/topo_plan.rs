@@ -283,3 +283,147 @@ mod synthetic {
         assert!(json.contains("\"Synthetic\""), "{json}");
     }
 }
+
+/// Binding a thread to a whole NUMA node: it then runs on exactly that
+/// node's allowed PUs; an impossible node is an error, not a panic.
+#[test]
+fn pinning_a_thread_to_a_node() {
+    let topo = Topology::discover_or_fallback();
+    let node = topo.numa_nodes.iter().find(|n| !n.cores.is_empty()).unwrap().os_index;
+    let affinity = topo.node_affinity(node).expect("a node with CPUs");
+    assert_eq!(affinity.numa_node, node);
+    let expected: BTreeSet<u32> = affinity.pus.iter().copied().collect();
+    let (pinned, allowed) = std::thread::spawn(move || {
+        let pinned = pin_to_node_or_warn(&affinity, "test thread");
+        let allowed = std::fs::read_to_string("/proc/thread-self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_owned())));
+        (pinned, allowed)
+    })
+    .join()
+    .expect("pinning thread panicked");
+    println!("pinned: {pinned}, Cpus_allowed_list: {allowed:?}, node PUs {expected:?}");
+    if let (true, Some(allowed)) = (pinned, allowed) {
+        let got: BTreeSet<u32> = allowed
+            .split(',')
+            .flat_map(|r| match r.split_once('-') {
+                Some((a, b)) => (a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()).collect::<Vec<_>>(),
+                None => vec![r.parse::<u32>().unwrap()],
+            })
+            .collect();
+        assert!(!got.is_empty() && got.is_subset(&expected), "bound to {got:?}, node has {expected:?}");
+    }
+    #[cfg(not(feature = "numa"))]
+    assert!(!pinned);
+    let bogus = NodeAffinity { numa_node: 9, pus: vec![u32::MAX, i32::MAX as u32] };
+    assert!(pin_current_thread_to_node(&bogus).is_err());
+}
+
+#[test]
+fn real_machine_pci_devices_are_well_formed() {
+    let topo = Topology::discover_or_fallback();
+    println!("{topo}");
+    for dev in &topo.pci {
+        println!(
+            "{} [{:04x}:{:04x}] class {:04x} nodes {:?}",
+            dev.address, dev.vendor_id, dev.device_id, dev.class_id, dev.numa_nodes
+        );
+        assert!(dev.numa_nodes.iter().all(|&n| topo.node(n).is_some()), "{dev:?} names a node the topology lacks");
+        let id = PciIdentity {
+            vendor: dev.vendor_id.into(),
+            device: dev.device_id.into(),
+            bus_id: &dev.address.to_string(),
+        };
+        assert_eq!(topo.pci_device_for(&id), Some((dev, PciMatch::BusId)));
+    }
+    assert!(topo.pci.windows(2).all(|w| w[0].address < w[1].address));
+}
+
+#[cfg(not(feature = "numa"))]
+#[test]
+fn xml_needs_numa_feature() {
+    assert!(matches!(Topology::from_xml_file(xml::PATH), Err(TopoError::NumaFeatureDisabled(_))));
+}
+
+/// A two-socket machine from an hwloc XML export, edited by hand: node 0
+/// (PUs 0-3) has an H200 at 0000:17:00.0 and a ConnectX NIC, node 1 (PUs
+/// 4-7) a second H200 behind a PCIe switch at 0000:9a:00.0 and an L40S at
+/// 0000:ca:00.0.
+mod xml {
+    #[cfg(feature = "numa")]
+    use super::*;
+
+    pub const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hwloc-2numa-2gpu.xml");
+
+    #[cfg(feature = "numa")]
+    fn two_gpu_machine() -> Topology {
+        Topology::from_xml_file(PATH).expect("hwloc XML topology")
+    }
+
+    #[cfg(feature = "numa")]
+    #[test]
+    fn pci_devices_and_their_nodes() {
+        let topo = two_gpu_machine();
+        assert_eq!(topo.source, TopologySource::Xml(PATH.to_owned()));
+        assert_eq!((topo.numa_nodes.len(), topo.core_count(), topo.pu_count()), (2, 4, 8));
+        let got: Vec<(String, u16, u16, u16, Vec<u32>)> = topo
+            .pci
+            .iter()
+            .map(|d| (d.address.to_string(), d.vendor_id, d.device_id, d.class_id, d.numa_nodes.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0000:17:00.0".to_owned(), 0x10de, 0x2335, 0x0302, vec![0]),
+                ("0000:18:00.0".to_owned(), 0x15b3, 0x1021, 0x0200, vec![0]),
+                ("0000:9a:00.0".to_owned(), 0x10de, 0x2335, 0x0302, vec![1]),
+                ("0000:ca:00.0".to_owned(), 0x10de, 0x26b9, 0x0302, vec![1]),
+            ]
+        );
+        let gpus: Vec<String> = topo.pci.iter().filter(|d| d.is_gpu()).map(|d| d.address.to_string()).collect();
+        assert_eq!(gpus, ["0000:17:00.0", "0000:9a:00.0", "0000:ca:00.0"]);
+        let text = topo.to_string();
+        assert!(text.contains("gpu 0000:17:00.0 [10de:2335]: node 0"), "{text}");
+        assert!(text.contains("gpu 0000:9a:00.0 [10de:2335]: node 1"), "{text}");
+        assert!(!text.contains("0000:18:00.0"), "the NIC is no GPU: {text}");
+        let json = serde_json::to_value(&topo).unwrap();
+        assert_eq!(json["pci"][2]["address"], "0000:9a:00.0");
+        assert_eq!(json["pci"][2]["numa_nodes"], serde_json::json!([1]));
+    }
+
+    #[cfg(feature = "numa")]
+    #[test]
+    fn adapters_match_their_nodes() {
+        let topo = two_gpu_machine();
+        let id = |vendor: u32, device: u32, bus_id: &'static str| PciIdentity { vendor, device, bus_id };
+        // By bus id, as Vulkan reports it.
+        assert_eq!(topo.numa_node_for(&id(0x10de, 0x2335, "0000:17:00.0")), Some(0));
+        assert_eq!(topo.numa_node_for(&id(0x10de, 0x2335, "0000:9a:00.0")), Some(1));
+        assert_eq!(topo.pci_device_for(&id(0x10de, 0x2335, "0000:9a:00.0")).unwrap().1, PciMatch::BusId);
+        // Without a bus id: unique ids match, two H200s on two nodes do not.
+        assert_eq!(topo.numa_node_for(&id(0x10de, 0x26b9, "")), Some(1));
+        assert_eq!(topo.pci_device_for(&id(0x10de, 0x26b9, "")).unwrap().1, PciMatch::VendorDevice);
+        assert_eq!(topo.numa_node_for(&id(0x10de, 0x2335, "")), None);
+        // lavapipe: Mesa's vendor id, no bus id.
+        assert_eq!(topo.numa_node_for(&id(0x10005, 0, "")), None);
+        // The feeder of the second H200 runs on node 1's PUs.
+        let f = topo.feeder_affinity(&id(0x10de, 0x2335, "0000:9a:00.0")).unwrap();
+        assert_eq!(f, NodeAffinity { numa_node: 1, pus: vec![4, 5, 6, 7] });
+        // Pinning plans are unchanged by PCI devices.
+        let plan = PinPlan::build(&topo, &PlanOptions::default()).unwrap();
+        assert_eq!(per_group(&plan), [(0, 2), (1, 2)]);
+    }
+}
+
+/// Synthetic and fallback topologies have no PCI devices, so no adapter
+/// has a known node.
+#[test]
+fn no_pci_information_means_unknown() {
+    let topo = Topology::fallback(2);
+    assert!(topo.pci.is_empty());
+    let id = PciIdentity { vendor: 0x10de, device: 0x2335, bus_id: "0000:17:00.0" };
+    assert_eq!(topo.numa_node_for(&id), None);
+    assert_eq!(topo.feeder_affinity(&id), None);
+    #[cfg(feature = "numa")]
+    assert!(Topology::synthetic("pack:2 numa:1 core:2 pu:1").unwrap().pci.is_empty());
+}

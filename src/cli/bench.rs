@@ -69,13 +69,19 @@ type Gpus = Vec<(String, crate::gpu::GpuContext)>;
 type Gpus = Vec<(String, ())>;
 
 /// Hashes per second of `plan`'s workers over `seconds`, after a warm-up.
-fn measure(cpu: CpuConfig, seconds: f64) -> anyhow::Result<f64> {
-    Ok(measure_engines(Some(cpu), Vec::new(), seconds)?.0)
+fn measure(cpu: CpuConfig, topo: &Topology, seconds: f64) -> anyhow::Result<f64> {
+    Ok(measure_engines(Some(cpu), Vec::new(), topo, seconds)?.0)
 }
 
 /// Total hashes per second of the CPU workers of `cpu` (if any) and the
-/// GPU engines, run together on one job, and each GPU's share.
-fn measure_engines(cpu: Option<CpuConfig>, gpus: Gpus, seconds: f64) -> anyhow::Result<(f64, Vec<GpuRate>)> {
+/// GPU engines (each fed from its NUMA node in `topo`), run together on one
+/// job, and each GPU's share.
+fn measure_engines(
+    cpu: Option<CpuConfig>,
+    gpus: Gpus,
+    topo: &Topology,
+    seconds: f64,
+) -> anyhow::Result<(f64, Vec<GpuRate>)> {
     let metrics = Metrics::new();
     let stats = Arc::new(Stats::new());
     let (sched, _hits) = PowScheduler::new(metrics.clone());
@@ -114,10 +120,10 @@ fn measure_engines(cpu: Option<CpuConfig>, gpus: Gpus, seconds: f64) -> anyhow::
                 ..Default::default()
             });
         }
-        crate::sched::gpu::start_engines(gpus, &sched, &stats, &metrics, &stop)?
+        crate::sched::gpu::start_engines(gpus, topo, &sched, &stats, &metrics, &stop)?
     };
     #[cfg(not(feature = "gpu"))]
-    let _ = gpus;
+    let _ = (gpus, topo);
     let gpu_counts = |r: &GpuRate| {
         let h = metrics.hashes.with_label_values(&["gpu", &r.device]).get();
         let d = metrics.gpu.dispatch_seconds.with_label_values(&[&r.device]);
@@ -181,20 +187,23 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let per_path = if use_cpu && a.paths { measure_paths(&a, one.clone(), all.clone(), threads)? } else { Vec::new() };
     let (mut single, mut cpu_total) = (0.0, 0.0);
     if use_cpu {
-        single = measure(a.cpu.engine_config(one, backend), a.seconds)?;
+        single = measure(a.cpu.engine_config(one, backend), &topo, a.seconds)?;
         if !a.json {
             println!("1 thread:   {:>10.2} MH/s", single / 1e6);
         }
         if a.engine == BenchEngine::Cpu {
-            cpu_total =
-                if threads > 1 { measure(a.cpu.engine_config(all.clone(), backend), a.seconds)? } else { single };
+            cpu_total = if threads > 1 {
+                measure(a.cpu.engine_config(all.clone(), backend), &topo, a.seconds)?
+            } else {
+                single
+            };
         }
     }
     let (total, gpu_rates) = if a.engine == BenchEngine::Cpu {
         (cpu_total, Vec::new())
     } else {
         let cpu = use_cpu.then(|| a.cpu.engine_config(all, backend));
-        let (t, r) = measure_engines(cpu, gpus, a.seconds)?;
+        let (t, r) = measure_engines(cpu, gpus, &topo, a.seconds)?;
         if use_cpu {
             cpu_total = t - r.iter().map(|g| g.hashes_per_sec).sum::<f64>();
         }

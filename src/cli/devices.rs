@@ -16,21 +16,42 @@ pub struct DevicesArgs {
     pub json: bool,
 }
 
-/// Every Vulkan adapter, as JSON values and as lines.
+/// Every Vulkan adapter, as JSON values and as lines, each with the NUMA
+/// node that feeds it (nearest its PCIe slot; `numa_node` null and "unknown"
+/// where hwloc does not know).
 #[cfg(feature = "gpu")]
-fn gpu_adapters() -> (Vec<serde_json::Value>, Vec<String>) {
+fn gpu_adapters(topo: &Topology) -> (Vec<serde_json::Value>, Vec<String>) {
     let all = crate::gpu::adapters();
-    let json = all.iter().map(|a| serde_json::to_value(&a.summary).unwrap_or_default()).collect();
+    let json = all
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(&a.summary).unwrap_or_default();
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("numa_node".into(), crate::topo::gpu_numa_node(topo, &a.summary).into());
+            }
+            v
+        })
+        .collect();
     let lines = if all.is_empty() {
         vec!["gpu: no Vulkan adapter found".to_string()]
     } else {
-        all.iter().map(|a| a.summary.line()).collect()
+        all.iter().map(|a| format!("{} | {}", a.summary.line(), feeder_text(topo, &a.summary))).collect()
     };
     (json, lines)
 }
 
+/// `"fed from NUMA node 1 (PCI 0000:9a:00.0)"`, or why the node is unknown.
+#[cfg(feature = "gpu")]
+fn feeder_text(topo: &Topology, a: &crate::gpu::AdapterSummary) -> String {
+    let bus = if a.pci_bus_id.is_empty() { "no PCI bus id".to_string() } else { format!("PCI {}", a.pci_bus_id) };
+    match crate::topo::gpu_numa_node(topo, a) {
+        Some(node) => format!("fed from NUMA node {node} ({bus})"),
+        None => format!("fed from NUMA node unknown ({bus})"),
+    }
+}
+
 #[cfg(not(feature = "gpu"))]
-fn gpu_adapters() -> (Vec<serde_json::Value>, Vec<String>) {
+fn gpu_adapters(_: &Topology) -> (Vec<serde_json::Value>, Vec<String>) {
     (Vec::new(), vec!["gpu: not compiled in (feature gpu)".to_string()])
 }
 
@@ -118,7 +139,7 @@ pub fn main(a: DevicesArgs) -> anyhow::Result<ExitCode> {
             "ed25519_backend": ed25519_backend().name(),
             "topology": topo,
             "plan": plan,
-            "gpu_adapters": gpu_adapters().0,
+            "gpu_adapters": gpu_adapters(&topo).0,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -126,7 +147,7 @@ pub fn main(a: DevicesArgs) -> anyhow::Result<ExitCode> {
     println!("hashrig {}", env!("CARGO_PKG_VERSION"));
     println!("cpu: {}", cpu_model());
     print!("{}", feature_report());
-    for l in gpu_adapters().1 {
+    for l in gpu_adapters(&topo).1 {
         println!("{l}");
     }
     println!();

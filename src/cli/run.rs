@@ -170,7 +170,8 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     let stats = Arc::new(Stats::new());
     let engine_plan = plan.clone();
     let (sched, hits) = PowScheduler::new(metrics.clone());
-    let gpu_engines = if a.no_mine { Vec::new() } else { start_gpu_engines(&a, &sched, &stats, &metrics, &stop)? };
+    let gpu_engines =
+        if a.no_mine { Vec::new() } else { start_gpu_engines(&a, &topo, &sched, &stats, &metrics, &stop)? };
     // With no GPU engine the CPU mines even when only `--engines gpu` was asked for.
     let use_cpu = !a.no_mine && (a.engines.contains(&EngineKind::Cpu) || gpu_engines.is_empty());
     let engine = if use_cpu {
@@ -379,6 +380,7 @@ type GpuEngines = Vec<()>;
 #[cfg(feature = "gpu")]
 fn start_gpu_engines(
     a: &RunArgs,
+    topo: &Topology,
     sched: &Arc<PowScheduler>,
     stats: &Arc<Stats>,
     metrics: &Arc<Metrics>,
@@ -400,12 +402,13 @@ fn start_gpu_engines(
             ctx.summary.driver_info
         );
     }
-    Ok(crate::sched::gpu::start_engines(gpus, sched, stats, metrics, stop)?)
+    Ok(crate::sched::gpu::start_engines(gpus, topo, sched, stats, metrics, stop)?)
 }
 
 #[cfg(not(feature = "gpu"))]
 fn start_gpu_engines(
     a: &RunArgs,
+    _: &Topology,
     _: &Arc<PowScheduler>,
     _: &Arc<Stats>,
     _: &Arc<Metrics>,

@@ -52,6 +52,10 @@ pub struct AdapterSummary {
     pub name: String,
     pub vendor: u32,
     pub device: u32,
+    /// PCI bus id (`"0000:17:00.0"`) where the driver reports one (Vulkan's
+    /// `VK_EXT_pci_bus_info`), else empty. Matches the adapter to hwloc's
+    /// PCI device and so to its NUMA node (`topo::locality`).
+    pub pci_bus_id: String,
     pub device_type: String,
     pub driver: String,
     pub driver_info: String,
@@ -76,6 +80,7 @@ impl AdapterSummary {
             name: i.name.clone(),
             vendor: i.vendor,
             device: i.device,
+            pci_bus_id: i.device_pci_bus_id.clone(),
             device_type: format!("{:?}", i.device_type),
             driver: i.driver.clone(),
             driver_info: i.driver_info.clone(),
@@ -112,6 +117,11 @@ impl AdapterSummary {
             if self.timestamps { "yes" } else { "no" },
             if self.software { " | software (skipped unless --gpu-allow-software)" } else { "" },
         )
+    }
+
+    /// What identifies the adapter on the PCI bus.
+    pub fn pci_identity(&self) -> crate::topo::PciIdentity<'_> {
+        crate::topo::PciIdentity { vendor: self.vendor, device: self.device, bus_id: &self.pci_bus_id }
     }
 
     /// Identifies the adapter and driver in the autotune cache.

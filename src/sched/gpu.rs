@@ -7,6 +7,9 @@
 //!   {engine="gpu"}`) when the last dispatch of an older job has retired.
 //! - Every candidate is re-hashed on the CPU before it leaves the engine; a
 //!   top word that disagrees is a hardware error, never a share.
+//! - The engine thread (packing headers, submitting, re-checking hits) runs
+//!   on the NUMA node nearest the GPU's PCIe slot where hwloc knows it
+//!   (`GpuConfig::feeder`, `topo::locality`), best effort.
 //! - Device loss (or a hung dispatch): the engine gives its in-flight chunks
 //!   back to the scheduler, counts and logs the loss, and stops; the other
 //!   engines carry on.
@@ -23,6 +26,7 @@ use crate::gpu::kernel::Params;
 use crate::gpu::{GpuContext, GpuError};
 use crate::metrics::Metrics;
 use crate::pow::{self, NonceRange, SearchInput};
+use crate::topo::{NodeAffinity, Topology};
 
 use super::job::{ActiveJob, Chunk, Hit, PowScheduler};
 use super::stats::Stats;
@@ -36,6 +40,9 @@ pub struct GpuConfig {
     /// Metrics label, "gpu0", "gpu1", …
     pub device: String,
     pub dispatch_time: Duration,
+    /// The CPUs the engine thread is bound to (the NUMA node nearest the
+    /// GPU); `None` leaves it unpinned.
+    pub feeder: Option<NodeAffinity>,
 }
 
 pub struct GpuEngine {
@@ -85,9 +92,12 @@ impl GpuEngine {
     }
 }
 
-/// One engine per (device label, context), with the default dispatch time.
+/// One engine per (device label, context), with the default dispatch time,
+/// each fed from the NUMA node nearest its GPU in `topo` (unpinned where
+/// that is unknown).
 pub fn start_engines(
     gpus: Vec<(String, GpuContext)>,
+    topo: &Topology,
     sched: &Arc<PowScheduler>,
     stats: &Arc<Stats>,
     metrics: &Arc<Metrics>,
@@ -95,7 +105,19 @@ pub fn start_engines(
 ) -> std::io::Result<Vec<GpuEngine>> {
     gpus.into_iter()
         .map(|(device, ctx)| {
-            let cfg = GpuConfig { device, dispatch_time: DEFAULT_DISPATCH_TIME };
+            let feeder = crate::topo::gpu_feeder_affinity(topo, &ctx.summary);
+            match &feeder {
+                Some(f) => tracing::info!(
+                    "{device}: fed from NUMA node {} (PUs {})",
+                    f.numa_node,
+                    crate::topo::fmt_ranges(f.pus.iter().copied())
+                ),
+                None => tracing::debug!(
+                    "{device}: NUMA node of the GPU unknown (bus id {:?}); its engine thread is not pinned",
+                    ctx.summary.pci_bus_id
+                ),
+            }
+            let cfg = GpuConfig { device, dispatch_time: DEFAULT_DISPATCH_TIME, feeder };
             GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone())
         })
         .collect()
@@ -143,6 +165,9 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         let dev = self.cfg.device.clone();
+        if let Some(feeder) = &self.cfg.feeder {
+            crate::topo::pin_to_node_or_warn(feeder, &format!("{dev} engine thread"));
+        }
         match self_test(&mut self.ctx) {
             Ok(()) => self.metrics.self_tests.with_label_values(&["gpu", "passed"]).inc(),
             Err(e) => {

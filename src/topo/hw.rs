@@ -9,17 +9,50 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use hwlocality::object::attributes::ObjectAttributes;
 use hwlocality::object::types::ObjectType;
 use hwlocality::object::TopologyObject;
+use hwlocality::topology::builder::{TopologyBuilder, TypeFilter};
 use hwlocality::Topology as HwTopology;
 
-use super::{Core, NumaNode, TopoError, Topology, TopologySource};
+use super::{Core, NumaNode, PciAddress, PciDevice, TopoError, Topology, TopologySource};
 
-/// Load the real machine's topology through hwloc.
+/// A fresh builder that keeps the PCI devices that matter (GPUs, NICs,
+/// storage; not every bridge) so that their locality is known. Should
+/// libhwloc refuse the filter, a plain builder: the CPU topology without
+/// PCI devices.
+fn builder_with_pci() -> TopologyBuilder {
+    HwTopology::builder().with_io_type_filter(TypeFilter::KeepImportant).unwrap_or_else(|e| {
+        tracing::debug!("hwloc refused the I/O type filter: {e}; no PCI locality");
+        HwTopology::builder()
+    })
+}
+
+/// Load the real machine's topology through hwloc, PCI devices included.
 pub(super) fn discover() -> Result<Topology, TopoError> {
     guarded(|| {
-        let hw = HwTopology::new().map_err(|e| TopoError::Hwloc(e.to_string()))?;
+        let hw = match builder_with_pci().build() {
+            Ok(hw) => hw,
+            Err(e) => {
+                tracing::debug!("hwloc discovery with PCI devices failed: {e}; retrying without them");
+                HwTopology::new().map_err(|e| TopoError::Hwloc(e.to_string()))?
+            }
+        };
         convert(&hw, TopologySource::Hwloc)
+    })
+}
+
+/// Load a topology from an hwloc XML file, PCI devices included.
+pub(super) fn from_xml_file(path: &std::path::Path) -> Result<Topology, TopoError> {
+    let shown = path.display().to_string();
+    let err = |e: String| TopoError::Hwloc(format!("cannot load hwloc XML {shown}: {e}"));
+    guarded(|| {
+        let hw = builder_with_pci()
+            .from_xml_file(path)
+            .map_err(|e| err(e.to_string()))?
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        convert(&hw, TopologySource::Xml(shown.clone()))
     })
 }
 
@@ -176,5 +209,40 @@ fn convert(hw: &HwTopology, source: TopologySource) -> Result<Topology, TopoErro
         })
         .collect();
 
-    Ok(Topology { source, numa_nodes })
+    Ok(Topology { source, numa_nodes, pci: pci_devices(hw) })
+}
+
+/// Every PCI device with its address, ids and the NUMA nodes of its first
+/// non-I/O ancestor, ascending by address, duplicates dropped. Empty when
+/// the topology was loaded without I/O objects.
+fn pci_devices(hw: &HwTopology) -> Vec<PciDevice> {
+    let mut out: Vec<PciDevice> = Vec::new();
+    for obj in hw.objects_with_type(ObjectType::PCIDevice) {
+        let Some(ObjectAttributes::PCIDevice(attr)) = obj.attributes() else {
+            continue;
+        };
+        let address = PciAddress {
+            domain: u32::from(attr.domain()),
+            bus: attr.bus_id(),
+            device: attr.bus_device(),
+            function: attr.function(),
+        };
+        if out.iter().any(|d| d.address == address) {
+            continue;
+        }
+        let numa_nodes = obj
+            .first_non_io_ancestor()
+            .and_then(|a| a.nodeset())
+            .map(|set| set.iter_set().map(|i| to_u32(usize::from(i))).collect())
+            .unwrap_or_default();
+        out.push(PciDevice {
+            address,
+            vendor_id: attr.vendor_id(),
+            device_id: attr.device_id(),
+            class_id: attr.class_id(),
+            numa_nodes,
+        });
+    }
+    out.sort_by_key(|d| d.address);
+    out
 }

@@ -9,6 +9,8 @@
 //!   runs on which NUMA node, core and PU.
 //! * [`pin`] binds the calling thread to a [`WorkerSlot`] of such a plan.
 //! * [`priority`] lowers PoW workers below latency work (signatures, I/O).
+//! * [`locality`] finds the NUMA node nearest each PCI device (GPU), so the
+//!   CPU work that feeds a GPU runs there.
 //!
 //! Conventions:
 //! * NUMA nodes are identified by their OS index (what `numactl` shows).
@@ -20,6 +22,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+pub mod locality;
 pub mod pin;
 pub mod plan;
 pub mod priority;
@@ -27,7 +30,10 @@ pub mod priority;
 #[cfg(feature = "numa")]
 mod hw;
 
-pub use pin::{pin_current_thread, pin_or_warn, PinError};
+#[cfg(feature = "gpu")]
+pub use locality::{gpu_feeder_affinity, gpu_numa_node};
+pub use locality::{BadPciAddress, NodeAffinity, PciAddress, PciDevice, PciIdentity, PciMatch};
+pub use pin::{pin_current_thread, pin_current_thread_to_node, pin_or_warn, pin_to_node_or_warn, PinError};
 pub use plan::{PinPlan, PlanOptions, WorkerGroup, WorkerSlot};
 pub use priority::WorkerPriority;
 
@@ -42,6 +48,10 @@ pub struct Topology {
     pub source: TopologySource,
     /// The NUMA nodes, ascending by OS index.
     pub numa_nodes: Vec<NumaNode>,
+    /// PCI devices hwloc reported, ascending by address, with the NUMA
+    /// nodes nearest each ([`locality`]). Empty where hwloc has no PCI
+    /// information (fallback and synthetic topologies included).
+    pub pci: Vec<PciDevice>,
 }
 
 /// Origin of a [`Topology`].
@@ -51,6 +61,8 @@ pub enum TopologySource {
     Hwloc,
     /// Built by hwloc from a synthetic description (tests, planning dry runs).
     Synthetic(String),
+    /// Loaded by hwloc from an XML export (`lstopo file.xml`) at this path.
+    Xml(String),
     /// No hwloc: `available_parallelism` cores as one NUMA node, one PU each.
     Fallback,
 }
@@ -167,6 +179,24 @@ impl Topology {
         }
     }
 
+    /// Load a topology from an hwloc XML file (as `lstopo file.xml` or
+    /// `hwloc-gather-topology` write it), PCI devices included: for tests
+    /// and for planning another machine's layout. Binding threads still
+    /// uses this machine's topology.
+    ///
+    /// Without the `numa` feature this returns [`TopoError::NumaFeatureDisabled`].
+    pub fn from_xml_file(path: impl AsRef<std::path::Path>) -> Result<Topology, TopoError> {
+        #[cfg(feature = "numa")]
+        {
+            hw::from_xml_file(path.as_ref())
+        }
+        #[cfg(not(feature = "numa"))]
+        {
+            let _ = path;
+            Err(TopoError::NumaFeatureDisabled("an XML topology"))
+        }
+    }
+
     /// One NUMA node (OS index 0, package 0) with `cpus` cores of one PU
     /// each; core `i` has logical index `i` and PU `i`.
     pub fn fallback(cpus: usize) -> Topology {
@@ -176,7 +206,11 @@ impl Topology {
                 Core { logical_index: i, pus: vec![i] }
             })
             .collect();
-        Topology { source: TopologySource::Fallback, numa_nodes: vec![NumaNode { os_index: 0, package: 0, cores }] }
+        Topology {
+            source: TopologySource::Fallback,
+            numa_nodes: vec![NumaNode { os_index: 0, package: 0, cores }],
+            pci: Vec::new(),
+        }
     }
 
     /// Number of physical cores over all NUMA nodes.
@@ -250,6 +284,7 @@ impl fmt::Display for TopologySource {
         match self {
             TopologySource::Hwloc => f.write_str("hwloc"),
             TopologySource::Synthetic(desc) => write!(f, "synthetic \"{desc}\""),
+            TopologySource::Xml(path) => write!(f, "hwloc XML {path}"),
             TopologySource::Fallback => f.write_str("fallback, no hwloc"),
         }
     }
@@ -258,7 +293,10 @@ impl fmt::Display for TopologySource {
 /// First line: `"2 packages, 4 NUMA nodes, 32 cores, 64 PUs (hwloc)"`; then
 /// one line per node: its package, cores (logical indices) and PUs (OS
 /// indices) as compact ranges, e.g.
-/// `"  node 0 (package 0): 8 cores 0-7, 16 PUs 0-15"`.
+/// `"  node 0 (package 0): 8 cores 0-7, 16 PUs 0-15"`; then one line per
+/// GPU-class PCI device and the node nearest it, e.g.
+/// `"  gpu 0000:17:00.0 [10de:2335]: node 0"` (`node unknown` where hwloc
+/// attaches it to the whole machine).
 impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -281,6 +319,10 @@ impl fmt::Display for Topology {
                 plural(node.pu_count(), "PU"),
                 fmt_ranges(node.cores.iter().flat_map(|c| c.pus.iter().copied())),
             )?;
+        }
+        for dev in self.pci.iter().filter(|d| d.is_gpu()) {
+            let node = self.nearest_node(dev).map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+            write!(f, "\n  gpu {} [{:04x}:{:04x}]: node {node}", dev.address, dev.vendor_id, dev.device_id)?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::WorkerSlot;
+use super::{NodeAffinity, WorkerSlot};
 
 /// Why a thread could not be pinned.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,20 @@ pub enum PinError {
         worker: usize,
         /// OS index of the PU.
         pu: u32,
+    },
+    /// None of a node's PUs is one this process may run on.
+    #[error("NUMA node {node}: none of its PUs is among this process's allowed CPUs")]
+    NodeNotAllowed {
+        /// OS index of the node.
+        node: u32,
+    },
+    /// The operating system refused binding the thread to a node's PUs.
+    #[error("binding the thread to NUMA node {node}'s PUs failed: {reason}")]
+    NodeBind {
+        /// OS index of the node.
+        node: u32,
+        /// The error hwloc / the OS reported.
+        reason: String,
     },
     /// The operating system refused the binding.
     #[error("worker {worker}: binding the thread to PU {pu} failed: {reason}")]
@@ -52,6 +66,41 @@ pub fn pin_current_thread(slot: &WorkerSlot) -> Result<(), PinError> {
     {
         let _ = slot;
         Err(PinError::Unsupported)
+    }
+}
+
+/// Bind the calling thread to the PUs of one NUMA node (those of them this
+/// process may run on), e.g. a GPU's feeder thread to the node nearest the
+/// GPU ([`super::Topology::feeder_affinity`]). The thread may move between
+/// the node's PUs; the kernel then places the memory it touches first on
+/// that node.
+///
+/// Without the `numa` feature this always returns [`PinError::Unsupported`].
+pub fn pin_current_thread_to_node(affinity: &NodeAffinity) -> Result<(), PinError> {
+    #[cfg(feature = "numa")]
+    {
+        hw::pin_to_pus(affinity)
+    }
+    #[cfg(not(feature = "numa"))]
+    {
+        let _ = affinity;
+        Err(PinError::Unsupported)
+    }
+}
+
+/// [`pin_current_thread_to_node`], logging the outcome (`who` names the
+/// thread, e.g. `"gpu0 feeder"`): a failure is a warning and the thread goes
+/// on unpinned. Returns whether the thread is now bound to the node.
+pub fn pin_to_node_or_warn(affinity: &NodeAffinity, who: &str) -> bool {
+    match pin_current_thread_to_node(affinity) {
+        Ok(()) => {
+            tracing::debug!(node = affinity.numa_node, "{who} runs on NUMA node {}", affinity.numa_node);
+            true
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "{who}: could not bind to NUMA node {}; running unpinned", affinity.numa_node);
+            false
+        }
     }
 }
 
@@ -93,7 +142,7 @@ mod hw {
     use hwlocality::cpu::cpuset::CpuSet;
     use hwlocality::Topology as HwTopology;
 
-    use super::{PinError, WorkerSlot};
+    use super::{NodeAffinity, PinError, WorkerSlot};
 
     /// The process-wide hwloc topology used for binding. `hwlocality::Topology`
     /// is `Send + Sync` and binding only needs `&self`, so no lock is needed.
@@ -128,6 +177,28 @@ mod hw {
                 pu: slot.pu,
                 reason: "hwlocality panicked during set_cpubind".to_owned(),
             }),
+        }
+    }
+
+    pub(super) fn pin_to_pus(affinity: &NodeAffinity) -> Result<(), PinError> {
+        let topo = topology()?;
+        let node = affinity.numa_node;
+        let allowed = topo.allowed_cpuset();
+        let mut set = CpuSet::new();
+        // hwloc bitmaps refuse (panic on) indices above i32::MAX.
+        for &pu in affinity.pus.iter().filter(|&&pu| pu <= i32::MAX as u32) {
+            if allowed.is_set(pu as usize) {
+                set.set(pu as usize);
+            }
+        }
+        if set.is_empty() {
+            return Err(PinError::NodeNotAllowed { node });
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| topo.bind_cpu(&set, CpuBindingFlags::THREAD)));
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(PinError::NodeBind { node, reason: err.to_string() }),
+            Err(_) => Err(PinError::NodeBind { node, reason: "hwlocality panicked during set_cpubind".to_owned() }),
         }
     }
 }

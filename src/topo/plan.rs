@@ -225,6 +225,7 @@ mod tests {
                 NumaNode { os_index: 3, package: 1, cores: vec![core(2, &[2, 5]), core(3, &[3, 6]), core(4, &[7])] },
                 NumaNode { os_index: 5, package: 1, cores: vec![] },
             ],
+            pci: Vec::new(),
         }
     }
 
