@@ -15,11 +15,11 @@ use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_batch, Scheme, SigItem};
 use hashrig::topo::{PinPlan, PlanOptions, Topology};
 
-fn gpu(metrics: Option<Arc<Metrics>>) -> GpuSigEngine {
+fn gpu(metrics: Option<Arc<Metrics>>) -> Arc<GpuSigEngine> {
     let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
         panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
     });
-    GpuSigEngine::start(&a, TrustPolicy::default(), metrics).unwrap_or_else(|e| panic!("{}: {e}", a.summary.name))
+    GpuSigEngine::start(&a, TrustPolicy::default(), metrics, None).unwrap_or_else(|e| panic!("{}: {e}", a.summary.name))
 }
 
 fn items(n: u64, seed: u64) -> Vec<SigItem> {
@@ -81,7 +81,7 @@ fn a_faulty_gpu_behind_the_engine_changes_no_answer() {
     cfg.pin = false;
     cfg.engines = EngineChoice::Gpu;
     let engine = SigEngine::start(cfg, None).unwrap();
-    let g = Arc::new(gpu(None));
+    let g = gpu(None);
     engine.add_gpu(g.clone());
     let batch = items(40, 77);
     let rep = engine.verify(&batch, None);
@@ -113,7 +113,7 @@ fn auto_keeps_small_batches_on_the_cpu() {
     let mut cfg = SigEngineConfig::new(plan);
     cfg.pin = false;
     let engine = SigEngine::start(cfg, None).unwrap();
-    let g = Arc::new(gpu(None));
+    let g = gpu(None);
     let (l0, per_item) = g.model();
     assert!(l0 > 0.0 && per_item > 0.0, "calibration measured L0 {l0} and {per_item} s/item");
     engine.add_gpu(g.clone());

@@ -82,8 +82,12 @@ fn pool_session_with_failover_loses_and_duplicates_nothing() {
     c.serve(&mut t, 3, "a4");
     // The pool asks for a reconnect: same host, session resumed.
     c.send(json!({"id": null, "method": "client.reconnect", "params": []}));
+    // A pool that resumes a session keeps its jobs: a share for a4 found
+    // just before the reconnect and sent just after it is still good.
+    let jobs = std::mem::take(&mut c.jobs);
     drop(c);
     let mut c = accept(&a, &[8, 0, 0, 9], "sess-a", true);
+    c.jobs = jobs;
     c.set_difficulty(D1);
     c.notify("a5", true);
     c.serve(&mut t, 3, "a5");

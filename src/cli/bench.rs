@@ -184,7 +184,7 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Some(b) => println!("sha256d path: {b} (--backend)"),
         }
     }
-    let per_path = if use_cpu && a.paths { measure_paths(&a, one.clone(), all.clone(), threads)? } else { Vec::new() };
+    let per_path = if use_cpu && a.paths { measure_paths(&a, &topo, one.clone(), all.clone(), threads)? } else { Vec::new() };
     let (mut single, mut cpu_total) = (0.0, 0.0);
     if use_cpu {
         single = measure(a.cpu.engine_config(one, backend), &topo, a.seconds)?;
@@ -342,15 +342,21 @@ struct PathFigures {
 
 /// `--paths`: every runnable path through the engine, one thread then all,
 /// each phase alternated over the paths so that a change of load hits all alike.
-fn measure_paths(a: &PowBenchArgs, one: PinPlan, all: PinPlan, threads: usize) -> anyhow::Result<Vec<PathFigures>> {
+fn measure_paths(
+    a: &PowBenchArgs,
+    topo: &Topology,
+    one: PinPlan,
+    all: PinPlan,
+    threads: usize,
+) -> anyhow::Result<Vec<PathFigures>> {
     let paths = crate::pow::available();
     let mut figs: Vec<PathFigures> =
         paths.iter().map(|&backend| PathFigures { backend, single: 0.0, all: 0.0 }).collect();
     for f in figs.iter_mut() {
-        f.single = measure(a.cpu.engine_config(one.clone(), f.backend), a.seconds)?;
+        f.single = measure(a.cpu.engine_config(one.clone(), f.backend), topo, a.seconds)?;
     }
     for f in figs.iter_mut() {
-        f.all = if threads > 1 { measure(a.cpu.engine_config(all.clone(), f.backend), a.seconds)? } else { f.single };
+        f.all = if threads > 1 { measure(a.cpu.engine_config(all.clone(), f.backend), topo, a.seconds)? } else { f.single };
     }
     if !a.json {
         println!("per path, same run (MH/s):  1 thread  {threads} threads");

@@ -84,7 +84,6 @@ mod imp {
         background: bool,
     ) -> anyhow::Result<usize> {
         use crate::sched::{GpuSigEngine, TrustPolicy};
-        use std::sync::Arc;
         let all = gpu::adapters();
         let chosen: Vec<gpu::GpuAdapter> = all
             .into_iter()
@@ -103,12 +102,15 @@ mod imp {
             anyhow::bail!(why);
         }
         let mut started = 0;
+        let topo = crate::topo::Topology::discover_or_fallback();
         for ad in chosen {
             let (engine, metrics) = (engine.clone(), metrics.clone());
-            let start = move || match GpuSigEngine::start(&ad, TrustPolicy::default(), metrics) {
+            // Hashing, packing and re-checks on the NUMA node nearest the GPU.
+            let feeder = crate::topo::gpu_feeder_affinity(&topo, &ad.summary);
+            let start = move || match GpuSigEngine::start(&ad, TrustPolicy::default(), metrics, feeder) {
                 Ok(g) => {
                     tracing::info!("gpu{} ({}): verifying Ed25519 signatures", ad.summary.index, ad.summary.name);
-                    engine.add_gpu(Arc::new(g));
+                    engine.add_gpu(g);
                     true
                 }
                 Err(e) => {

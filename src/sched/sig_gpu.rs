@@ -10,6 +10,10 @@
 //! work for good (log line, `hashrig_sig_gpu_mismatches_total`); a PoW
 //! engine on the same adapter is not affected.
 //!
+//! **Locality.** Each engine has one feeder thread, bound to the NUMA node
+//! nearest the adapter's PCIe slot where hwloc knows it: the hashing and
+//! packing of items, the dispatches and the CPU re-checks all run there.
+//!
 //! **Cost model.** Each dispatch measures its wall time (submit to verdicts
 //! readable); tiny dispatches update the fixed latency L0, larger ones the
 //! time per item, both as moving averages. [`GpuSigEngine::predict`] adds
@@ -25,6 +29,7 @@ use rand::Rng;
 use crate::gpu::ed25519::GpuEd25519;
 use crate::gpu::{GpuAdapter, GpuError};
 use crate::metrics::Metrics;
+use crate::topo::NodeAffinity;
 use crate::sig::{demo, verify_batch, verify_one, Reason, Scheme, SigItem, Verdict};
 
 /// How far GPU verdicts are trusted.
@@ -82,6 +87,12 @@ struct Model {
     per_item: f64,
 }
 
+/// A batch handed to the feeder thread.
+struct Job {
+    items: Vec<SigItem>,
+    reply: crossbeam_channel::Sender<Result<GpuAnswer, Refused>>,
+}
+
 pub struct GpuSigEngine {
     /// "gpu0", "gpu1", … (the adapter's enumeration index): metric label.
     pub label: String,
@@ -102,6 +113,8 @@ pub struct GpuSigEngine {
     /// Test hook: flip the verdict of every n-th item the GPU returns (0 = off).
     fault_every: AtomicU32,
     metrics: Option<Arc<Metrics>>,
+    /// To the feeder thread (which exits when this engine is dropped).
+    jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
 }
 
 /// Known-answer items for canaries, each with the CPU path's verdict: valid
@@ -137,13 +150,15 @@ fn canary_pool() -> Vec<(SigItem, Verdict)> {
 
 impl GpuSigEngine {
     /// Builds the kernel on `adapter` (slow: shader compilation), checks it
-    /// on every canary and measures L0 and the rate. A GPU that gets a
-    /// canary wrong is refused here.
+    /// on every canary and measures L0 and the rate, then starts the feeder
+    /// thread (on `feeder`'s NUMA node when given). A GPU that gets a canary
+    /// wrong is refused here.
     pub fn start(
         adapter: &GpuAdapter,
         policy: TrustPolicy,
         metrics: Option<Arc<Metrics>>,
-    ) -> Result<GpuSigEngine, GpuError> {
+        feeder: Option<NodeAffinity>,
+    ) -> Result<Arc<GpuSigEngine>, GpuError> {
         let dev = GpuEd25519::new(adapter)?;
         let label = format!("gpu{}", adapter.summary.index);
         let me = GpuSigEngine {
@@ -163,11 +178,29 @@ impl GpuSigEngine {
             canaries: canary_pool(),
             fault_every: AtomicU32::new(0),
             metrics,
+            jobs: Mutex::new(None),
         };
         me.calibrate()?;
         if let Some(m) = &me.metrics {
             m.sig_gpu.active.with_label_values(&[&me.label, &me.name]).set(1);
         }
+        let me = Arc::new(me);
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let weak = Arc::downgrade(&me);
+        let who = format!("{} signature feeder", me.label);
+        std::thread::Builder::new()
+            .name(format!("sig-{}", me.label))
+            .spawn(move || {
+                if let Some(f) = &feeder {
+                    crate::topo::pin_to_node_or_warn(f, &who);
+                }
+                while let Ok(job) = rx.recv() {
+                    let Some(me) = weak.upgrade() else { break };
+                    let _ = job.reply.send(me.verify_here(&job.items));
+                }
+            })
+            .map_err(|e| GpuError::Driver(format!("starting the feeder thread: {e}")))?;
+        *me.jobs.lock() = Some(tx);
         Ok(me)
     }
 
@@ -261,9 +294,25 @@ impl GpuSigEngine {
     }
 
     /// Verifies `items` (Ed25519 ones on the GPU, any others on the CPU)
-    /// under the trust policy. `Err` when the GPU could not take the batch:
-    /// off signature work, or the device failed (then it is taken off).
+    /// under the trust policy, on the feeder thread. `Err` when the GPU could
+    /// not take the batch: off signature work, or the device failed (then
+    /// it is taken off).
     pub fn verify(&self, items: &[SigItem]) -> Result<GpuAnswer, Refused> {
+        if !self.is_active() {
+            return Err(Refused::Off(self.off_reason.lock().clone()));
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let sent = match self.jobs.lock().as_ref() {
+            Some(tx) => tx.send(Job { items: items.to_vec(), reply }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(Refused::Off("the feeder thread is gone".into()));
+        }
+        answer.recv().unwrap_or_else(|_| Err(Refused::Off("the feeder thread is gone".into())))
+    }
+
+    fn verify_here(&self, items: &[SigItem]) -> Result<GpuAnswer, Refused> {
         if !self.is_active() {
             return Err(Refused::Off(self.off_reason.lock().clone()));
         }
