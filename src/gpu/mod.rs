@@ -15,6 +15,7 @@
 pub mod context;
 pub mod ed25519;
 pub mod kernel;
+pub mod priority;
 pub mod tune;
 
 pub use context::{ContextOptions, DispatchResult, GpuContext};

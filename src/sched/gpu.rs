@@ -200,6 +200,10 @@ impl Worker {
             }
             // Fill the ring with chunks of the current job.
             while let Some(&slot) = free.last() {
+                // Signature dispatches on this adapter go first (gpu::priority).
+                if crate::gpu::priority::sig_pending(self.ctx.summary.index) {
+                    break;
+                }
                 let Some(job) = self.sched.current() else { break };
                 if job.seq != seen_seq {
                     seen_seq = job.seq;
@@ -228,6 +232,10 @@ impl Worker {
                 }
             }
             let Some(f) = inflight.pop_front() else {
+                if crate::gpu::priority::sig_pending(self.ctx.summary.index) {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
                 self.sched.wait_for_change(seen_seq, Duration::from_millis(100));
                 continue;
             };

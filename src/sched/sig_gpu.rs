@@ -98,6 +98,8 @@ pub struct GpuSigEngine {
     pub label: String,
     pub name: String,
     pub software: bool,
+    /// The adapter's enumeration index (`gpu::priority`).
+    index: usize,
     dev: Mutex<GpuEd25519>,
     policy: TrustPolicy,
     active: AtomicBool,
@@ -165,6 +167,7 @@ impl GpuSigEngine {
             label,
             name: adapter.summary.name.clone(),
             software: adapter.summary.software,
+            index: adapter.summary.index,
             dev: Mutex::new(dev),
             policy,
             active: AtomicBool::new(true),
@@ -357,7 +360,11 @@ impl GpuSigEngine {
             }
         }
         let dispatch_no = self.dispatches.fetch_add(1, Ordering::Relaxed);
-        let result = self.dev.lock().verify_items(&batch, dispatch_timeout(total, self.model()));
+        let result = {
+            // A PoW engine on this adapter holds its next dispatch meanwhile.
+            let _first = crate::gpu::priority::sig_dispatch(self.index);
+            self.dev.lock().verify_items(&batch, dispatch_timeout(total, self.model()))
+        };
         let (mut got, wall) = match result {
             Ok(r) => r,
             Err(e) => {
