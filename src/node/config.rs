@@ -89,6 +89,7 @@ struct NodeSection {
     poll_secs: Option<u64>,
     longpoll: Option<bool>,
     blocks_dir: Option<PathBuf>,
+    rpc_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +239,13 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
             return Err(ConfigError::Invalid(format!("node URL {url:?} must start with http://")));
         }
         let d = GbtConfig::default();
+        let rpc_timeout_secs = n.and_then(|n| n.rpc_timeout_secs).unwrap_or(d.rpc_timeout_secs);
+        if !(1..=crate::node::stratum::MAX_OPTION_SECS).contains(&rpc_timeout_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "[node] rpc_timeout_secs: from 1 to {} (a week), got {rpc_timeout_secs}",
+                crate::node::stratum::MAX_OPTION_SECS
+            )));
+        }
         return Ok(Adapter::Solo(GbtConfig {
             url,
             auth,
@@ -246,6 +254,7 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
             poll_secs: n.and_then(|n| n.poll_secs).unwrap_or(d.poll_secs),
             longpoll: n.and_then(|n| n.longpoll).unwrap_or(d.longpoll),
             blocks_dir: n.and_then(|n| n.blocks_dir.clone()).unwrap_or(d.blocks_dir),
+            rpc_timeout_secs,
         }));
     }
     if !file.pool.is_empty() {
