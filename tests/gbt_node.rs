@@ -793,7 +793,9 @@ fn getblocktemplate_timeouts_are_counted_and_polling_goes_on() {
     let _ = std::fs::remove_dir_all(&dir);
     let n = node.lock().unwrap();
     let answered_after = n.log[before..].iter().filter(|e| matches!(e, Event::Gbt { .. })).count();
-    println!("first block after {first_block:?} (2 silent calls first); a second silence of 2 calls over in {recovered:?}");
+    println!(
+        "first block after {first_block:?} (2 silent calls first); a second silence of 2 calls over in {recovered:?}"
+    );
     assert!(status.success(), "exit status {status}");
     assert!(!n.accepted.is_empty(), "no block after the node answered");
     assert!(first_block < Duration::from_secs(15), "the silent calls were not cut short: {first_block:?}");

@@ -301,6 +301,31 @@ mod tests {
     }
 
     #[test]
+    fn write_and_rpc_timeouts_are_read_and_range_checked() {
+        let pool = "[[pool]]\nurl = \"stratum+tcp://p:3333\"\nuser = \"w\"\n[stratum]\n";
+        let Adapter::Pool(c) = resolve(&AdapterArgs::default(), Some(pool)).unwrap() else { panic!() };
+        assert_eq!(c.options.write_timeout_secs, 10);
+        let file = format!("{pool}write_timeout_secs = 2\n");
+        let Adapter::Pool(c) = resolve(&AdapterArgs::default(), Some(&file)).unwrap() else { panic!() };
+        assert_eq!(c.options.write_timeout_secs, 2);
+        assert!(
+            resolve(&AdapterArgs::default(), Some(&format!("{pool}write_timeout_secs = {}\n", u64::MAX / 2))).is_err()
+        );
+        let node = "[node]\nurl = \"http://127.0.0.1:18443\"\nrpc_cookie = \"/c\"\npayout = \"bcrt1q\"\n";
+        let Adapter::Solo(g) = resolve(&AdapterArgs::default(), Some(node)).unwrap() else { panic!() };
+        assert_eq!(g.rpc_timeout_secs, 60);
+        let Adapter::Solo(g) =
+            resolve(&AdapterArgs::default(), Some(&format!("{node}rpc_timeout_secs = 1\n"))).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(g.rpc_timeout_secs, 1);
+        for bad in [0, u64::MAX / 2] {
+            assert!(resolve(&AdapterArgs::default(), Some(&format!("{node}rpc_timeout_secs = {bad}\n"))).is_err());
+        }
+    }
+
+    #[test]
     fn toml_errors_do_not_quote_the_file() {
         let file = "[[pool]]\nurl = \"stratum+tcp://p:3333\"\nuser = \"w\"\npass = \"hunter2\" oops\n";
         let e = resolve(&AdapterArgs::default(), Some(file)).unwrap_err().to_string();

@@ -168,7 +168,12 @@ impl Rpc {
                 .build()
                 .into()
         };
-        Rpc { url: url.trim_end_matches('/').to_owned(), auth, agent: mk(timeout_secs.max(1)), longpoll_agent: mk(3600) }
+        Rpc {
+            url: url.trim_end_matches('/').to_owned(),
+            auth,
+            agent: mk(timeout_secs.max(1)),
+            longpoll_agent: mk(3600),
+        }
     }
 
     fn auth_header(&self) -> Result<String, String> {
