@@ -110,6 +110,11 @@ struct Node {
     /// `garbage_gbt` get a body that is not JSON.
     fail_gbt: usize,
     garbage_gbt: usize,
+    /// The next this many getblocktemplate calls (longpolls aside) are
+    /// accepted and answered only after [`HANG`]: a node that stopped
+    /// answering. `hung` counts them.
+    hang_gbt: usize,
+    hung: usize,
 }
 
 impl Node {
@@ -133,6 +138,8 @@ impl Node {
             attempts: vec![],
             fail_gbt: 0,
             garbage_gbt: 0,
+            hang_gbt: 0,
+            hung: 0,
         }
     }
 
@@ -302,6 +309,9 @@ impl Node {
 /// this node answers a mempool change at once, to keep the tests short.)
 const LONGPOLL_HOLD: Duration = Duration::from_secs(8);
 
+/// How long a hanging node keeps a getblocktemplate call unanswered.
+const HANG: Duration = Duration::from_secs(30);
+
 fn serve(node: Arc<Mutex<Node>>) -> String {
     let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
     let addr = server.server_addr().to_ip().unwrap().to_string();
@@ -324,6 +334,14 @@ fn serve(node: Arc<Mutex<Node>>) -> String {
                         n.fail_gbt -= 1;
                         drop(n);
                         let _ = req.respond(tiny_http::Response::from_string("busy").with_status_code(500));
+                        return;
+                    }
+                    if n.hang_gbt > 0 && v["params"][0]["longpollid"].is_null() {
+                        n.hang_gbt -= 1;
+                        n.hung += 1;
+                        drop(n);
+                        std::thread::sleep(HANG);
+                        let _ = req.respond(tiny_http::Response::from_string("late"));
                         return;
                     }
                     if n.garbage_gbt > 0 {
@@ -721,4 +739,68 @@ fn getblocktemplate_errors_and_garbage_are_survived() {
     assert!(status.success(), "exit status {status}");
     assert!(!node.lock().unwrap().accepted.is_empty(), "no block after the node recovered");
     assert!(metric(&body, "hashrig_rpc_errors_total{method=\"getblocktemplate\"}") >= 3, "{body}");
+}
+
+/// A node that accepts getblocktemplate calls and does not answer them
+/// (for 30 s): with `[node] rpc_timeout_secs = 1` each call is an error
+/// after a second, counted; hashrig retries, mines once the node answers,
+/// and keeps polling through a second silence mid-run.
+#[test]
+fn getblocktemplate_timeouts_are_counted_and_polling_goes_on() {
+    let genesis = BlockHash::from_str("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206").unwrap();
+    let node = Arc::new(Mutex::new(Node::new(199, genesis, EASY_BITS, vec![tx(1, false)])));
+    node.lock().unwrap().hang_gbt = 2;
+    let addr = serve(node.clone());
+    let dir = std::env::temp_dir().join(format!("hashrig-gbt-hang-{}", std::process::id()));
+    let conf = std::env::temp_dir().join(format!("hashrig-gbt-hang-{}.toml", std::process::id()));
+    std::fs::write(
+        &conf,
+        format!(
+            "[node]\nurl = \"http://{addr}\"\nrpc_user = \"alice\"\nrpc_pass = \"s3cret\"\npayout = \"{PAYOUT}\"\nblocks_dir = \"{}\"\npoll_secs = 1\nlongpoll = false\nrpc_timeout_secs = 1\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let mut run =
+        HashrigRun::start_small(&["--engines", "cpu", "--duration", "60", "--config", conf.to_str().unwrap()], |_| {});
+    let until = Instant::now() + Duration::from_secs(20);
+    while node.lock().unwrap().accepted.is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first_block = t0.elapsed();
+    // The node goes silent again, mid-run.
+    let before = {
+        let mut n = node.lock().unwrap();
+        n.hang_gbt = 2;
+        n.log.len()
+    };
+    let t1 = Instant::now();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = node.lock().unwrap();
+        let answered_after = n.log[before..].iter().filter(|e| matches!(e, Event::Gbt { .. })).count();
+        if (n.hung == 4 && answered_after >= 1) || Instant::now() > until {
+            break;
+        }
+        drop(n);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let recovered = t1.elapsed();
+    let body = scrape(&run.metrics_addr());
+    let status = run.interrupt();
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = node.lock().unwrap();
+    let answered_after = n.log[before..].iter().filter(|e| matches!(e, Event::Gbt { .. })).count();
+    println!(
+        "first block after {first_block:?} (2 silent calls first); a second silence of 2 calls over in {recovered:?}"
+    );
+    assert!(status.success(), "exit status {status}");
+    assert!(!n.accepted.is_empty(), "no block after the node answered");
+    assert!(first_block < Duration::from_secs(15), "the silent calls were not cut short: {first_block:?}");
+    assert_eq!(n.hung, 4, "the second silence was met by polls");
+    assert!(answered_after >= 1, "polling went on after the second silence");
+    assert!(recovered < Duration::from_secs(15), "{recovered:?}");
+    assert!(metric(&body, "hashrig_rpc_errors_total{method=\"getblocktemplate\"}") >= 4, "{body}");
 }

@@ -89,6 +89,7 @@ struct NodeSection {
     poll_secs: Option<u64>,
     longpoll: Option<bool>,
     blocks_dir: Option<PathBuf>,
+    rpc_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +239,13 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
             return Err(ConfigError::Invalid(format!("node URL {url:?} must start with http://")));
         }
         let d = GbtConfig::default();
+        let rpc_timeout_secs = n.and_then(|n| n.rpc_timeout_secs).unwrap_or(d.rpc_timeout_secs);
+        if !(1..=crate::node::stratum::MAX_OPTION_SECS).contains(&rpc_timeout_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "[node] rpc_timeout_secs: from 1 to {} (a week), got {rpc_timeout_secs}",
+                crate::node::stratum::MAX_OPTION_SECS
+            )));
+        }
         return Ok(Adapter::Solo(GbtConfig {
             url,
             auth,
@@ -246,6 +254,7 @@ pub fn resolve(a: &AdapterArgs, file_text: Option<&str>) -> Result<Adapter, Conf
             poll_secs: n.and_then(|n| n.poll_secs).unwrap_or(d.poll_secs),
             longpoll: n.and_then(|n| n.longpoll).unwrap_or(d.longpoll),
             blocks_dir: n.and_then(|n| n.blocks_dir.clone()).unwrap_or(d.blocks_dir),
+            rpc_timeout_secs,
         }));
     }
     if !file.pool.is_empty() {
@@ -289,6 +298,31 @@ mod tests {
         assert_eq!(g.auth, RpcAuth::Cookie("/c".into()));
         let a = AdapterArgs { node: Some("http://h:1".into()), ..Default::default() };
         assert!(resolve(&a, None).is_err(), "no auth, no payout");
+    }
+
+    #[test]
+    fn write_and_rpc_timeouts_are_read_and_range_checked() {
+        let pool = "[[pool]]\nurl = \"stratum+tcp://p:3333\"\nuser = \"w\"\n[stratum]\n";
+        let Adapter::Pool(c) = resolve(&AdapterArgs::default(), Some(pool)).unwrap() else { panic!() };
+        assert_eq!(c.options.write_timeout_secs, 10);
+        let file = format!("{pool}write_timeout_secs = 2\n");
+        let Adapter::Pool(c) = resolve(&AdapterArgs::default(), Some(&file)).unwrap() else { panic!() };
+        assert_eq!(c.options.write_timeout_secs, 2);
+        assert!(
+            resolve(&AdapterArgs::default(), Some(&format!("{pool}write_timeout_secs = {}\n", u64::MAX / 2))).is_err()
+        );
+        let node = "[node]\nurl = \"http://127.0.0.1:18443\"\nrpc_cookie = \"/c\"\npayout = \"bcrt1q\"\n";
+        let Adapter::Solo(g) = resolve(&AdapterArgs::default(), Some(node)).unwrap() else { panic!() };
+        assert_eq!(g.rpc_timeout_secs, 60);
+        let Adapter::Solo(g) =
+            resolve(&AdapterArgs::default(), Some(&format!("{node}rpc_timeout_secs = 1\n"))).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(g.rpc_timeout_secs, 1);
+        for bad in [0, u64::MAX / 2] {
+            assert!(resolve(&AdapterArgs::default(), Some(&format!("{node}rpc_timeout_secs = {bad}\n"))).is_err());
+        }
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct GbtConfig {
     /// submitblock takes) before it is submitted, so no answer, crash or
     /// network fault loses it.
     pub blocks_dir: PathBuf,
+    /// Longest one RPC call may take (longpoll excepted): a node that
+    /// accepts the connection and never answers is an error (counted in
+    /// `hashrig_rpc_errors_total`) after this, and polling goes on.
+    pub rpc_timeout_secs: u64,
 }
 
 /// Where found blocks are saved by default: systemd's `$STATE_DIRECTORY`,
@@ -111,6 +115,7 @@ impl Default for GbtConfig {
             poll_secs: 30,
             longpoll: true,
             blocks_dir: default_blocks_dir(),
+            rpc_timeout_secs: 60,
         }
     }
 }
@@ -154,7 +159,8 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    pub fn new(url: &str, auth: RpcAuth) -> Rpc {
+    /// `timeout_secs` bounds each call; the longpoll call has an hour.
+    pub fn new(url: &str, auth: RpcAuth, timeout_secs: u64) -> Rpc {
         let mk = |t: u64| -> ureq::Agent {
             ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(t)))
@@ -162,7 +168,12 @@ impl Rpc {
                 .build()
                 .into()
         };
-        Rpc { url: url.trim_end_matches('/').to_owned(), auth, agent: mk(60), longpoll_agent: mk(3600) }
+        Rpc {
+            url: url.trim_end_matches('/').to_owned(),
+            auth,
+            agent: mk(timeout_secs.max(1)),
+            longpoll_agent: mk(3600),
+        }
     }
 
     fn auth_header(&self) -> Result<String, String> {
@@ -523,7 +534,7 @@ pub fn run(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), GbtError> {
-    let rpc = Arc::new(Rpc::new(&cfg.url, cfg.auth.clone()));
+    let rpc = Arc::new(Rpc::new(&cfg.url, cfg.auth.clone(), cfg.rpc_timeout_secs));
     let info = rpc.call("getblockchaininfo", json!([]))?;
     let chain = info.get("chain").and_then(Value::as_str).unwrap_or("main").to_owned();
     let payout = payout_script(&cfg.payout, &chain)?;

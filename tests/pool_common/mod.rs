@@ -89,7 +89,12 @@ impl Conn {
         self.send(json!({"id": null, "method": "mining.set_difficulty", "params": [d]}));
     }
     pub fn notify(&mut self, id: &str, clean: bool) {
+        self.notify_with(id, clean, |_| {});
+    }
+    /// [`notify`](Self::notify) with the job's params changed by `edit`.
+    pub fn notify_with(&mut self, id: &str, clean: bool, edit: impl FnOnce(&mut Vec<Value>)) {
         let mut p = notify_template();
+        edit(&mut p);
         p[0] = json!(id);
         p[8] = json!(clean);
         self.jobs
@@ -217,6 +222,19 @@ pub fn accept(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool) -
 /// [`accept`], optionally as a pool that never answers mining.configure
 /// (as some do): no version rolling on that connection.
 pub fn accept_with(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bool, answer_configure: bool) -> Conn {
+    accept_then(l, en1, session, expect_resume, answer_configure, |_| {})
+}
+
+/// [`accept_with`], calling `before_authorized` just before the answer to
+/// mining.authorize (pools often send their first job then).
+pub fn accept_then(
+    l: &TcpListener,
+    en1: &[u8],
+    session: &str,
+    expect_resume: bool,
+    answer_configure: bool,
+    mut before_authorized: impl FnMut(&mut Conn),
+) -> Conn {
     loop {
         let (s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -255,6 +273,7 @@ pub fn accept_with(l: &TcpListener, en1: &[u8], session: &str, expect_resume: bo
                 }
                 "mining.authorize" => {
                     assert_eq!(m["params"], json!(["worker1", "secret"]));
+                    before_authorized(&mut c);
                     c.send(json!({"id": id, "result": true, "error": null}));
                     authorized = true;
                 }

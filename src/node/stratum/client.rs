@@ -28,8 +28,9 @@ const TICK: Duration = Duration::from_millis(250);
 const MAX_BAD_IN_A_ROW: u32 = 50;
 /// Longest client.reconnect wait honoured.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(600);
-/// Longest a write to the pool may take before the connection counts as dead.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At the stop, a write the pool has not taken for this long is abandoned
+/// (the stop does not wait out the whole write timeout).
+const STOP_WRITE_GRACE: Duration = Duration::from_millis(500);
 /// At the stop: time to submit the hits the engines left and hear the
 /// pool's answers.
 const STOP_DRAIN: Duration = Duration::from_secs(5);
@@ -162,6 +163,9 @@ struct Conn {
     authorized: bool,
     bad_in_a_row: u32,
     last_rx: Instant,
+    /// `[stratum] write_timeout_secs`.
+    write_timeout: Duration,
+    stop: Arc<AtomicBool>,
 }
 
 pub struct Client {
@@ -428,19 +432,32 @@ impl Client {
     }
 
     /// Writes one message; the flush pushes TLS records out at once. A pool
-    /// that stops reading gets [`WRITE_TIMEOUT`], not the loop's timers and
-    /// stop check.
+    /// that stops reading gets `write_timeout_secs`, not the loop's timers;
+    /// a stop cuts a write that has waited [`STOP_WRITE_GRACE`].
     async fn write_line(conn: &mut Conn, line: &str) -> Result<(), End> {
+        let limit = conn.write_timeout;
+        let stop = conn.stop.clone();
+        let began = tokio::time::Instant::now();
         let write = async {
             conn.wr.write_all(line.as_bytes()).await?;
             conn.wr.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Dropped),
-            Err(_) => {
-                tracing::warn!("stratum: the pool did not take a message within {WRITE_TIMEOUT:?}");
-                Err(End::Timeout)
+        tokio::pin!(write);
+        loop {
+            let wake = (began + limit).min(tokio::time::Instant::now() + TICK);
+            tokio::select! {
+                r = &mut write => return r.map_err(|_| End::Dropped),
+                _ = tokio::time::sleep_until(wake) => {
+                    let waited = began.elapsed();
+                    if waited >= limit {
+                        tracing::warn!("stratum: the pool did not take a message within {limit:?}");
+                        return Err(End::Timeout);
+                    }
+                    if stop.load(Ordering::Relaxed) && waited >= STOP_WRITE_GRACE {
+                        tracing::warn!("stratum: stopping; the pool has not taken a message for {waited:.1?}");
+                        return Err(End::Stopped);
+                    }
+                }
             }
         }
     }
@@ -462,6 +479,8 @@ impl Client {
             authorized: false,
             bad_in_a_row: 0,
             last_rx: Instant::now(),
+            write_timeout: Duration::from_secs(self.opts.write_timeout_secs.max(1)),
+            stop: self.stop.clone(),
         };
         let end = self.drive(&mut conn, &mut lrx, hrx, on_backup_since).await;
         reader.abort();

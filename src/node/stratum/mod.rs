@@ -79,6 +79,9 @@ pub struct StratumOptions {
     pub idle_timeout_secs: u64,
     /// No answer to a request for this long: the connection is dead.
     pub response_timeout_secs: u64,
+    /// Longest one write to the pool may take (a pool that stops reading):
+    /// then the connection counts as dead (reconnect cause `timeout`).
+    pub write_timeout_secs: u64,
     /// Republish the current job with ntime advanced to real time this often
     /// (0: never roll ntime).
     pub ntime_roll_secs: u64,
@@ -106,6 +109,7 @@ impl Default for StratumOptions {
             probe_interval_secs: 30,
             idle_timeout_secs: 300,
             response_timeout_secs: 30,
+            write_timeout_secs: 10,
             ntime_roll_secs: 30,
             max_queued_shares: 1024,
             min_difficulty: DEFAULT_MIN_DIFFICULTY,
@@ -216,6 +220,7 @@ impl StratumOptions {
             ("probe_interval_secs", o.probe_interval_secs),
             ("idle_timeout_secs", o.idle_timeout_secs),
             ("response_timeout_secs", o.response_timeout_secs),
+            ("write_timeout_secs", o.write_timeout_secs),
             ("ntime_roll_secs", o.ntime_roll_secs),
         ];
         for (name, v) in secs {
