@@ -11,8 +11,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey};
-use hashrig::sig::demo::valid_item;
 use hashrig::sched::{SigEngine, SigEngineConfig};
+use hashrig::sig::demo::valid_item;
 use hashrig::sig::{verify_batch, verify_one, Scheme, SigItem};
 use hashrig::topo::{PinPlan, PlanOptions, Topology};
 use std::hint::black_box;

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha512};
 
 /// The group order l, little-endian.
 const L_BYTES: [u8; 32] = [
-    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
 fn gpu() -> &'static Mutex<GpuEd25519> {
@@ -48,7 +48,13 @@ fn assert_same(what: &str, items: &[SigItem]) {
             ));
         }
     }
-    assert!(diffs.is_empty(), "{} of {} differ:\n{}", diffs.len(), items.len(), diffs[..diffs.len().min(20)].join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} of {} differ:\n{}",
+        diffs.len(),
+        items.len(),
+        diffs[..diffs.len().min(20)].join("\n")
+    );
 }
 
 fn data(name: &str) -> String {

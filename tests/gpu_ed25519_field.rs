@@ -139,8 +139,7 @@ fn field_arithmetic_matches_python() {
         }
         vals.push(w);
     }
-    let pairs: Vec<([u32; 8], [u32; 8])> =
-        (0..vals.len()).map(|i| (vals[i], vals[(i * 7 + 3) % vals.len()])).collect();
+    let pairs: Vec<([u32; 8], [u32; 8])> = (0..vals.len()).map(|i| (vals[i], vals[(i * 7 + 3) % vals.len()])).collect();
     let n = pairs.len();
     let mut input: Vec<u32> = pairs.iter().flat_map(|(a, b)| a.iter().chain(b.iter()).copied()).collect();
     input.push(0); // fe_loop_zero

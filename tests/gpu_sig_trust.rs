@@ -17,7 +17,9 @@ use hashrig::topo::{PinPlan, PlanOptions, Topology};
 
 fn gpu(metrics: Option<Arc<Metrics>>) -> Arc<GpuSigEngine> {
     let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
-        panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
+        panic!(
+            "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
+        )
     });
     GpuSigEngine::start(&a, TrustPolicy::default(), metrics, None).unwrap_or_else(|e| panic!("{}: {e}", a.summary.name))
 }

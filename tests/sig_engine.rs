@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashrig::metrics::Metrics;
-use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sched::{ExecPath, SigEngine, SigEngineConfig};
+use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_batch, Scheme, SigItem};
 use hashrig::topo::{PinPlan, PlanOptions, Topology};
 

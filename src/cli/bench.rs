@@ -184,7 +184,8 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Some(b) => println!("sha256d path: {b} (--backend)"),
         }
     }
-    let per_path = if use_cpu && a.paths { measure_paths(&a, &topo, one.clone(), all.clone(), threads)? } else { Vec::new() };
+    let per_path =
+        if use_cpu && a.paths { measure_paths(&a, &topo, one.clone(), all.clone(), threads)? } else { Vec::new() };
     let (mut single, mut cpu_total) = (0.0, 0.0);
     if use_cpu {
         single = measure(a.cpu.engine_config(one, backend), &topo, a.seconds)?;
@@ -356,7 +357,8 @@ fn measure_paths(
         f.single = measure(a.cpu.engine_config(one.clone(), f.backend), topo, a.seconds)?;
     }
     for f in figs.iter_mut() {
-        f.all = if threads > 1 { measure(a.cpu.engine_config(all.clone(), f.backend), topo, a.seconds)? } else { f.single };
+        f.all =
+            if threads > 1 { measure(a.cpu.engine_config(all.clone(), f.backend), topo, a.seconds)? } else { f.single };
     }
     if !a.json {
         println!("per path, same run (MH/s):  1 thread  {threads} threads");

@@ -13,9 +13,9 @@ use clap::Args;
 
 use crate::metrics::{Metrics, MetricsServer};
 use crate::node::demo::{DemoNode, DemoParams};
+use crate::node::sigfeed as sigdemo;
 use crate::node::sigserve::{ServeAddr, ServerConfig, SigServer};
 use crate::sched::{CpuEngine, PowScheduler, Stats};
-use crate::node::sigfeed as sigdemo;
 use crate::sched::{RateMeter, SigEngine, SigEngineConfig};
 use crate::topo::{PinPlan, Topology};
 

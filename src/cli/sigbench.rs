@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::node::sigserve::{ClientTls, ServeAddr, SigClient};
-use crate::sig::demo::valid_item;
 use crate::sched::sig::EngineChoice;
 use crate::sched::{SigEngine, SigEngineConfig};
+use crate::sig::demo::valid_item;
 use crate::sig::{Scheme, SigItem};
 use crate::topo::{PinPlan, PlanOptions, Topology};
 

@@ -88,6 +88,7 @@ fn make_pipeline(
     layout: &wgpu::BindGroupLayout,
     module: &wgpu::ShaderModule,
     entry: &str,
+    cache: Option<&wgpu::PipelineCache>,
 ) -> Result<wgpu::ComputePipeline, GpuError> {
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -101,7 +102,7 @@ fn make_pipeline(
         module,
         entry_point: Some(entry),
         compilation_options: wgpu::PipelineCompilationOptions::default(),
-        cache: None,
+        cache,
     });
     match pollster::block_on(scope.pop()) {
         Some(e) => Err(GpuError::Compile(format!("{entry}: {e}"))),
@@ -114,9 +115,12 @@ impl GpuEd25519 {
     /// from curve25519-dalek's encodings of [1..8]B).
     pub fn new(adapter: &GpuAdapter) -> Result<GpuEd25519, GpuError> {
         let a = &adapter.adapter;
+        // The driver's pipeline cache, kept on disk, where the adapter has
+        // one: the big shader compiles once per driver, not once per start.
+        let cache_features = a.features() & wgpu::Features::PIPELINE_CACHE;
         let desc = wgpu::DeviceDescriptor {
             label: Some("hashrig ed25519"),
-            required_features: wgpu::Features::empty(),
+            required_features: cache_features,
             required_limits: a.limits(),
             ..Default::default()
         };
@@ -169,8 +173,40 @@ impl GpuEd25519 {
             label: Some("ed25519 table bind group"),
             entries: &[storage_entry(0, true), storage_entry(1, false)],
         });
-        let pipeline = make_pipeline(&device, &layout, &verify_module, "verify")?;
-        let table_pipeline = make_pipeline(&device, &table_layout, &table_module, "build_table")?;
+        let cache_file = (!cache_features.is_empty())
+            .then(|| {
+                let key = wgpu::util::pipeline_cache_key(&a.get_info())?;
+                Some(super::tune::default_cache_path()?.with_file_name(format!("{key}.bin")))
+            })
+            .flatten();
+        let cache = cache_file.as_ref().map(|f| {
+            let data = std::fs::read(f).ok();
+            // SAFETY: the data is what `get_data` returned for an adapter
+            // with this key (the file is named by it), written by us; wgpu
+            // checks its header (version, adapter, size) and with `fallback`
+            // starts an empty cache when it does not fit.
+            unsafe {
+                device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                    label: Some("hashrig ed25519 pipeline cache"),
+                    data: data.as_deref(),
+                    fallback: true,
+                })
+            }
+        });
+        let pipeline = make_pipeline(&device, &layout, &verify_module, "verify", cache.as_ref())?;
+        let table_pipeline = make_pipeline(&device, &table_layout, &table_module, "build_table", cache.as_ref())?;
+        if let (Some(c), Some(f)) = (&cache, &cache_file) {
+            if let Some(data) = c.get_data() {
+                let tmp = f.with_extension("tmp");
+                let saved = f.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                    std::fs::write(&tmp, &data)?;
+                    std::fs::rename(&tmp, f)
+                });
+                if let Err(e) = saved {
+                    tracing::debug!("pipeline cache {} not saved: {e}", f.display());
+                }
+            }
+        }
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("ed25519 params"),
             size: 16,

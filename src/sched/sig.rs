@@ -32,15 +32,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
 #[cfg(feature = "gpu")]
 use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 
-use crate::sig::{scheme_label, size_class, verify_batch, Scheme, SigItem, Verdict};
 #[cfg(feature = "gpu")]
 use super::sig_gpu::GpuSigEngine;
 use crate::metrics::Metrics;
+use crate::sig::{scheme_label, size_class, verify_batch, Scheme, SigItem, Verdict};
 use crate::topo::{pin_or_warn, PinPlan};
 
 /// Engine settings.
@@ -562,10 +562,7 @@ impl Inner {
         }
         let best = {
             let gpus = self.gpus.read();
-            gpus.iter()
-                .filter(|g| g.is_active())
-                .map(|g| (g.predict(n), g.clone()))
-                .min_by(|a, b| a.0.total_cmp(&b.0))
+            gpus.iter().filter(|g| g.is_active()).map(|g| (g.predict(n), g.clone())).min_by(|a, b| a.0.total_cmp(&b.0))
         };
         let Some((t_gpu, gpu)) = best else { return Route::Cpu };
         if self.cfg.engines == EngineChoice::Gpu {

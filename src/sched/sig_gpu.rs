@@ -29,8 +29,8 @@ use rand::Rng;
 use crate::gpu::ed25519::GpuEd25519;
 use crate::gpu::{GpuAdapter, GpuError};
 use crate::metrics::Metrics;
-use crate::topo::NodeAffinity;
 use crate::sig::{demo, verify_batch, verify_one, Reason, Scheme, SigItem, Verdict};
+use crate::topo::NodeAffinity;
 
 /// How far GPU verdicts are trusted.
 #[derive(Clone, Debug)]

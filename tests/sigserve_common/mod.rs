@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use hashrig::node::sigserve::{ServeAddr, ServerConfig, SigServer};
-use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sched::{SigEngine, SigEngineConfig};
+use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{Scheme, SigItem};
 use hashrig::topo::{PinPlan, PlanOptions, Topology};
 
