@@ -200,8 +200,12 @@ impl Worker {
             }
             // Fill the ring with chunks of the current job.
             while let Some(&slot) = free.last() {
-                // Signature dispatches on this adapter go first (gpu::priority).
-                if crate::gpu::priority::sig_pending(self.ctx.summary.index) {
+                // Signature dispatches on this adapter go first (gpu::priority):
+                // none while one is pending, one in flight while they may come.
+                let idx = self.ctx.summary.index;
+                if crate::gpu::priority::sig_pending(idx)
+                    || (crate::gpu::priority::sig_engine_on(idx) && !inflight.is_empty())
+                {
                     break;
                 }
                 let Some(job) = self.sched.current() else { break };

@@ -117,6 +117,8 @@ pub struct GpuSigEngine {
     metrics: Option<Arc<Metrics>>,
     /// To the feeder thread (which exits when this engine is dropped).
     jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
+    /// Registered on the adapter while on signature work (`gpu::priority`).
+    on_adapter: Mutex<Option<crate::gpu::priority::SigEngineOn>>,
 }
 
 /// Known-answer items for canaries, each with the CPU path's verdict: valid
@@ -182,6 +184,7 @@ impl GpuSigEngine {
             fault_every: AtomicU32::new(0),
             metrics,
             jobs: Mutex::new(None),
+            on_adapter: Mutex::new(None),
         };
         me.calibrate()?;
         if let Some(m) = &me.metrics {
@@ -204,6 +207,7 @@ impl GpuSigEngine {
             })
             .map_err(|e| GpuError::Driver(format!("starting the feeder thread: {e}")))?;
         *me.jobs.lock() = Some(tx);
+        *me.on_adapter.lock() = Some(crate::gpu::priority::register_sig_engine(me.index));
         Ok(me)
     }
 
@@ -290,6 +294,8 @@ impl GpuSigEngine {
         if self.active.swap(false, Ordering::AcqRel) {
             tracing::error!(adapter = %self.name, "GPU taken off signature work: {why}");
             *self.off_reason.lock() = why;
+            // Mining on the adapter gets its full ring back.
+            self.on_adapter.lock().take();
             if let Some(m) = &self.metrics {
                 m.sig_gpu.active.with_label_values(&[&self.label, &self.name]).set(0);
             }
