@@ -145,8 +145,16 @@ fn pool_session_with_failover_loses_and_duplicates_nothing() {
     assert!(pool_accepted >= 21);
     assert!(t.versions_rolled > 0, "version rolling used");
     // The miner's count of accepted shares is the pools' count: none lost
-    // on the way, none sent twice (the pools refuse duplicates).
-    assert_eq!(m("hashrig_pool_shares_total{reason=\"none\",result=\"accepted\"}") as usize, pool_accepted);
+    // on the way, none sent twice (the pools refuse duplicates). A share the
+    // pool credited just before it dropped the connection may have lost its
+    // answer with it: the miner counts that one as in flight ("no_answer"),
+    // never as accepted twice or not at all.
+    let accepted = m("hashrig_pool_shares_total{reason=\"none\",result=\"accepted\"}") as usize;
+    let no_answer = m("hashrig_pool_shares_total{reason=\"no_answer\"") as usize;
+    assert!(
+        accepted <= pool_accepted && pool_accepted <= accepted + no_answer,
+        "miner: {accepted} accepted, {no_answer} without an answer; pools: {pool_accepted} accepted"
+    );
     assert_eq!(m("hashrig_pool_shares_total{reason=\"duplicate\""), 0.0);
     assert_eq!(m("hashrig_pool_shares_total{reason=\"low_difficulty\""), 0.0);
     // Every share found ends as accepted or stale (job cleared, session gone,
