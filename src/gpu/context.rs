@@ -89,46 +89,11 @@ impl GpuContext {
     pub fn new(adapter: &GpuAdapter, opts: &ContextOptions) -> Result<GpuContext, GpuError> {
         let a = &adapter.adapter;
         let summary = adapter.summary.clone();
-        let limits = a.limits();
         // Ask only for what the adapter has: request_device panics otherwise.
         let timestamps = a.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let features = if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
-        // The adapter's own limits: the largest workgroups and dispatches it has.
-        let required_limits = limits.clone();
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("hashrig pow"),
-            required_features: features,
-            required_limits,
-            ..Default::default()
-        };
-        let (device, queue) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(a.request_device(&desc))))
-                .map_err(|_| GpuError::RequestDevice("wgpu panicked while requesting the device".into()))?
-                .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
-        let lost = Arc::new(AtomicBool::new(false));
-        let lost_reason = Arc::new(Mutex::new(String::new()));
-        {
-            let (flag, why) = (lost.clone(), lost_reason.clone());
-            device.set_device_lost_callback(move |reason, msg| {
-                // Dropping the context destroys the device: not a loss.
-                if reason != wgpu::DeviceLostReason::Destroyed {
-                    *why.lock() = format!("{reason:?}: {msg}");
-                    flag.store(true, Ordering::Release);
-                }
-            });
-            let (flag, why) = (lost.clone(), lost_reason.clone());
-            let name = summary.name.clone();
-            // The default handler panics; an error here means the device or
-            // our use of it is broken, so the engine stops using it.
-            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                tracing::error!(adapter = %name, "GPU error: {e}");
-                let mut w = why.lock();
-                if w.is_empty() {
-                    *w = e.to_string();
-                }
-                flag.store(true, Ordering::Release);
-            }));
-        }
+        // The adapter's own limits (the largest workgroups and dispatches it has).
+        let (device, queue, (lost, lost_reason)) = super::open_device(adapter, "hashrig pow", features)?;
         let src =
             kernel::source(kernel::SHA256D_FILE).ok_or_else(|| GpuError::Compile("kernel source incomplete".into()))?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -118,37 +118,7 @@ impl GpuEd25519 {
         // The driver's pipeline cache, kept on disk, where the adapter has
         // one: the big shader compiles once per driver, not once per start.
         let cache_features = a.features() & wgpu::Features::PIPELINE_CACHE;
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("hashrig ed25519"),
-            required_features: cache_features,
-            required_limits: a.limits(),
-            ..Default::default()
-        };
-        let (device, queue) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(a.request_device(&desc))))
-                .map_err(|_| GpuError::RequestDevice("wgpu panicked while requesting the device".into()))?
-                .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
-        let lost = Arc::new(AtomicBool::new(false));
-        let lost_reason = Arc::new(Mutex::new(String::new()));
-        {
-            let (flag, why) = (lost.clone(), lost_reason.clone());
-            device.set_device_lost_callback(move |reason, msg| {
-                if reason != wgpu::DeviceLostReason::Destroyed {
-                    *why.lock() = format!("{reason:?}: {msg}");
-                    flag.store(true, Ordering::Release);
-                }
-            });
-            let (flag, why) = (lost.clone(), lost_reason.clone());
-            let name = adapter.summary.name.clone();
-            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                tracing::error!(adapter = %name, "GPU error (ed25519): {e}");
-                let mut w = why.lock();
-                if w.is_empty() {
-                    *w = e.to_string();
-                }
-                flag.store(true, Ordering::Release);
-            }));
-        }
+        let (device, queue, (lost, lost_reason)) = super::open_device(adapter, "hashrig ed25519", cache_features)?;
         let verify_module = module(&device, kernel::ED25519_VERIFY_FILE)?;
         let table_module = module(&device, kernel::ED25519_TABLE_FILE)?;
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {

@@ -140,6 +140,54 @@ pub struct GpuAdapter {
     pub adapter: wgpu::Adapter,
 }
 
+/// A device's loss flag and the reason it was set.
+pub type Loss = (std::sync::Arc<std::sync::atomic::AtomicBool>, std::sync::Arc<parking_lot::Mutex<String>>);
+
+/// A device and queue on `adapter` with the adapter's own limits and
+/// `features` (only ones it has: request_device panics otherwise), and
+/// wgpu's panicking error handler replaced by a loss flag: a device lost or
+/// a GPU error marks it, so the engine stops using the device.
+pub fn open_device(
+    adapter: &GpuAdapter,
+    label: &str,
+    features: wgpu::Features,
+) -> Result<(wgpu::Device, wgpu::Queue, Loss), GpuError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let a = &adapter.adapter;
+    let desc = wgpu::DeviceDescriptor {
+        label: Some(label),
+        required_features: features,
+        required_limits: a.limits(),
+        ..Default::default()
+    };
+    let (device, queue) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(a.request_device(&desc))))
+            .map_err(|_| GpuError::RequestDevice("wgpu panicked while requesting the device".into()))?
+            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_reason = Arc::new(parking_lot::Mutex::new(String::new()));
+    let (flag, why) = (lost.clone(), lost_reason.clone());
+    device.set_device_lost_callback(move |reason, msg| {
+        // Dropping the owner destroys the device: not a loss.
+        if reason != wgpu::DeviceLostReason::Destroyed {
+            *why.lock() = format!("{reason:?}: {msg}");
+            flag.store(true, Ordering::Release);
+        }
+    });
+    let (flag, why) = (lost.clone(), lost_reason.clone());
+    let (name, label) = (adapter.summary.name.clone(), label.to_string());
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        tracing::error!(adapter = %name, "GPU error ({label}): {e}");
+        let mut w = why.lock();
+        if w.is_empty() {
+            *w = e.to_string();
+        }
+        flag.store(true, Ordering::Release);
+    }));
+    Ok((device, queue, (lost, lost_reason)))
+}
+
 /// The wgpu instance: Vulkan only (the one backend compiled in).
 pub fn instance() -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();

@@ -115,8 +115,9 @@ fn decode(bytes: &[u8; 32], policy: Ed25519Policy, is_key: bool) -> Result<Edwar
     Ok(p)
 }
 
-/// Decode and hash one item; a malformed item gets its reason.
-pub fn prepare(policy: Ed25519Policy, pubkey: &[u8], msg: &[u8], sig: &[u8]) -> Result<Prepared, Reason> {
+/// The checks before decoding, in the order of reasons: key and signature
+/// lengths, then S < ℓ. Returns A's bytes, R's bytes and S.
+fn split<'a>(pubkey: &'a [u8], sig: &[u8]) -> Result<(&'a [u8; 32], [u8; 32], Scalar), Reason> {
     let pk: &[u8; 32] = pubkey.try_into().map_err(|_| Reason::PubkeyLength)?;
     let sig: &[u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
     let mut r_bytes = [0u8; 32];
@@ -124,15 +125,26 @@ pub fn prepare(policy: Ed25519Policy, pubkey: &[u8], msg: &[u8], sig: &[u8]) -> 
     r_bytes.copy_from_slice(&sig[..32]);
     s_bytes.copy_from_slice(&sig[32..]);
     let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).ok_or(Reason::SNotReduced)?;
-    let a = decode(pk, policy, true)?;
-    let r = decode(&r_bytes, policy, false)?;
+    Ok((pk, r_bytes, s))
+}
+
+/// k = SHA-512(R_bytes ‖ A_bytes ‖ M) mod ℓ, over the bytes as sent.
+fn challenge(r_bytes: &[u8; 32], pk: &[u8; 32], msg: &[u8]) -> Scalar {
     let mut h = Sha512::new();
     h.update(r_bytes);
     h.update(pk);
     h.update(msg);
     let mut wide = [0u8; 64];
     wide.copy_from_slice(&h.finalize());
-    let k = Scalar::from_bytes_mod_order_wide(&wide);
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+/// Decode and hash one item; a malformed item gets its reason.
+pub fn prepare(policy: Ed25519Policy, pubkey: &[u8], msg: &[u8], sig: &[u8]) -> Result<Prepared, Reason> {
+    let (pk, r_bytes, s) = split(pubkey, sig)?;
+    let a = decode(pk, policy, true)?;
+    let r = decode(&r_bytes, policy, false)?;
+    let k = challenge(&r_bytes, pk, msg);
     Ok(Prepared { a, r, s, k })
 }
 
@@ -172,20 +184,8 @@ pub fn gpu_encode(
     msg: &[u8],
     sig: &[u8],
 ) -> Result<[u32; GPU_ITEM_WORDS], Reason> {
-    let pk: &[u8; 32] = pubkey.try_into().map_err(|_| Reason::PubkeyLength)?;
-    let sig: &[u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
-    let mut r_bytes = [0u8; 32];
-    let mut s_bytes = [0u8; 32];
-    r_bytes.copy_from_slice(&sig[..32]);
-    s_bytes.copy_from_slice(&sig[32..]);
-    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).ok_or(Reason::SNotReduced)?;
-    let mut h = Sha512::new();
-    h.update(r_bytes);
-    h.update(pk);
-    h.update(msg);
-    let mut wide = [0u8; 64];
-    wide.copy_from_slice(&h.finalize());
-    let k = Scalar::from_bytes_mod_order_wide(&wide);
+    let (pk, r_bytes, s) = split(pubkey, sig)?;
+    let k = challenge(&r_bytes, pk, msg);
     let mut w = [0u32; GPU_ITEM_WORDS];
     for i in 0..8 {
         w[i] = u32::from_le_bytes(pk[4 * i..4 * i + 4].try_into().expect("4 bytes"));
