@@ -557,14 +557,15 @@ impl Inner {
         if self.cfg.engines == EngineChoice::Cpu || n == 0 {
             return Route::Cpu;
         }
-        if !items.iter().all(|i| i.scheme.ed25519_policy().is_some()) {
-            return Route::Cpu;
-        }
+        // No active GPU (the common case on CPU-only servers): nothing to scan.
         let best = {
             let gpus = self.gpus.read();
             gpus.iter().filter(|g| g.is_active()).map(|g| (g.predict(n), g.clone())).min_by(|a, b| a.0.total_cmp(&b.0))
         };
         let Some((t_gpu, gpu)) = best else { return Route::Cpu };
+        if !items.iter().all(|i| i.scheme.ed25519_policy().is_some()) {
+            return Route::Cpu;
+        }
         if self.cfg.engines == EngineChoice::Gpu {
             return Route::Gpu(gpu);
         }
