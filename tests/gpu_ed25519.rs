@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::scalar::Scalar;
-use hashrig::gpu::ed25519::GpuEd25519;
+use hashrig::gpu::sigverify::GpuSigKernels;
 use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_one, Scheme, SigItem, Verdict};
 use rand::{Rng, RngCore, SeedableRng};
@@ -23,13 +23,13 @@ const L_BYTES: [u8; 32] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
-fn gpu() -> &'static Mutex<GpuEd25519> {
-    static G: OnceLock<Mutex<GpuEd25519>> = OnceLock::new();
+fn gpu() -> &'static Mutex<GpuSigKernels> {
+    static G: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
     G.get_or_init(|| {
         let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
             panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
         });
-        Mutex::new(GpuEd25519::new(&a).unwrap_or_else(|e| panic!("Ed25519 kernel on {}: {e}", a.summary.name)))
+        Mutex::new(GpuSigKernels::new(&a).unwrap_or_else(|e| panic!("Ed25519 kernel on {}: {e}", a.summary.name)))
     })
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::Rng;
 
-use crate::gpu::ed25519::GpuEd25519;
+use crate::gpu::sigverify::GpuSigKernels;
 use crate::gpu::{GpuAdapter, GpuError};
 use crate::metrics::Metrics;
 use crate::sig::{demo, verify_batch, verify_one, Reason, Scheme, SigItem, Verdict};
@@ -100,7 +100,7 @@ pub struct GpuSigEngine {
     pub software: bool,
     /// The adapter's enumeration index (`gpu::priority`).
     index: usize,
-    dev: Mutex<GpuEd25519>,
+    dev: Mutex<GpuSigKernels>,
     policy: TrustPolicy,
     active: AtomicBool,
     off_reason: Mutex<String>,
@@ -163,7 +163,7 @@ impl GpuSigEngine {
         metrics: Option<Arc<Metrics>>,
         feeder: Option<NodeAffinity>,
     ) -> Result<Arc<GpuSigEngine>, GpuError> {
-        let dev = GpuEd25519::new(adapter)?;
+        let dev = GpuSigKernels::new(adapter)?;
         let label = format!("gpu{}", adapter.summary.index);
         let me = GpuSigEngine {
             label,
