@@ -6,7 +6,8 @@
 #![cfg(feature = "gpu")]
 
 use std::path::Path;
-use std::time::Duration;
+
+mod gpu_probe;
 
 const PROBE: &str = r#"
 @group(0) @binding(0) var<storage, read> inp: array<u32>;
@@ -143,7 +144,7 @@ fn field_arithmetic_matches_python() {
     let n = pairs.len();
     let mut input: Vec<u32> = pairs.iter().flat_map(|(a, b)| a.iter().chain(b.iter()).copied()).collect();
     input.push(0); // fe_loop_zero
-    let out = run_probe(&src, &input, n * 162);
+    let out = gpu_probe::run(&src, &input, n as u32, n * 162);
 
     let to_int = |w: &[u32; 8]| limbs_to_u256_dec(&words_to_limbs(w));
     let json_in = format!(
@@ -193,68 +194,4 @@ fn words_to_limbs(w: &[u32; 8]) -> Vec<u32> {
         }
     }
     l
-}
-
-pub fn run_probe(src: &str, input: &[u32], out_words: usize) -> Vec<u32> {
-    run_probe_checks(src, input, out_words, true)
-}
-
-pub fn run_probe_checks(src: &str, input: &[u32], out_words: usize, checked: bool) -> Vec<u32> {
-    let a = hashrig::gpu::adapters().into_iter().next().expect("no Vulkan adapter: install mesa-vulkan-drivers");
-    let (device, queue) = pollster::block_on(a.adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
-    let desc = wgpu::ShaderModuleDescriptor { label: Some("probe"), source: wgpu::ShaderSource::Wgsl(src.into()) };
-    let module = if checked {
-        device.create_shader_module(desc)
-    } else {
-        // SAFETY: test kernels index within their buffers.
-        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-    };
-    let inp = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: 4 * input.len() as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    queue.write_buffer(&inp, 0, bytemuck::cast_slice(input));
-    let outb = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: 4 * out_words as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: 4 * out_words as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("probe"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: inp.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 1, resource: outb.as_entire_binding() },
-        ],
-    });
-    let mut enc = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups((input.len() / 16).max(1) as u32, 1, 1);
-    }
-    enc.copy_buffer_to_buffer(&outb, 0, &staging, 0, 4 * out_words as u64);
-    queue.submit([enc.finish()]);
-    staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-    device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(Duration::from_secs(300)) }).unwrap();
-    let v = staging.slice(..).get_mapped_range().unwrap();
-    bytemuck::cast_slice(&v).to_vec()
 }

@@ -20,6 +20,8 @@ generated code computes it) and asserted below 2^32: a change that could
 overflow a u32 fails at generation time, not on a GPU.
 """
 
+import sys
+
 P = 2**256 - 2**32 - 977
 N = 20  # limbs
 B = 13  # bits per limb
@@ -436,4 +438,31 @@ fn fe_sqrt(z: Fe) -> Fe {
 fn fe_inv(z: Fe) -> Fe {
     return fe_chain(z, true);
 }""")
+if "--montgomery" in sys.argv[1:]:
+    # Measurement only (benches/gpu_field.rs; docs/gpu-signatures.md): the
+    # Montgomery-form product on the same limbs, R = 2^260, to compare with
+    # the special-prime reduction above. Not used by any kernel.
+    NP = (-pow(P, -1, 1 << B)) % (1 << B)
+    PL = limbs(P)
+    R2 = pow(2, 520, P)
+    w("")
+    w(f"const FE_MONT_R2: Fe = {fe_lit(limbs(R2))};")
+    w("// a b / 2^260 (mod p), loose.")
+    w("fn fe_mont_mul(a: Fe, b: Fe) -> Fe {")
+    w("    var t: array<u32, 40>;")
+    for k in range(2 * N - 1):
+        w(f"    t[{k}] = " + " + ".join(f"a[{i}] * b[{k - i}]" for i in range(N) if 0 <= k - i < N) + ";")
+    w("    // After step i, t[i] is 0 mod 2^13 and carries into t[i + 1]; the")
+    w("    // result is t[20..40] (t[39] gets nothing: the columns end at 38).")
+    w("    t[39] = 0u;")
+    w("    var m = 0u;")
+    for i in range(N):
+        w(f"    m = (t[{i}] * {NP}u) & FE_MASK;")
+        for j in range(N):
+            if PL[j]:
+                w(f"    t[{i + j}] += m * {PL[j]}u;")
+        w(f"    t[{i + 1}] += t[{i}] >> 13u;")
+    out.extend(carry_fold([f"t[{N + j}]" for j in range(N)]))
+    w("    return r;")
+    w("}")
 print("\n".join(out))

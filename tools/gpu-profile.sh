@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Records the GPU proof-of-work figures of this machine in hw-profiles/ (issue 3):
 # the adapter line, the GPU hashrate, the kernel time per dispatch and the
-# CPU+GPU total, then Ed25519 on the GPU (L0, rate per batch size) and the
+# CPU+GPU total, then signatures on the GPU (Ed25519, ECDSA, BIP340: L0, rate per batch size) and the
 # signature figures of CPU-only and the CPU/GPU split (issue 9), with the exact
 # commands, in hw-profiles/<name>.toml, and the raw outputs beside it in
 # hw-profiles/<name>.gpu-run.txt.
@@ -65,8 +65,15 @@ log=hw-profiles/$name.gpu-run.txt
     echo "\$ $HASHRIG bench pow --engine all --seconds $SECONDS_PER_PHASE --json --profile-out $profile"
     "$HASHRIG" bench pow --engine all "${SW[@]}" --seconds "$SECONDS_PER_PHASE" --json --profile-out "$profile"
     echo
-    echo "\$ $HASHRIG bench sig --engine gpu --schemes ed25519 --max-batch 65536 --seconds 0.5   (Ed25519 forced onto the GPU: L0, rate per batch size)"
-    "$HASHRIG" bench sig --engine gpu "${SW[@]}" --schemes ed25519 --max-batch 65536 --seconds 0.5
+    echo "\$ $HASHRIG bench sig --engine gpu --schemes ed25519,ecdsa,schnorr --max-batch 65536 --seconds 0.5   (forced onto the GPU: L0, rate per batch size and scheme)"
+    "$HASHRIG" bench sig --engine gpu "${SW[@]}" --schemes ed25519,ecdsa,schnorr --max-batch 65536 --seconds 0.5
+    echo
+    # The secp256k1 field product, special prime vs Montgomery (benches/gpu_field.rs),
+    # when its binary was carried: GPU_FIELD_BENCH=target/release/deps/gpu_field-HASH.
+    if [ -n "${GPU_FIELD_BENCH:-}" ] && [ -x "$GPU_FIELD_BENCH" ]; then
+        echo "\$ $GPU_FIELD_BENCH --bench --warm-up-time 1 --measurement-time 3 --noplot"
+        HASHRIG_BENCH_GPU=${HASHRIG_BENCH_GPU:-0} "$GPU_FIELD_BENCH" --bench --warm-up-time 1 --measurement-time 3 --noplot || true
+    fi
     echo
     echo "\$ $HASHRIG bench sig --engine auto --max-batch 65536 --seconds 0.5 --profile-out $profile   (CPU-only and the CPU/GPU split, for sizing)"
     "$HASHRIG" bench sig --engine auto "${SW[@]}" --max-batch 65536 --seconds 0.5 --profile-out "$profile"

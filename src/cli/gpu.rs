@@ -72,7 +72,7 @@ mod imp {
         (out, why)
     }
 
-    /// Starts the Ed25519 GPU engine on every usable adapter (filtered like
+    /// Starts the GPU signature engine on every usable adapter (filtered like
     /// mining's) and adds each to `engine` once its kernels are built and
     /// checked. `background`: build on threads of their own, the CPU
     /// answering until each GPU is warm (returns at once with Ok(0));
@@ -109,7 +109,11 @@ mod imp {
             let feeder = crate::topo::gpu_feeder_affinity(&topo, &ad.summary);
             let start = move || match GpuSigEngine::start(&ad, TrustPolicy::default(), metrics, feeder) {
                 Ok(g) => {
-                    tracing::info!("gpu{} ({}): verifying Ed25519 signatures", ad.summary.index, ad.summary.name);
+                    tracing::info!(
+                        "gpu{} ({}): verifying signatures (Ed25519, ECDSA, BIP340)",
+                        ad.summary.index,
+                        ad.summary.name
+                    );
                     engine.add_gpu(g);
                     true
                 }

@@ -339,10 +339,6 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         let pool: Vec<SigItem> = (0..256).map(|i| valid_item(s, i)).collect();
         for &n in &sizes {
             for t in targets.iter_mut() {
-                // A GPU engine only changes where Ed25519 goes.
-                if t.engine() != "cpu" && t.engine() != "sigserve" && s.ed25519_policy().is_none() {
-                    continue;
-                }
                 let p = measure(t, s, &pool, n, a.seconds, a.connections)?;
                 if !a.json {
                     let threads = if p.threads == 0 { "-".to_string() } else { p.threads.to_string() };

@@ -176,8 +176,9 @@ fn canary_pool() -> Vec<(SigItem, Verdict)> {
     if let Ok(sig) = secp256k1::ecdsa::Signature::from_compact(&ecdsa.sig) {
         // (r, n - s): high S, valid only under allow_high_s.
         let mut high = ecdsa.clone();
-        let n_minus_s = secp256k1::SecretKey::from_secret_bytes(sig.serialize_compact()[32..].try_into().unwrap_or([1; 32]))
-            .map(|s| s.negate().to_secret_bytes());
+        let n_minus_s =
+            secp256k1::SecretKey::from_secret_bytes(sig.serialize_compact()[32..].try_into().unwrap_or([1; 32]))
+                .map(|s| s.negate().to_secret_bytes());
         if let Ok(ns) = n_minus_s {
             high.sig[32..].copy_from_slice(&ns);
             items.push(high.clone());
