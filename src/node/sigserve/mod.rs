@@ -17,5 +17,5 @@ pub mod tls;
 
 pub use addr::{ServeAddr, DEFAULT_ADDR};
 pub use client::{ClientError, SigClient};
-pub use server::{ServeError, ServerConfig, ServerStats, SigServer};
+pub use server::{BoundListener, ServeError, ServerConfig, ServerStats, SigServer};
 pub use tls::{ClientTls, ServerTls};
