@@ -109,18 +109,19 @@ impl Inherited {
         (out, warnings)
     }
 
-    /// The sigserve socket: by name, else a systemd socket at `want`.
-    pub fn take_sigserve(&mut self, want: &crate::node::sigserve::ServeAddr) -> Option<Listener> {
+    /// The sigserve socket: by name (then it is ours to remove at the end),
+    /// else a systemd socket at `want` (systemd's: `true`).
+    pub fn take_sigserve(&mut self, want: &crate::node::sigserve::ServeAddr) -> Option<(Listener, bool)> {
         use crate::node::sigserve::ServeAddr;
         if let Some(i) = self.named.iter().position(|(n, _)| n == SIGSERVE) {
-            return Some(self.named.remove(i).1);
+            return Some((self.named.remove(i).1, false));
         }
         let i = self.unnamed.iter().position(|l| match (l, want) {
             (Listener::Tcp(t), ServeAddr::Tcp(a)) => t.local_addr().ok() == Some(*a),
             (Listener::Unix(_, p), ServeAddr::Unix(w)) => p == w,
             _ => false,
         })?;
-        Some(self.unnamed.remove(i))
+        Some((self.unnamed.remove(i), true))
     }
 
     /// The metrics socket: by name, else a systemd TCP socket at `want`.

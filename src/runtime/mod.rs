@@ -563,10 +563,20 @@ fn start_sigserve(
              --sigserve-client-ca requires client certificates"
         );
     }
-    let bound = inherited.take_sigserve(addr);
-    let handed = if bound.is_some() { ", socket inherited" } else { "" };
+    let (bound, systemd) = match inherited.take_sigserve(addr) {
+        Some((l, systemd)) => (Some(l), systemd),
+        None => (None, false),
+    };
+    let handed = match (&bound, systemd) {
+        (Some(_), true) => ", socket from systemd",
+        (Some(_), false) => ", socket inherited",
+        (None, _) => "",
+    };
     let srv = SigServer::start_on(cfg, bound, engine.clone(), Some(metrics.clone()))
         .map_err(|e| RuntimeError::Start("sigserve", format!("cannot serve signatures on {addr}: {e}")))?;
+    if systemd {
+        srv.leave_path_at_stop();
+    }
     tracing::info!("sigserve: listening on {} ({guard}{handed})", srv.local_addr());
     Ok(srv)
 }

@@ -223,9 +223,6 @@ impl SigServer {
         };
         // One I/O thread is plenty: verification runs on the engine's pools.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
-        // A socket someone else bound (a predecessor, systemd) is theirs to
-        // remove: its path is left in place at the stop.
-        let inherited = bound.is_some();
         let listener = match bound {
             Some(b) => {
                 let _in_rt = rt.enter();
@@ -241,7 +238,7 @@ impl SigServer {
             }
             .map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), reason: e })?
         };
-        let keep_path = Arc::new(std::sync::atomic::AtomicBool::new(inherited));
+        let keep_path = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let addr = match &listener {
             Listener::Tcp(l) => {
                 ServeAddr::Tcp(l.local_addr().map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), reason: e })?)
@@ -276,6 +273,12 @@ impl SigServer {
     /// to a successor.
     pub fn listener_dup(&self) -> std::io::Result<std::os::fd::OwnedFd> {
         self.listener_fd.try_clone()
+    }
+
+    /// Leave a Unix socket's path in place at the stop: it belongs to
+    /// whoever bound it (systemd socket activation).
+    pub fn leave_path_at_stop(&self) {
+        self.keep_path.store(true, Ordering::SeqCst);
     }
 
     /// [`shutdown`](Self::shutdown) after a successor took the socket: the
