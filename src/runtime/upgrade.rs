@@ -49,6 +49,8 @@ pub enum UpgradeError {
     Exited(std::process::ExitStatus),
     #[error("the new process was not ready within {0:?}")]
     Timeout(Duration),
+    #[error("the new process closed the readiness pipe without saying it was ready")]
+    NoReady,
 }
 
 /// Starts the successor with `fds` (name, socket) and waits until it says
@@ -108,11 +110,18 @@ fn wait_ready(rx: &mut std::fs::File, child: &mut Child, timeout: Duration) -> R
             let mut b = [0u8; 1];
             return match rx.read(&mut b) {
                 Ok(1) => Ok(()),
-                _ => {
-                    // End of file: it closed the pipe, most likely by exiting.
-                    let st = child.wait().map_err(UpgradeError::Fds)?;
-                    Err(UpgradeError::Exited(st))
-                }
+                // End of file: it exited, or it does not know the pipe
+                // (an older hashrig) and closed it.
+                _ => match child.try_wait() {
+                    Ok(Some(st)) => Err(UpgradeError::Exited(st)),
+                    _ => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        match child.try_wait() {
+                            Ok(Some(st)) => Err(UpgradeError::Exited(st)),
+                            _ => Err(UpgradeError::NoReady),
+                        }
+                    }
+                },
             };
         }
         if let Ok(Some(st)) = child.try_wait() {
