@@ -28,7 +28,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub gpu: super::gpu::GpuArgs,
     /// Engines that verify signatures (default: the CPU, and the GPUs where
-    /// usable: each Ed25519 batch goes where it is predicted to finish first;
+    /// usable: each batch goes where it is predicted to finish first;
     /// the CPU answers until a GPU's kernels are built).
     #[arg(long, value_delimiter = ',', value_enum, default_values = ["cpu", "gpu"])]
     pub sig_engines: Vec<EngineKind>,
@@ -127,7 +127,7 @@ pub fn config(a: &RunArgs) -> anyhow::Result<RuntimeConfig> {
     let sig_demo_rate = a.sig_demo_rate.or(file.sig.demo_rate).unwrap_or(d.sig_demo_rate);
     let sig_engines = match (a.sig_engines.contains(&EngineKind::Cpu), a.sig_engines.contains(&EngineKind::Gpu)) {
         // The CPU always answers what no GPU can take; "gpu" alone sends
-        // every Ed25519 batch to the GPUs.
+        // every batch (Ed25519, ECDSA, BIP340) to the GPUs.
         (_, false) => EngineChoice::Cpu,
         (true, true) => EngineChoice::Auto,
         (false, true) => EngineChoice::Gpu,
