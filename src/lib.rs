@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod node;
 pub mod pow;
 pub mod profile;
+pub mod runtime;
 pub mod sched;
 pub mod sig;
 pub mod topo;

@@ -101,6 +101,35 @@ pub struct Metrics {
     pub gpu: GpuMetrics,
     /// Signature checks on GPUs: the split and the trust policy.
     pub sig_gpu: SigGpuMetrics,
+    /// Config reloads and live upgrades (issue 12).
+    pub runtime: RuntimeMetrics,
+}
+
+// ── runtime operations (issue 12) ────────────────────────────────────────────
+pub struct RuntimeMetrics {
+    /// Config reloads by result ("applied", "unchanged", "invalid", "failed").
+    pub config_reloads: IntCounterVec,
+    /// Live binary upgrades this process started, by result ("handed_over", "failed").
+    pub upgrades: IntCounterVec,
+}
+
+impl RuntimeMetrics {
+    fn register(r: &Registry) -> RuntimeMetrics {
+        RuntimeMetrics {
+            config_reloads: counter(
+                r,
+                "hashrig_config_reloads_total",
+                "Config reloads (SIGHUP, or the file changed with --watch), by result.",
+                &["result"],
+            ),
+            upgrades: counter(
+                r,
+                "hashrig_upgrades_total",
+                "Live binary upgrades (SIGUSR2) this process started, by result.",
+                &["result"],
+            ),
+        }
+    }
 }
 
 // ── GPU engine (issue 3) ─────────────────────────────────────────────────────
@@ -397,9 +426,11 @@ impl Metrics {
         );
         let gpu = GpuMetrics::register(&r);
         let sig_gpu = SigGpuMetrics::register(&r);
+        let runtime = RuntimeMetrics::register(&r);
         Arc::new(Metrics {
             gpu,
             sig_gpu,
+            runtime,
             registry: r,
             pool_connected,
             pool_difficulty,
@@ -460,13 +491,25 @@ pub struct MetricsServer {
     pub addr: SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// A second descriptor of the listening socket, for a live upgrade.
+    listener_dup: std::net::TcpListener,
 }
 
 impl MetricsServer {
     /// Binds `addr` and serves `GET /metrics` from a thread of its own.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
+        Self::serve(std::net::TcpListener::bind(addr)?, metrics)
+    }
+
+    /// A second descriptor of the listening socket, to hand to a successor.
+    pub fn listener_dup(&self) -> std::io::Result<std::net::TcpListener> {
+        self.listener_dup.try_clone()
+    }
+
+    /// Serves on a socket already listening (inherited, or bound by `start`).
+    pub fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let listener = std::net::TcpListener::bind(addr)?;
+        let listener_dup = listener.try_clone()?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -500,7 +543,7 @@ impl MetricsServer {
                 }
             }
         })?;
-        Ok(MetricsServer { addr, stop, thread: Some(thread) })
+        Ok(MetricsServer { addr, stop, thread: Some(thread), listener_dup })
     }
 }
 

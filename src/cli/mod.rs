@@ -9,7 +9,6 @@ mod gpu;
 mod run;
 mod scan;
 mod sigbench;
-mod signals;
 mod size;
 mod verify;
 
@@ -167,18 +166,46 @@ pub fn default_metrics_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], crate::metrics::DEFAULT_METRICS_PORT))
 }
 
+/// Changes the log filter of a running process (set for stdout logging).
+type FilterSetter = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>;
+static SET_FILTER: std::sync::OnceLock<FilterSetter> = std::sync::OnceLock::new();
+
+/// The start-up filter: `HASHRIG_LOG`, else "info".
+fn default_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("HASHRIG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
 /// `stderr`: for commands whose standard output is data (`verify` prints
 /// one JSON verdict per line), logs go to standard error.
 fn init_logging(stderr: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HASHRIG_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if stderr {
-        b.with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
-    } else {
-        // One console stream, as miners print it; stdout so it can be piped.
-        b.with_writer(std::io::stdout).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).try_init()
-    };
+    let b = tracing_subscriber::fmt().with_env_filter(default_filter()).with_target(false);
+    if stderr {
+        let _ =
+            b.with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init();
+        return;
+    }
+    // One console stream, as miners print it; stdout so it can be piped.
+    let b = b
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_filter_reloading();
+    let handle = b.reload_handle();
+    if b.try_init().is_ok() {
+        let _ = SET_FILTER.set(Box::new(move |level| {
+            let f = match level {
+                Some(l) => tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string())?,
+                None => default_filter(),
+            };
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+    }
+}
+
+/// A hook for the runtime to change the log filter (config `log_level`).
+fn log_filter_setter() -> Option<crate::runtime::SetLogFilter> {
+    SET_FILTER.get()?;
+    Some(Box::new(|level| SET_FILTER.get().map_or(Err("no log filter to change".into()), |set| set(level))))
 }
 
 /// Mesa's Vulkan drivers (lavapipe), probed when GPUs are enumerated, print
@@ -223,13 +250,25 @@ fn private_dir(dir: &std::path::Path) -> bool {
 pub fn main() -> ExitCode {
     quiet_mesa_on_headless();
     let matches = Cli::command().long_version(long_version()).get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    // Sockets and the readiness pipe a predecessor (or systemd) handed
+    // over: taken while no other thread exists (it edits the environment).
+    let (inherited, inherit_warnings) = crate::runtime::Inherited::from_env();
+    let ready_pipe = crate::runtime::upgrade::take_ready_pipe();
+    if let Command::Run(a) = &mut cli.command {
+        let given =
+            |m: &clap::ArgMatches| m.value_source("cpu_priority") == Some(clap::parser::ValueSource::CommandLine);
+        a.priority_given = matches.subcommand_matches("run").is_some_and(given);
+    }
     init_logging(matches!(cli.command, Command::Verify(_)));
+    for w in inherit_warnings {
+        tracing::warn!("{w}");
+    }
     let result = match cli.command {
-        Command::Run(a) => run::main(*a),
+        Command::Run(a) => run::main(*a, inherited, ready_pipe),
         Command::Devices(a) => devices::main(a),
         Command::Bench(b) => bench::main(b),
         Command::Scan(a) => scan::main(a),

@@ -82,7 +82,7 @@ struct Point {
 /// Where batches go: an engine in this process, or a sigserve connection.
 enum Target {
     Engine(SigEngine, &'static str),
-    Remote(SigClient, ServeAddr, Option<ClientTls>),
+    Remote(Box<SigClient>, ServeAddr, Option<ClientTls>),
 }
 
 impl Target {
@@ -260,7 +260,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         Some(addr) => {
             let c = SigClient::connect_with(addr, a.tls.client().as_ref())
                 .with_context(|| format!("cannot connect to sigserve {addr}"))?;
-            vec![Target::Remote(c, addr.clone(), a.tls.client())]
+            vec![Target::Remote(Box::new(c), addr.clone(), a.tls.client())]
         }
         None => {
             let start = |threads: Option<usize>, engines: EngineChoice| -> anyhow::Result<SigEngine> {

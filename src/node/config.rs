@@ -75,6 +75,17 @@ struct FileConfig {
     pool: Vec<PoolConfig>,
     stratum: Option<StratumOptions>,
     node: Option<NodeSection>,
+    // The runtime's own keys, read by `runtime::file`.
+    #[allow(dead_code)]
+    log_level: Option<toml::Value>,
+    #[allow(dead_code)]
+    cpu: Option<toml::Value>,
+    #[allow(dead_code)]
+    sig: Option<toml::Value>,
+    #[allow(dead_code)]
+    metrics: Option<toml::Value>,
+    #[allow(dead_code)]
+    sigserve: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,7 +22,7 @@ use crate::chain::{merkle, BlockHash, CompactTarget, Header, PowError, Target, T
 use crate::metrics::Metrics;
 use crate::sched::{Hit, PowJob, PowScheduler, Stats};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DemoParams {
     /// Block time the difficulty retargets toward.
     pub block_time: Duration,

@@ -16,6 +16,6 @@ pub mod server;
 pub mod tls;
 
 pub use addr::{ServeAddr, DEFAULT_ADDR};
-pub use client::{ClientError, SigClient};
-pub use server::{ServeError, ServerConfig, ServerStats, SigServer};
+pub use client::{ClientError, ReconnectStats, SigClient};
+pub use server::{BoundListener, ServeError, ServerConfig, ServerStats, SigServer};
 pub use tls::{ClientTls, ServerTls};

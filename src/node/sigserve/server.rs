@@ -138,6 +138,11 @@ pub struct SigServer {
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<ServerStats>,
+    /// A second descriptor of the listening socket, for a live upgrade.
+    listener_fd: std::os::fd::OwnedFd,
+    /// Leave the Unix socket's path in place at the stop (a successor
+    /// serves on it).
+    keep_path: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Listener {
@@ -145,9 +150,51 @@ enum Listener {
     Unix(tokio::net::UnixListener, std::path::PathBuf),
 }
 
+/// A socket already bound and listening (inherited from a predecessor or
+/// from systemd), to serve instead of binding `ServerConfig::addr`.
+#[derive(Debug)]
+pub enum BoundListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, std::path::PathBuf),
+}
+
+impl BoundListener {
+    /// A second descriptor for the same socket, to hand on.
+    pub fn dup(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        match self {
+            BoundListener::Tcp(l) => l.try_clone().map(Into::into),
+            BoundListener::Unix(l, _) => l.try_clone().map(Into::into),
+        }
+    }
+
+    fn into_tokio(self) -> std::io::Result<Listener> {
+        Ok(match self {
+            BoundListener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listener::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            BoundListener::Unix(l, p) => {
+                l.set_nonblocking(true)?;
+                Listener::Unix(tokio::net::UnixListener::from_std(l)?, p)
+            }
+        })
+    }
+}
+
 impl SigServer {
     /// Bind and start serving on a runtime of its own.
     pub fn start(cfg: ServerConfig, engine: SigEngine, metrics: Option<Arc<Metrics>>) -> Result<SigServer, ServeError> {
+        Self::start_on(cfg, None, engine, metrics)
+    }
+
+    /// [`start`](Self::start), serving on `bound` when given (a socket
+    /// handed over by a predecessor or by systemd) instead of binding.
+    pub fn start_on(
+        cfg: ServerConfig,
+        bound: Option<BoundListener>,
+        engine: SigEngine,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<SigServer, ServeError> {
         if cfg.max_frame > frame::MAX_FRAME_LIMIT {
             return Err(ServeError::Config(
                 "max_frame must be below 16 MiB (the mode detection needs a zero fourth byte)",
@@ -176,7 +223,22 @@ impl SigServer {
         };
         // One I/O thread is plenty: verification runs on the engine's pools.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
-        let listener = rt.block_on(bind(&cfg.addr))?;
+        let listener = match bound {
+            Some(b) => {
+                let _in_rt = rt.enter();
+                b.into_tokio().map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), reason: e })?
+            }
+            None => rt.block_on(bind(&cfg.addr))?,
+        };
+        let listener_fd = {
+            use std::os::fd::AsFd;
+            match &listener {
+                Listener::Tcp(l) => l.as_fd().try_clone_to_owned(),
+                Listener::Unix(l, _) => l.as_fd().try_clone_to_owned(),
+            }
+            .map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), reason: e })?
+        };
+        let keep_path = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let addr = match &listener {
             Listener::Tcp(l) => {
                 ServeAddr::Tcp(l.local_addr().map_err(|e| ServeError::Bind { addr: cfg.addr.clone(), reason: e })?)
@@ -196,14 +258,35 @@ impl SigServer {
             stats: stats.clone(),
         });
         let (stop, stop_rx) = watch::channel(false);
+        let keep = keep_path.clone();
         let thread = std::thread::Builder::new()
             .name("sigserve".into())
             .spawn(move || {
-                rt.block_on(accept_loop(listener, ctx, stop_rx));
+                rt.block_on(accept_loop(listener, ctx, stop_rx, keep));
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(ServeError::Runtime)?;
-        Ok(SigServer { addr, stop, thread: Some(thread), stats })
+        Ok(SigServer { addr, stop, thread: Some(thread), stats, listener_fd, keep_path })
+    }
+
+    /// A second descriptor of the listening socket (close-on-exec), to hand
+    /// to a successor.
+    pub fn listener_dup(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.listener_fd.try_clone()
+    }
+
+    /// Leave a Unix socket's path in place at the stop: it belongs to
+    /// whoever bound it (systemd socket activation).
+    pub fn leave_path_at_stop(&self) {
+        self.keep_path.store(true, Ordering::SeqCst);
+    }
+
+    /// [`shutdown`](Self::shutdown) after a successor took the socket: the
+    /// same graceful stop, but a Unix socket's path stays (it is the
+    /// successor's now).
+    pub fn shutdown_handed_over(self) {
+        self.keep_path.store(true, Ordering::SeqCst);
+        self.shutdown();
     }
 
     /// The address bound (with the real port when 0 was asked for).
@@ -302,7 +385,12 @@ fn closed(ctx: &Ctx, cause: &'static str) {
     }
 }
 
-async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: Listener,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+    keep_path: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -352,9 +440,14 @@ async fn accept_loop(listener: Listener, ctx: Arc<Ctx>, mut stop: watch::Receive
             },
         }
     }
+    // No more accepts here: a successor (or nobody) takes new connections.
+    let unix_path = match listener {
+        Listener::Unix(_, p) => Some(p),
+        Listener::Tcp(_) => None,
+    };
     // Graceful: connections see `stop` too, stop reading, answer and close.
     while tasks.join_next().await.is_some() {}
-    if let Listener::Unix(_, p) = &listener {
+    if let Some(p) = unix_path.filter(|_| !keep_path.load(Ordering::SeqCst)) {
         let _ = std::fs::remove_file(p);
     }
 }

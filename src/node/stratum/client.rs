@@ -879,6 +879,11 @@ impl Client {
     }
 
     fn publish(&mut self, job: &Arc<PoolJob>, time: u32) {
+        // Stopping: the engines are stopped, or (on a reload) about to mine
+        // the next adapter's work; none of ours any more.
+        if self.stopped() {
+            return;
+        }
         let mut template = job.template.clone();
         template.time = time;
         // Each publish (new job, ntime roll) starts at other version bits, so

@@ -1,7 +1,6 @@
 //! Process signals for `hashrig run`: SIGINT and SIGTERM (what systemd,
-//! docker and kill(1) send) both ask for the same clean stop; SIGHUP is
-//! kept for a configuration reload and, until that exists, is logged and
-//! otherwise ignored instead of killing the process.
+//! docker and kill(1) send) both ask for the same clean stop; SIGHUP
+//! reloads the config file; SIGUSR2 starts a live binary upgrade.
 //!
 //! The handlers only set flags (all an async-signal handler may do); the
 //! run loop polls them with [`take`].
@@ -10,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static HUP: AtomicBool = AtomicBool::new(false);
+static USR2: AtomicBool = AtomicBool::new(false);
 
 /// What arrived since the last call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct Pending {
     pub stop: bool,
     /// SIGHUP.
     pub hangup: bool,
+    /// SIGUSR2.
+    pub upgrade: bool,
 }
 
 #[cfg(unix)]
@@ -28,6 +30,11 @@ extern "C" fn on_stop(_: libc::c_int) {
 #[cfg(unix)]
 extern "C" fn on_hup(_: libc::c_int) {
     HUP.store(true, Ordering::SeqCst);
+}
+
+#[cfg(unix)]
+extern "C" fn on_usr2(_: libc::c_int) {
+    USR2.store(true, Ordering::SeqCst);
 }
 
 /// Installs the handlers; an error names the signal that could not be taken.
@@ -51,6 +58,7 @@ pub fn install() -> Result<(), String> {
     set(libc::SIGINT, "SIGINT", on_stop)?;
     set(libc::SIGTERM, "SIGTERM", on_stop)?;
     set(libc::SIGHUP, "SIGHUP", on_hup)?;
+    set(libc::SIGUSR2, "SIGUSR2", on_usr2)?;
     Ok(())
 }
 
@@ -61,5 +69,9 @@ pub fn install() -> Result<(), String> {
 
 /// Takes the signals that arrived since the last call.
 pub fn take() -> Pending {
-    Pending { stop: STOP.swap(false, Ordering::SeqCst), hangup: HUP.swap(false, Ordering::SeqCst) }
+    Pending {
+        stop: STOP.swap(false, Ordering::SeqCst),
+        hangup: HUP.swap(false, Ordering::SeqCst),
+        upgrade: USR2.swap(false, Ordering::SeqCst),
+    }
 }
