@@ -80,6 +80,9 @@ pub struct Metrics {
     /// Share outcomes by result ("accepted", "rejected", "stale") and reason,
     /// from the fixed set in `node::stratum::ShareReason`.
     pub pool_shares: IntCounterVec,
+    /// The same outcomes by pool protocol ("v1", "v2") and result: a
+    /// companion of `pool_shares`, whose series stay as they were.
+    pub pool_protocol_shares: IntCounterVec,
     /// Shares that waited for a reconnect (found while disconnected).
     pub pool_shares_queued: prometheus::IntCounter,
     /// stale / (accepted + rejected + stale), over the run.
@@ -393,6 +396,12 @@ impl Metrics {
             "Pool share outcomes, by result and reason.",
             &["result", "reason"],
         );
+        let pool_protocol_shares = counter(
+            &r,
+            "hashrig_pool_protocol_shares_total",
+            "Pool share outcomes, by pool protocol (Stratum v1 or v2) and result.",
+            &["protocol", "result"],
+        );
         let pool_shares_queued = prometheus::IntCounter::new(
             "hashrig_pool_shares_queued_total",
             "Shares found while disconnected and kept for the reconnect.",
@@ -437,6 +446,7 @@ impl Metrics {
             pool_difficulty_clamped,
             pool_shares_found,
             pool_shares,
+            pool_protocol_shares,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,

@@ -37,6 +37,7 @@ fn job(id: &str, tag: &[u8], share_top: u32) -> PowJob {
             bits: CompactTarget::from_consensus(0x207fffff),
             time: 1_700_000_000,
             version_mask: 0,
+            fixed_merkle_root: None,
         },
         share_target: Target::from_hex(&format!("{share_top:08x}{}", "ff".repeat(28))).expect("target"),
         height: None,

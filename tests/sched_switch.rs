@@ -27,6 +27,7 @@ fn job(tag: &[u8], en2_size: usize, target: Target) -> PowJob {
             bits: CompactTarget::from_consensus(0x207fffff),
             time: 1_700_000_000,
             version_mask: 0,
+            fixed_merkle_root: None,
         },
         share_target: target,
         height: Some(1),

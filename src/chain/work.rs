@@ -3,7 +3,7 @@
 //! gives a fresh merkle root and so a fresh 2^32 nonce space.
 
 use super::coinbase;
-use super::hash::BlockHash;
+use super::hash::{BlockHash, TxMerkleNode};
 use super::header::Header;
 use super::merkle;
 use super::target::CompactTarget;
@@ -25,6 +25,10 @@ pub struct WorkTemplate {
     /// BIP310 version-rolling mask: header version bits the miner may change
     /// (0: no rolling). Rolling multiplies the space of one extranonce2.
     pub version_mask: u32,
+    /// Header-only work (Stratum V2 standard channels): the pool fixed the
+    /// merkle root, so the coinbase fields are unused and only version bits,
+    /// nonce and time roll (`extranonce2_size` is 0).
+    pub fixed_merkle_root: Option<TxMerkleNode>,
 }
 
 /// Most version bits rolled (2^16 versions per extranonce2, as ASICs use).
@@ -105,8 +109,11 @@ impl WorkTemplate {
     /// extranonce2 counter itself when no version mask is set) and nonce.
     pub fn header(&self, roll: u64, nonce: u32) -> Result<Header, ChainError> {
         let (en2, version) = self.split_roll(roll);
-        let cb = self.coinbase(en2)?;
-        let merkle_root = merkle::root_from_branch(&coinbase::txid(&cb), &self.merkle_branch);
+        let merkle_root = match self.fixed_merkle_root {
+            Some(root) if en2 == 0 => root,
+            Some(_) => return Err(ChainError::Invalid("header-only work has no extranonce2 to roll")),
+            None => merkle::root_from_branch(&coinbase::txid(&self.coinbase(en2)?), &self.merkle_branch),
+        };
         Ok(Header {
             version,
             prev_blockhash: self.prev_blockhash,
@@ -134,6 +141,7 @@ mod tests {
             bits: CompactTarget::from_consensus(0x207fffff),
             time: 1,
             version_mask: 0,
+            fixed_merkle_root: None,
         }
     }
 
@@ -161,6 +169,21 @@ mod tests {
         t.version = 0x2000_0004; // a template that already set a mask bit
         assert_eq!(t.split_roll(0), (0, 0x2000_0004));
         assert_eq!(t.split_roll(2), (0, 0x2000_0000));
+    }
+
+    #[test]
+    fn header_only_work_keeps_the_pools_merkle_root() {
+        let mut t = template(0);
+        t.coinb1.clear();
+        t.coinb2.clear();
+        t.merkle_branch.clear();
+        t.fixed_merkle_root = Some(TxMerkleNode::from_byte_array([0x5a; 32]));
+        t.version_mask = 0x1fff_e000;
+        assert_eq!(t.roll_space(), 1 << 16, "only version bits roll");
+        let h = t.header(3, 9).unwrap();
+        assert_eq!(h.merkle_root.to_byte_array(), [0x5a; 32]);
+        assert_eq!((h.version, h.nonce), (0x2000_6000, 9));
+        assert!(t.header(1 << 16, 0).is_err(), "no extranonce2 to roll");
     }
 
     #[test]

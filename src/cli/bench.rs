@@ -98,6 +98,7 @@ fn measure_engines(
             bits: CompactTarget::from_consensus(0x1d00ffff),
             time: 0,
             version_mask: 0,
+            fixed_merkle_root: None,
         },
         // Nothing meets a zero target (but an all-zero hash): pure hashing.
         share_target: Target::ZERO,

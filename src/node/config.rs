@@ -8,6 +8,10 @@
 //! user = "bc1q….rig1"
 //! pass = "x"
 //!
+//! [[pool]]             # a backup, Stratum V2: the key is the pool's authority key
+//! url = "stratum2+tcp://pool.example.com:34254/9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72"
+//! user = "bc1q….rig1"
+//!
 //! [stratum]            # optional, every key has a default
 //! hold_down_secs = 300
 //!
@@ -32,7 +36,8 @@ pub struct AdapterArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Mine on a Stratum V1 pool (stratum+tcp://HOST:PORT, or stratum+ssl://
-    /// trusting Mozilla's roots; other trust in the config file); repeat for
+    /// trusting Mozilla's roots; other trust in the config file) or a Stratum
+    /// V2 pool (stratum2+tcp://HOST:PORT/AUTHORITY_PUBKEY); repeat for
     /// failover, the first is the primary.
     #[arg(long, value_name = "URL")]
     pub pool: Vec<String>,

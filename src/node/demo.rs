@@ -189,6 +189,7 @@ impl DemoChain {
             bits: self.next_bits,
             time: unix_now().max(tip.header.time),
             version_mask: 0,
+            fixed_merkle_root: None,
         };
         (template, txs)
     }

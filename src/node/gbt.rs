@@ -337,6 +337,7 @@ pub fn build_template(v: &Value, payout: &bitcoin::ScriptBuf, tag: &[u8]) -> Res
         bits,
         time: curtime,
         version_mask: 0,
+        fixed_merkle_root: None,
     };
     let longpollid = v.get("longpollid").and_then(Value::as_str).map(str::to_owned);
     Ok(Template { height, prev_blockhash, bits, target, txs, coinbase_value, longpollid, work, segwit })

@@ -277,6 +277,7 @@ mod tests {
                 bits: CompactTarget::from_consensus(0x207fffff),
                 time: 0,
                 version_mask: 0,
+                fixed_merkle_root: None,
             },
             share_target: Target::MAX,
             height: None,

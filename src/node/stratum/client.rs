@@ -1,7 +1,8 @@
 //! The connection loop: one session at a time to one pool, reconnects with
 //! backoff, failover to the next pool and back to the primary after a
 //! hold-down. Runs on a single-threaded tokio runtime; hits from the engines
-//! arrive through a bridge thread.
+//! arrive through a bridge thread. A Stratum V2 pool's session is in `v2`;
+//! the loop, failover, metrics and the stop are shared.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,10 @@ use crate::sched::{Hit, PowJob, PowScheduler, Stats};
 use super::jobs::{JobBook, NotSent, PoolJob, Share};
 use super::proto::{self, Incoming, MAX_LINE};
 use super::transport::{self, ReadHalf, WriteHalf};
+use super::v2::channel::ChannelBook;
 use super::{parse_url, tls, PoolConfig, ShareReason, StratumConfig, StratumOptions};
+
+mod v2;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(250);
@@ -49,6 +53,9 @@ struct PoolState {
     port: u16,
     /// Set for stratum+ssl:// pools.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Set for stratum2+tcp:// pools: the key their certificate must be
+    /// signed with.
+    authority: Option<[u8; 32]>,
     /// mining.notify subscription id from the last subscribe, for resuming.
     session_id: Option<String>,
     /// The pool dropped us after mining.configure: never send it again.
@@ -187,6 +194,10 @@ pub struct Client {
     publishes: u32,
     /// The last difficulty below the floor a pool asked for (logged once).
     last_clamped: f64,
+    /// The standard channel of the current (or last) Stratum V2 session.
+    channel: ChannelBook,
+    /// The V2 job being mined: when it was published and the ntime used.
+    current_v2: Option<(Arc<super::v2::channel::StandardJob>, Instant, u32)>,
 }
 
 impl Client {
@@ -205,7 +216,15 @@ impl Client {
                 // validate() has checked the URL and the TLS settings.
                 let url = parse_url(&p.url).ok()?;
                 let tls = if url.tls { Some(tls::client_config(&p).ok()?) } else { None };
-                Some(PoolState { cfg: p, host: url.host, port: url.port, tls, session_id: None, no_configure: false })
+                Some(PoolState {
+                    cfg: p,
+                    host: url.host,
+                    port: url.port,
+                    tls,
+                    authority: url.authority,
+                    session_id: None,
+                    no_configure: false,
+                })
             })
             .collect();
         Client {
@@ -224,6 +243,8 @@ impl Client {
             outcomes: [0; 3],
             publishes: 0,
             last_clamped: 0.0,
+            channel: ChannelBook::default(),
+            current_v2: None,
         }
     }
 
@@ -266,7 +287,11 @@ impl Client {
         let mut asked_in_a_row = 0u32;
         while !self.stopped() {
             let began = Instant::now();
-            let end = self.session(idx, &mut hrx, on_backup_since).await;
+            let end = if self.pools[idx].authority.is_some() {
+                self.session_v2(idx, &mut hrx, on_backup_since).await
+            } else {
+                self.session(idx, &mut hrx, on_backup_since).await
+            };
             if began.elapsed() >= SETTLED_SESSION {
                 asked_in_a_row = 0;
             }
@@ -383,6 +408,7 @@ impl Client {
         }
         self.queue.clear();
         self.current = None;
+        self.current_v2 = None;
         self.sched.withdraw();
     }
 
@@ -398,7 +424,13 @@ impl Client {
     }
 
     fn outcome(&mut self, result: &'static str, reason: ShareReason) {
+        self.outcome_for("v1", result, reason)
+    }
+
+    /// Counts a share's end, for a pool speaking `protocol` ("v1", "v2").
+    fn outcome_for(&mut self, protocol: &'static str, result: &'static str, reason: ShareReason) {
         self.metrics.pool_shares.with_label_values(&[result, reason.label()]).inc();
+        self.metrics.pool_protocol_shares.with_label_values(&[protocol, result]).inc();
         self.metrics.shares.with_label_values(&[result]).inc();
         let i = match result {
             "accepted" => {
@@ -922,6 +954,10 @@ impl Client {
     }
 
     async fn on_hit(&mut self, hit: Hit, conn: Option<&mut Conn>) -> Result<(), End> {
+        // Header-only work is only ever a V2 standard channel's.
+        if hit.job.job.template.fixed_merkle_root.is_some() {
+            return self.on_hit_v2(hit, None).await;
+        }
         let share = match self.book.share_for_hit(&hit) {
             Ok(s) => s,
             Err(NotSent::JobGone) => {

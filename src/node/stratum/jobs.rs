@@ -148,6 +148,7 @@ impl JobBook {
             bits: notify.bits,
             time: notify.ntime,
             version_mask: self.version_mask,
+            fixed_merkle_root: None,
         };
         // A pool that reuses a job id replaces the old job.
         self.jobs.retain(|j| j.notify.job_id != notify.job_id);

@@ -1,12 +1,17 @@
-//! Stratum V1 client: mines for a pool, with failover between pools.
+//! Stratum client: mines for a pool, with failover between pools that speak
+//! Stratum V1 (JSON lines, optionally in TLS) or Stratum V2 (binary frames in
+//! a Noise channel authenticated by the pool's authority key).
 //!
-//! - `proto`: the messages, parsed into consensus types (pure, unit-tested).
+//! - `proto`: the V1 messages, parsed into consensus types (pure, unit-tested).
 //! - `jobs`: the job book of one session: difficulty / extranonce / version
 //!   mask per job, clean-job rules, the re-check and de-duplication of shares.
 //! - `client`: the connection loop: negotiation, keepalive, submits, reconnects
 //!   with backoff, failover to backup pools and back to the primary.
 //! - `tls`: trust settings of `stratum+ssl://` pools; `transport` opens the
 //!   connection (TCP, then TLS).
+//! - `v2`: Stratum V2 (`stratum2+tcp://` pools): the Noise connection, the
+//!   messages and the job book of a standard channel; the session itself runs
+//!   in `client` beside V1's, so one failover list mixes both.
 //!
 //! docs/stratum.md describes what is negotiated, failover and what is logged.
 
@@ -15,6 +20,7 @@ pub mod jobs;
 pub mod proto;
 pub mod tls;
 mod transport;
+pub mod v2;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -150,28 +156,43 @@ pub enum StratumError {
     Option(&'static str, String),
 }
 
-/// Where a pool is and whether the connection is TLS.
+/// Where a pool is, whether the connection is TLS, and for a Stratum V2 pool
+/// the authority key its certificate must be signed with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolUrl {
     pub host: String,
     pub port: u16,
     pub tls: bool,
+    /// Set for `stratum2+tcp://` pools: the pool's authority public key
+    /// (x-only, 32 bytes). There is no V2 without it: an unauthenticated
+    /// Noise channel would only hide the hashrate thief, not stop him.
+    pub authority: Option<[u8; 32]>,
 }
 
-/// `stratum+tcp://host:port` (also `tcp://host:port` and `host:port`), or
-/// `stratum+ssl://host:port` (also `stratum+tls://`, `ssl://`, `tls://`).
+/// `stratum+tcp://host:port` (also `tcp://host:port` and `host:port`),
+/// `stratum+ssl://host:port` (also `stratum+tls://`, `ssl://`, `tls://`), or
+/// `stratum2+tcp://host:port/AUTHORITY_PUBKEY` (the key in base58check, as
+/// the Stratum V2 spec and pools write it).
 pub fn parse_url(url: &str) -> Result<PoolUrl, StratumError> {
     let err = |why| StratumError::Url(url.to_owned(), why);
-    let (rest, tls) = if let Some((scheme, rest)) = url.split_once("://") {
+    let (rest, tls, v2) = if let Some((scheme, rest)) = url.split_once("://") {
         match scheme {
-            "stratum+tcp" | "tcp" | "stratum" => (rest, false),
-            "stratum+ssl" | "stratum+tls" | "ssl" | "tls" => (rest, true),
-            _ => return Err(err("scheme must be stratum+tcp:// or stratum+ssl://")),
+            "stratum+tcp" | "tcp" | "stratum" => (rest, false, false),
+            "stratum+ssl" | "stratum+tls" | "ssl" | "tls" => (rest, true, false),
+            "stratum2+tcp" => (rest, false, true),
+            _ => return Err(err("scheme must be stratum+tcp://, stratum+ssl:// or stratum2+tcp://")),
         }
     } else {
-        (url, false)
+        (url, false, false)
     };
-    let rest = rest.trim_end_matches('/');
+    let (rest, authority) = if v2 {
+        let (addr, key) = rest.split_once('/').ok_or(err("stratum2+tcp:// needs the pool's authority key: /KEY"))?;
+        let key = v2::parse_authority_key(key.trim_end_matches('/'))
+            .map_err(|_| err("the authority key is not a base58check Stratum V2 public key"))?;
+        (addr, Some(key))
+    } else {
+        (rest.trim_end_matches('/'), None)
+    };
     let (host, port) = rest.rsplit_once(':').ok_or(err("no :port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('/') {
@@ -181,7 +202,7 @@ pub fn parse_url(url: &str) -> Result<PoolUrl, StratumError> {
     if port == 0 {
         return Err(err("port 0"));
     }
-    Ok(PoolUrl { host: host.to_owned(), port, tls })
+    Ok(PoolUrl { host: host.to_owned(), port, tls, authority })
 }
 
 impl StratumConfig {
@@ -191,9 +212,11 @@ impl StratumConfig {
             return Err(StratumError::NoPools);
         }
         for p in &self.pools {
-            if parse_url(&p.url)?.tls {
+            let url = parse_url(&p.url)?;
+            if url.tls {
                 tls::client_config(p).map_err(|e| StratumError::Tls(p.url.clone(), e))?;
             } else if p.tls_ca.is_some() || p.tls_fingerprint.is_some() {
+                // Also for V2: its trust is the authority key, never a CA.
                 return Err(StratumError::TlsOnPlain(p.url.clone()));
             }
         }
@@ -343,7 +366,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = |host: &str, port, tls| PoolUrl { host: host.into(), port, tls };
+        let u = |host: &str, port, tls| PoolUrl { host: host.into(), port, tls, authority: None };
         assert_eq!(parse_url("stratum+tcp://pool.example.com:3333").unwrap(), u("pool.example.com", 3333, false));
         assert_eq!(parse_url("127.0.0.1:1").unwrap(), u("127.0.0.1", 1, false));
         assert_eq!(parse_url("stratum+tcp://[::1]:3333/").unwrap(), u("::1", 3333, false));
@@ -352,6 +375,29 @@ mod tests {
         for bad in ["https://h:1", "http://h:1", "stratum+tcp://h", "stratum+ssl://:1", "h:0", "h:x"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The key of the reference implementation's example pool configs
+    /// (pool-config-example.toml: authority_public_key).
+    const SRI_EXAMPLE_KEY: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
+
+    #[test]
+    fn v2_urls_carry_the_authority_key() {
+        let u = parse_url(&format!("stratum2+tcp://pool.example.com:34254/{SRI_EXAMPLE_KEY}")).unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("pool.example.com", 34254, false));
+        assert_eq!(u.authority, Some(v2::parse_authority_key(SRI_EXAMPLE_KEY).unwrap()));
+        // No key, a broken checksum, a V1 URL's path: refused, never plain V1.
+        let mut broken = SRI_EXAMPLE_KEY.to_owned();
+        broken.replace_range(5..6, if &broken[5..6] == "A" { "B" } else { "A" });
+        for bad in [
+            "stratum2+tcp://h:1".to_owned(),
+            "stratum2+tcp://h:1/".to_owned(),
+            format!("stratum2+tcp://h:1/{broken}"),
+            format!("stratum2+tcp://h/{SRI_EXAMPLE_KEY}"),
+        ] {
+            assert!(parse_url(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_url("stratum+tcp://h:1").unwrap().authority, None);
     }
 
     #[test]
