@@ -8,11 +8,15 @@
 //! - A pool whose certificate is not signed by the URL's authority key, or
 //!   whose certificate has expired, is refused: the miner closes the
 //!   connection after the handshake without sending a single frame.
+//! - Failover from a V2 primary to a V1 backup (tests/pool_common, which
+//!   re-hashes every share) and back to the V2 primary.
 
 use std::net::TcpListener;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 mod metrics_common;
+mod pool_common;
 mod run_common;
 mod sv2_pool;
 use metrics_common::scrape;
@@ -27,9 +31,13 @@ fn start(pools: &[String], secs: &str) -> HashrigRun {
     let dir = std::env::temp_dir().join(format!("hashrig-sv2-{}-{secs}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("hashrig.toml");
-    std::fs::write(&cfg, "[stratum]\nretries_before_failover = 1\nbackoff_min_ms = 100\nntime_roll_secs = 1\n")
-        .unwrap();
-    let mut args = vec!["--duration", secs, "--user", "worker1", "--config", cfg.to_str().unwrap()];
+    std::fs::write(
+        &cfg,
+        "[stratum]\nretries_before_failover = 1\nbackoff_min_ms = 100\nntime_roll_secs = 1\n\
+         hold_down_secs = 2\nprobe_interval_secs = 1\n",
+    )
+    .unwrap();
+    let mut args = vec!["--duration", secs, "--user", "worker1", "--pass", "secret", "--config", cfg.to_str().unwrap()];
     for p in pools {
         args.extend(["--pool", p.as_str()]);
     }
@@ -135,4 +143,81 @@ fn a_pool_that_is_not_the_authority_keys_is_refused() {
     assert_eq!(refused, 2, "both refusals logged");
     let body = scrape(&run.metrics_addr());
     assert!(metric(&body, "hashrig_pool_reconnects_total{cause=\"protocol\"}") >= 2.0);
+}
+
+#[test]
+fn failover_from_v2_to_v1_and_back() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a_addr = a.local_addr().unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v2 = format!("stratum2+tcp://{a_addr}/{AUTHORITY_PUBLIC}");
+    let v1 = format!("stratum+tcp://{}", b.local_addr().unwrap());
+    let run = start(&[v2, v1], "120");
+    let authority = keys(AUTHORITY_PUBLIC, AUTHORITY_SECRET);
+    let Accepted::Conn(mut c) = sv2_pool::accept(&a, authority, None) else { panic!("refused") };
+    c.serve(3, Duration::from_secs(60));
+    let first_session = c.accepted.len();
+    // The V2 primary dies: nothing listens. Failover to the V1 backup.
+    drop(c);
+    drop(a);
+    let mut t = pool_common::Tally::default();
+    let mut cb = pool_common::accept(&b, &[7, 7, 7, 7], "sess-b", false);
+    cb.set_difficulty(pool_common::D1);
+    cb.notify("b1", true);
+    cb.serve(&mut t, 3, "b1");
+    // The primary returns; after the hold-down the miner goes back to it,
+    // while the backup keeps answering what is in flight.
+    let a = TcpListener::bind(a_addr).unwrap();
+    let (stx, srx) = mpsc::channel();
+    let serve_b = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(60);
+        while let Some(m) = cb.recv(until) {
+            cb.handle(m, &mut t, "b1");
+            if srx.try_recv().is_ok() {
+                break;
+            }
+        }
+        t
+    });
+    let Accepted::Conn(mut c) = sv2_pool::accept(&a, authority, None) else { panic!("refused") };
+    c.serve(3, Duration::from_secs(60));
+    let _ = stx.send(());
+    let t = serve_b.join().unwrap();
+    let mut v2_accepted = first_session + c.accepted.len();
+    assert!(
+        t.rejected.is_empty() && c.rejected.iter().all(|r| r.starts_with("Stale")),
+        "{:?} {:?}",
+        t.rejected,
+        c.rejected
+    );
+
+    let addr = run.metrics_addr();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = scrape(&addr);
+        let got = metric(&body, "hashrig_pool_protocol_shares_total{protocol=\"v2\",result=\"accepted\"}") as usize;
+        if got == v2_accepted || Instant::now() > deadline {
+            break body;
+        }
+        if let Some(f) = c.next_frame(Instant::now() + Duration::from_millis(500)) {
+            c.handle(f);
+            v2_accepted = first_session + c.accepted.len();
+        }
+    };
+    let m = |p: &str| metric(&body, p);
+    let pools = body.lines().filter(|l| l.starts_with("hashrig_pool")).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        m("hashrig_pool_protocol_shares_total{protocol=\"v2\",result=\"accepted\"}") as usize,
+        v2_accepted,
+        "{pools}"
+    );
+    // The V1 backup's answers: every share it accepted, some perhaps in
+    // flight when the miner left (counted no_answer, never twice).
+    let v1_accepted = m("hashrig_pool_protocol_shares_total{protocol=\"v1\",result=\"accepted\"}") as usize;
+    assert!(v1_accepted <= t.accepted && t.accepted >= 3, "{pools}");
+    assert_eq!(m("hashrig_pool_failovers_total{direction=\"to_backup\"}"), 1.0, "{pools}");
+    assert_eq!(m("hashrig_pool_failovers_total{direction=\"to_primary\"}"), 1.0, "{pools}");
+    assert_eq!(m("hashrig_pool_shares_total{reason=\"duplicate\""), 0.0);
+    assert_eq!(m("hashrig_hardware_errors_total"), 0.0);
+    assert_eq!(m("hashrig_pool_connected{role=\"primary\"}"), 1.0, "{pools}");
 }

@@ -86,50 +86,59 @@ fn now() -> u32 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as u32
 }
 
-/// Accepts one connection and runs the responder side of the handshake with
-/// `authority` (public, secret). `cert_now` backdates the certificate: its
-/// validity window is [cert_now, cert_now + 1 h].
+/// Accepts one miner connection and runs the responder side of the
+/// handshake with `authority` (public, secret), skipping connections that
+/// close before their first handshake message (the miner's TCP probes of a
+/// returning primary). `cert_now` backdates the certificate: its validity
+/// window is [cert_now, cert_now + 1 h].
 pub fn accept(l: &TcpListener, authority: ([u8; 32], [u8; 32]), cert_now: Option<u32>) -> Accepted {
-    let (mut stream, _) = l.accept().unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut enc = NoiseEncoder::new();
-    let mut dec = NoiseDecoder::new();
-    let responder = Responder::from_authority_kp(&authority.0, &authority.1, Duration::from_secs(3600)).unwrap();
-    let first = loop {
-        match dec.next_handshake_frame::<Responder>().unwrap() {
-            Decoded::Frame(m) => break m,
-            Decoded::Incomplete(_) => stream.read_exact(dec.writable()).unwrap(),
-        }
-    };
-    let re_pub: [u8; ELLSWIFT_ENCODING_SIZE] = first.payload().try_into().unwrap();
-    let hs = Handshake::responder(responder);
-    let (reply, transport) = match cert_now {
-        None => hs.step_1(re_pub).unwrap(),
-        Some(t) => hs.step_1_with_now_rng(re_pub, t, &mut rand_08::thread_rng()).unwrap(),
-    };
-    stream.write_all(enc.encode_handshake(reply).as_ref()).unwrap();
-    let (tx, rx) = transport.split();
-    let mut c = PoolConn {
-        stream,
-        enc,
-        dec,
-        tx,
-        rx: Some(rx),
-        channel: None,
-        allocator: ExtranonceAllocator::new(b"hr".to_vec(), 8, 256).unwrap(),
-        template_id: 0,
-        accepted: Vec::new(),
-        rejected: Vec::new(),
-        setup: None,
-        user: None,
-    };
-    // The client's first frame, or its refusal (a closed connection).
-    match c.next_frame(Instant::now() + Duration::from_secs(30)) {
-        Some(first) => {
-            c.handle(first);
-            Accepted::Conn(Box::new(c))
-        }
-        None => Accepted::ClosedAfterHandshake,
+    loop {
+        let (mut stream, _) = l.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut enc = NoiseEncoder::new();
+        let mut dec = NoiseDecoder::new();
+        let first = loop {
+            match dec.next_handshake_frame::<Responder>().unwrap() {
+                Decoded::Frame(m) => break Some(m),
+                Decoded::Incomplete(_) => {
+                    if stream.read_exact(dec.writable()).is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(first) = first else { continue };
+        let responder = Responder::from_authority_kp(&authority.0, &authority.1, Duration::from_secs(3600)).unwrap();
+        let re_pub: [u8; ELLSWIFT_ENCODING_SIZE] = first.payload().try_into().unwrap();
+        let hs = Handshake::responder(responder);
+        let (reply, transport) = match cert_now {
+            None => hs.step_1(re_pub).unwrap(),
+            Some(t) => hs.step_1_with_now_rng(re_pub, t, &mut rand_08::thread_rng()).unwrap(),
+        };
+        stream.write_all(enc.encode_handshake(reply).as_ref()).unwrap();
+        let (tx, rx) = transport.split();
+        let mut c = PoolConn {
+            stream,
+            enc,
+            dec,
+            tx,
+            rx: Some(rx),
+            channel: None,
+            allocator: ExtranonceAllocator::new(b"hr".to_vec(), 8, 256).unwrap(),
+            template_id: 0,
+            accepted: Vec::new(),
+            rejected: Vec::new(),
+            setup: None,
+            user: None,
+        };
+        // The client's first frame, or its refusal (a closed connection).
+        return match c.next_frame(Instant::now() + Duration::from_secs(30)) {
+            Some(first) => {
+                c.handle(first);
+                Accepted::Conn(Box::new(c))
+            }
+            None => Accepted::ClosedAfterHandshake,
+        };
     }
 }
 
