@@ -8,6 +8,9 @@
 //! - A pool whose certificate is not signed by the URL's authority key, or
 //!   whose certificate has expired, is refused: the miner closes the
 //!   connection after the handshake without sending a single frame.
+//! - An extended channel, on a pool that refuses REQUIRES_STANDARD_JOBS: the
+//!   miner reconnects without it, rolls its part of the extranonce and builds
+//!   the merkle root through the pool's merkle path; shares accepted.
 //! - Failover from a V2 primary to a V1 backup (tests/pool_common, which
 //!   re-hashes every share) and back to the V2 primary.
 
@@ -220,4 +223,42 @@ fn failover_from_v2_to_v1_and_back() {
     assert_eq!(m("hashrig_pool_shares_total{reason=\"duplicate\""), 0.0);
     assert_eq!(m("hashrig_hardware_errors_total"), 0.0);
     assert_eq!(m("hashrig_pool_connected{role=\"primary\"}"), 1.0, "{pools}");
+}
+
+#[test]
+fn extended_channel_on_a_pool_that_requires_it() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("stratum2+tcp://{}/{AUTHORITY_PUBLIC}", l.local_addr().unwrap());
+    let run = start(&[url], "90");
+    let authority = keys(AUTHORITY_PUBLIC, AUTHORITY_SECRET);
+    // First connection: standard jobs asked for, refused by the pool.
+    let Accepted::Conn(c) = sv2_pool::accept_as(&l, authority, None, true) else { panic!("refused") };
+    assert_eq!(c.setup.as_ref().unwrap().0 & 1, 1);
+    assert!(c.extended.is_none());
+    // Second: no REQUIRES_STANDARD_JOBS, an extended channel.
+    let Accepted::Conn(mut c) = sv2_pool::accept_as(&l, authority, None, true) else { panic!("refused") };
+    assert_eq!(c.setup.as_ref().unwrap().0 & 1, 0, "no REQUIRES_STANDARD_JOBS the second time");
+    c.serve(3, Duration::from_secs(60));
+    assert!(c.extended.is_some(), "shares on an extended channel");
+    c.new_block();
+    c.serve(3, Duration::from_secs(60));
+    assert!(c.rejected.iter().all(|r| r.starts_with("Stale")), "rejected: {:?}", c.rejected);
+    let addr = run.metrics_addr();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = scrape(&addr);
+        let got = metric(&body, "hashrig_pool_protocol_shares_total{protocol=\"v2\",result=\"accepted\"}") as usize;
+        if got == c.accepted.len() || Instant::now() > deadline {
+            break body;
+        }
+        if let Some(f) = c.next_frame(Instant::now() + Duration::from_millis(500)) {
+            c.handle(f);
+        }
+    };
+    let m = |p: &str| metric(&body, p);
+    assert_eq!(m("hashrig_pool_protocol_shares_total{protocol=\"v2\",result=\"accepted\"}") as usize, c.accepted.len());
+    assert_eq!(m("hashrig_hardware_errors_total"), 0.0);
+    assert_eq!(m("hashrig_pool_shares_total{reason=\"duplicate\""), 0.0);
+    let lines = run.lines();
+    assert!(lines.iter().any(|l| l.contains("extended channel 1 open")), "extended channel logged");
 }

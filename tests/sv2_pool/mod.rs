@@ -12,19 +12,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{Amount, ScriptBuf, Target, TxOut};
 use channels_sv2::extranonce_manager::ExtranonceAllocator;
-use channels_sv2::server::share_accounting::ShareValidationResult;
+use channels_sv2::server::extended::ExtendedChannel;
+use channels_sv2::server::share_accounting::{ShareValidationError, ShareValidationResult};
 use channels_sv2::server::standard::StandardChannel;
 use codec_sv2::{
     Decoded, Decrypted, Handshake, NoiseDecoder, NoiseEncoder, TransportDecryptState, TransportEncryptState,
 };
-use common_messages_sv2::{Protocol, SetupConnection, SetupConnectionSuccess};
+use common_messages_sv2::{Protocol, SetupConnection, SetupConnectionError, SetupConnectionSuccess};
 use framing_sv2::framing::MessageFrame;
 use mining_sv2::{
-    NewMiningJob, OpenStandardMiningChannelSuccess, SetNewPrevHash, SetTarget, SubmitSharesError, SubmitSharesStandard,
-    SubmitSharesSuccess,
+    NewMiningJob, OpenExtendedMiningChannelSuccess, OpenStandardMiningChannelSuccess, SetNewPrevHash, SetTarget,
+    SubmitSharesError, SubmitSharesStandard, SubmitSharesSuccess,
 };
 use noise_sv2::{Responder, ELLSWIFT_ENCODING_SIZE};
-use parsers_sv2::{AnyMessage, CommonMessages, Mining};
+use parsers_sv2::{AnyMessage, AnyMessageOwned, CommonMessages, Mining, MiningOwned};
 use template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 
 /// The authority key pair of the reference implementation's example pool
@@ -63,6 +64,10 @@ pub struct PoolConn {
     tx: TransportEncryptState,
     rx: Option<TransportDecryptState>,
     pub channel: Option<StandardChannel>,
+    pub extended: Option<ExtendedChannel>,
+    /// Refuse REQUIRES_STANDARD_JOBS and require extended channels, as a
+    /// pool that does not serve header-only jobs does.
+    pub extended_only: bool,
     allocator: ExtranonceAllocator,
     template_id: u64,
     /// Shares the channel accepted, by job id.
@@ -92,6 +97,17 @@ fn now() -> u32 {
 /// returning primary). `cert_now` backdates the certificate: its validity
 /// window is [cert_now, cert_now + 1 h].
 pub fn accept(l: &TcpListener, authority: ([u8; 32], [u8; 32]), cert_now: Option<u32>) -> Accepted {
+    accept_as(l, authority, cert_now, false)
+}
+
+/// [`accept`], as a pool that takes extended channels only when
+/// `extended_only`.
+pub fn accept_as(
+    l: &TcpListener,
+    authority: ([u8; 32], [u8; 32]),
+    cert_now: Option<u32>,
+    extended_only: bool,
+) -> Accepted {
     loop {
         let (mut stream, _) = l.accept().unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -124,6 +140,8 @@ pub fn accept(l: &TcpListener, authority: ([u8; 32], [u8; 32]), cert_now: Option
             tx,
             rx: Some(rx),
             channel: None,
+            extended: None,
+            extended_only,
             allocator: ExtranonceAllocator::new(b"hr".to_vec(), 8, 256).unwrap(),
             template_id: 0,
             accepted: Vec::new(),
@@ -149,6 +167,12 @@ pub struct Frame {
 }
 
 impl PoolConn {
+    pub fn send_owned(&mut self, msg: AnyMessageOwned) {
+        let frame: MessageFrame<AnyMessageOwned> = msg.try_into().unwrap();
+        let out = self.enc.encode_transport(frame, &mut self.tx).unwrap();
+        self.stream.write_all(AsRef::<[u8]>::as_ref(&out)).unwrap();
+    }
+
     pub fn send(&mut self, msg: AnyMessage<'_>) {
         let frame: MessageFrame<AnyMessage<'_>> = msg.try_into().unwrap();
         let out = self.enc.encode_transport(frame, &mut self.tx).unwrap();
@@ -185,9 +209,17 @@ impl PoolConn {
             })) => {
                 assert_eq!(protocol, Protocol::MiningProtocol);
                 self.setup = Some((flags, String::from_utf8_lossy(vendor.as_bytes()).into_owned()));
+                if self.extended_only && flags & 1 != 0 {
+                    self.send(AnyMessage::Common(CommonMessages::SetupConnectionError(SetupConnectionError {
+                        flags: 1,
+                        error_code: b"unsupported-feature-flags".as_slice().try_into().unwrap(),
+                    })));
+                    return;
+                }
                 self.send(AnyMessage::Common(CommonMessages::SetupConnectionSuccess(SetupConnectionSuccess {
                     used_version: 2,
-                    flags: 0,
+                    // REQUIRES_EXTENDED_CHANNELS
+                    flags: if self.extended_only { 2 } else { 0 },
                 })));
             }
             AnyMessage::Mining(Mining::OpenStandardMiningChannel(m)) => {
@@ -222,19 +254,74 @@ impl PoolConn {
                 self.channel = Some(ch);
                 self.new_block();
             }
+            AnyMessage::Mining(Mining::OpenExtendedMiningChannel(m)) => {
+                assert!(self.extended_only, "an extended channel only where the pool requires one");
+                let user = String::from_utf8_lossy(m.user_identity.as_bytes()).into_owned();
+                let max_target = Target::from_le_bytes(m.max_target.to_array());
+                let rollable = m.min_extranonce_size.max(4);
+                let prefix = self.allocator.allocate_extended(rollable as usize).unwrap();
+                let mut ch = ExtendedChannel::new_for_pool(
+                    1,
+                    user.clone(),
+                    prefix,
+                    max_target,
+                    m.nominal_hash_rate.max(1.0),
+                    true,
+                    rollable,
+                    1,
+                    60.0,
+                    "hashrig test pool".into(),
+                    None,
+                )
+                .unwrap();
+                ch.set_target(easy_target().min(max_target)).unwrap();
+                let target = ch.get_target().to_le_bytes();
+                let prefix = ch.get_extranonce_prefix().to_vec();
+                self.send(AnyMessage::Mining(Mining::OpenExtendedMiningChannelSuccess(
+                    OpenExtendedMiningChannelSuccess {
+                        request_id: m.request_id,
+                        channel_id: 1,
+                        target: (&target).into(),
+                        extranonce_size: ch.get_rollable_extranonce_size(),
+                        extranonce_prefix: prefix.as_slice().try_into().unwrap(),
+                        group_channel_id: 0,
+                    },
+                )));
+                self.user = Some(user);
+                self.extended = Some(ch);
+                self.new_block();
+            }
             AnyMessage::Mining(Mining::SubmitSharesStandard(s)) => self.check_share(s),
+            AnyMessage::Mining(Mining::SubmitSharesExtended(s)) => {
+                let (channel_id, seq, job_id, nonce) = (s.channel_id, s.sequence_number, s.job_id, s.nonce);
+                let ch = self.extended.as_mut().expect("extended shares only on an extended channel");
+                let r = ch.validate_share(s.into_owned());
+                self.answer(r, channel_id, seq, job_id, nonce);
+            }
             other => panic!("unexpected message from the client: {other:?}"),
         }
     }
 
     fn check_share(&mut self, s: SubmitSharesStandard) {
         let ch = self.channel.as_mut().expect("shares only on an open channel");
-        match ch.validate_share(s.as_owned()) {
+        let r = ch.validate_share(s.as_owned());
+        self.answer(r, s.channel_id, s.sequence_number, s.job_id, s.nonce);
+    }
+
+    fn answer(
+        &mut self,
+        r: Result<ShareValidationResult, ShareValidationError>,
+        channel_id: u32,
+        sequence_number: u32,
+        job_id: u32,
+        nonce: u32,
+    ) {
+        match r {
             Ok(ShareValidationResult::Valid(_)) | Ok(ShareValidationResult::BlockFound(..)) => {
-                self.accepted.push((s.job_id, s.nonce));
+                self.accepted.push((job_id, nonce));
                 self.send(AnyMessage::Mining(Mining::SubmitSharesSuccess(SubmitSharesSuccess {
-                    channel_id: s.channel_id,
-                    last_sequence_number: s.sequence_number,
+                    channel_id,
+                    last_sequence_number: sequence_number,
                     new_submits_accepted_count: 1,
                     new_shares_sum: 1,
                 })));
@@ -242,17 +329,17 @@ impl PoolConn {
             Err(e) => {
                 let code = format!("{e:?}");
                 let wire = match e {
-                    channels_sv2::server::share_accounting::ShareValidationError::Stale(c)
-                    | channels_sv2::server::share_accounting::ShareValidationError::Invalid(c)
-                    | channels_sv2::server::share_accounting::ShareValidationError::InvalidJobId(c)
-                    | channels_sv2::server::share_accounting::ShareValidationError::DoesNotMeetTarget(c)
-                    | channels_sv2::server::share_accounting::ShareValidationError::DuplicateShare(c) => c,
+                    ShareValidationError::Stale(c)
+                    | ShareValidationError::Invalid(c)
+                    | ShareValidationError::InvalidJobId(c)
+                    | ShareValidationError::DoesNotMeetTarget(c)
+                    | ShareValidationError::DuplicateShare(c) => c,
                     _ => "invalid-share",
                 };
                 self.rejected.push(code);
                 self.send(AnyMessage::Mining(Mining::SubmitSharesError(SubmitSharesError {
-                    channel_id: s.channel_id,
-                    sequence_number: s.sequence_number,
+                    channel_id,
+                    sequence_number,
                     error_code: wire.as_bytes().try_into().unwrap(),
                 })));
             }
@@ -276,13 +363,11 @@ impl PoolConn {
             coinbase_tx_outputs_count: 0,
             coinbase_tx_outputs: vec![].try_into().unwrap(),
             coinbase_tx_locktime: 0,
-            merkle_path: vec![].try_into().unwrap(),
+            // Two other transactions' branch: an extended channel's miner
+            // builds the merkle root through it.
+            merkle_path: vec![[0x11u8; 32].into(), [0x22u8; 32].into()].try_into().unwrap(),
         };
         let payout = vec![TxOut { value: Amount::from_sat(50_0000_0000), script_pubkey: ScriptBuf::from(vec![0x51]) }];
-        let ch = self.channel.as_mut().unwrap();
-        ch.on_new_template(template, payout).unwrap();
-        let job_id = ch.get_future_job_id_from_template_id(id).unwrap();
-        let job = ch.get_future_job(job_id).unwrap().get_job_message().clone();
         let mut prev = [0u8; 32];
         prev[..8].copy_from_slice(&(id * 0x9e37_79b9).to_le_bytes());
         let ntime = now();
@@ -293,6 +378,26 @@ impl PoolConn {
             n_bits: 0x1d00ffff,
             target: [0xff; 32].into(),
         };
+        if let Some(ch) = self.extended.as_mut() {
+            ch.on_new_template(template, payout).unwrap();
+            let job_id = ch.get_future_job_id_from_template_id(id).unwrap();
+            let job = ch.get_future_job(job_id).unwrap().get_job_message().clone();
+            ch.on_set_new_prev_hash(snph).unwrap();
+            let channel_id = ch.get_channel_id();
+            self.send_owned(AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(job)));
+            self.send(AnyMessage::Mining(Mining::SetNewPrevHash(SetNewPrevHash {
+                channel_id,
+                job_id,
+                prev_hash: (&prev).into(),
+                min_ntime: ntime,
+                nbits: 0x1d00ffff,
+            })));
+            return;
+        }
+        let ch = self.channel.as_mut().unwrap();
+        ch.on_new_template(template, payout).unwrap();
+        let job_id = ch.get_future_job_id_from_template_id(id).unwrap();
+        let job = ch.get_future_job(job_id).unwrap().get_job_message().clone();
         ch.on_set_new_prev_hash(snph).unwrap();
         let channel_id = ch.get_channel_id();
         let merkle_root = job.merkle_root.as_array().to_owned();
@@ -314,10 +419,18 @@ impl PoolConn {
 
     /// Lowers the share target (a harder difficulty) with SetTarget.
     pub fn set_target(&mut self, t: Target) {
-        let ch = self.channel.as_mut().unwrap();
-        ch.set_target(t).unwrap();
+        let channel_id = match (self.channel.as_mut(), self.extended.as_mut()) {
+            (Some(ch), _) => {
+                ch.set_target(t).unwrap();
+                ch.get_channel_id()
+            }
+            (_, Some(ch)) => {
+                ch.set_target(t).unwrap();
+                ch.get_channel_id()
+            }
+            _ => panic!("no channel"),
+        };
         let le = t.to_le_bytes();
-        let channel_id = ch.get_channel_id();
         self.send(AnyMessage::Mining(Mining::SetTarget(SetTarget { channel_id, maximum_target: (&le).into() })));
     }
 

@@ -56,6 +56,9 @@ struct PoolState {
     /// Set for stratum2+tcp:// pools: the key their certificate must be
     /// signed with.
     authority: Option<[u8; 32]>,
+    /// The V2 pool takes extended channels only (learned from its
+    /// SetupConnection answer): open one from the next connection on.
+    v2_extended: bool,
     /// mining.notify subscription id from the last subscribe, for resuming.
     session_id: Option<String>,
     /// The pool dropped us after mining.configure: never send it again.
@@ -83,6 +86,8 @@ enum End {
     AuthFailed,
     /// The pool closed the connection on mining.configure: retry without it.
     ConfigureDropped,
+    /// A V2 pool refused the setup flags: retry at once as it asked.
+    Renegotiate,
     Reconnect(Duration),
     PrimaryBack,
 }
@@ -222,6 +227,7 @@ impl Client {
                     port: url.port,
                     tls,
                     authority: url.authority,
+                    v2_extended: false,
                     session_id: None,
                     no_configure: false,
                 })
@@ -309,6 +315,10 @@ impl Client {
                     idx = 0;
                     failures = 0;
                     on_backup_since = None;
+                }
+                End::Renegotiate => {
+                    self.metrics.pool_reconnects.with_label_values(&[end.cause()]).inc();
+                    tracing::info!("stratum: reconnecting to {}:{} for an extended channel", pool.host, pool.port);
                 }
                 End::ConfigureDropped => {
                     self.metrics.pool_reconnects.with_label_values(&[end.cause()]).inc();

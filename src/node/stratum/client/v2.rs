@@ -1,6 +1,6 @@
-//! One session with a Stratum V2 pool on a standard channel: Noise
-//! handshake against the URL's authority key, SetupConnection,
-//! OpenStandardMiningChannel, then jobs in and shares out. Shares go through
+//! One session with a Stratum V2 pool: Noise handshake against the URL's
+//! authority key, SetupConnection, a standard channel (or an extended one
+//! when the pool requires it), then jobs in and shares out. Shares go through
 //! the same re-check, de-duplication and metrics as V1's (protocol "v2").
 //!
 //! A channel does not outlive its connection, so shares found while
@@ -20,7 +20,7 @@ use super::{agent, transport, Client, End, PoolState, CONNECT_TIMEOUT, MAX_BAD_I
 use super::{STOP_DRAIN, STOP_WRITE_GRACE};
 use crate::chain::Target;
 use crate::node::stratum::v2::channel::{NotSent, Share, StandardJob};
-use crate::node::stratum::v2::messages::{self, FromPool, BIP320_VERSION_MASK};
+use crate::node::stratum::v2::messages::{self, FromPool, BIP320_VERSION_MASK, REQUIRES_STANDARD_JOBS};
 use crate::node::stratum::v2::noise::{self, HandshakeError, Incoming, Sender};
 use crate::node::stratum::ShareReason;
 use crate::sched::{Hit, PowJob};
@@ -29,6 +29,9 @@ use crate::sched::{Hit, PowJob};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The request id of our one channel per connection.
 const OPEN_REQUEST: u32 = 1;
+/// Extranonce bytes asked for on an extended channel: 2^32 coinbases per
+/// job (× version rolls × 2^32 nonces).
+const MIN_EXTRANONCE_SIZE: u16 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {
@@ -171,7 +174,8 @@ impl Client {
     ) -> End {
         let (host, port) = (self.pools[conn.idx].host.clone(), self.pools[conn.idx].port);
         let firmware = agent();
-        if let Err(e) = self.send_v2(conn, messages::setup_connection(&host, port, "hashrig", &firmware)).await {
+        let flags = if self.pools[conn.idx].v2_extended { 0 } else { REQUIRES_STANDARD_JOBS };
+        if let Err(e) = self.send_v2(conn, messages::setup_connection(&host, port, "hashrig", &firmware, flags)).await {
             return e;
         }
         let mut tick = tokio::time::interval(TICK);
@@ -292,28 +296,40 @@ impl Client {
             FromPool::SetupSuccess { used_version, flags } if conn.stage == Stage::Setup => {
                 conn.bad_in_a_row = 0;
                 if flags & messages::REQUIRES_EXTENDED_CHANNELS != 0 {
-                    tracing::error!(
-                        "stratum: the pool requires extended channels; hashrig opens standard channels only"
-                    );
-                    return Err(End::Protocol);
+                    self.pools[idx].v2_extended = true;
                 }
+                let extended = self.pools[idx].v2_extended;
                 let mask =
                     if flags & messages::REQUIRES_FIXED_VERSION != 0 { 0 } else { BIP320_VERSION_MASK & self.mask };
                 tracing::info!(
-                    "stratum: Stratum V2 version {used_version}, flags {flags:#x}; version rolling {}",
+                    "stratum: Stratum V2 version {used_version}, flags {flags:#x}; {} channel; version rolling {}",
+                    if extended { "extended" } else { "standard" },
                     if mask != 0 { format!("on, mask {mask:08x}") } else { "off".into() }
                 );
                 self.channel.version_mask = mask;
                 let user = self.pools[idx].cfg.user.clone();
                 let floor = self.floor_target().to_le_bytes();
                 let rate = self.stats.rate(Duration::from_secs(60)).unwrap_or(0.0) as f32;
-                let msg = messages::open_standard_channel(OPEN_REQUEST, &user, rate, &floor).map_err(|e| {
+                let msg = if extended {
+                    messages::open_extended_channel(OPEN_REQUEST, &user, rate, &floor, MIN_EXTRANONCE_SIZE)
+                } else {
+                    messages::open_standard_channel(OPEN_REQUEST, &user, rate, &floor)
+                };
+                let msg = msg.map_err(|e| {
                     tracing::error!("stratum: cannot open a channel: {e}");
                     End::AuthFailed
                 })?;
                 self.send_v2(conn, msg).await?;
                 conn.stage = Stage::Opening;
                 conn.asked = Instant::now();
+            }
+            FromPool::SetupError { code, .. }
+                if code == "unsupported-feature-flags" && !self.pools[idx].v2_extended =>
+            {
+                // It would not promise standard jobs: extended it is.
+                tracing::info!("stratum: the pool does not offer standard jobs only ({code})");
+                self.pools[idx].v2_extended = true;
+                return Err(End::Renegotiate);
             }
             FromPool::SetupError { flags, code } => {
                 tracing::error!("stratum: the pool refused the connection setup: {code} (flags {flags:#x})");
@@ -337,19 +353,63 @@ impl Client {
                     hex::encode(&extranonce_prefix)
                 );
             }
+            FromPool::ExtendedChannelOpened {
+                request_id: OPEN_REQUEST,
+                channel_id,
+                target,
+                extranonce_size,
+                extranonce_prefix,
+                group_channel_id,
+            } if conn.stage == Stage::Opening => {
+                conn.bad_in_a_row = 0;
+                let size = extranonce_size as usize;
+                if size == 0 || size + extranonce_prefix.len() > 32 {
+                    tracing::error!(
+                        "stratum: the pool gave an extranonce of {size} bytes after a {}-byte prefix; not an extranonce one can roll",
+                        extranonce_prefix.len()
+                    );
+                    return Err(End::Protocol);
+                }
+                let target = self.clamp_target(target);
+                let mask = self.channel.version_mask;
+                self.channel.open_extended(channel_id, target, mask, extranonce_prefix.clone(), size, group_channel_id);
+                conn.stage = Stage::Mining;
+                self.metrics.pool_connected.with_label_values(&[PoolState::role(idx)]).set(1);
+                tracing::info!(
+                    "stratum: extended channel {channel_id} open as {:?} on {}:{}, difficulty {}, extranonce prefix {}, {size} extranonce bytes to roll",
+                    self.pools[idx].cfg.user,
+                    self.pools[idx].host,
+                    self.pools[idx].port,
+                    target.difficulty(),
+                    hex::encode(&extranonce_prefix)
+                );
+            }
+            FromPool::SetExtranoncePrefix { channel_id, extranonce_prefix } if ch == Some(channel_id) => {
+                conn.bad_in_a_row = 0;
+                if extranonce_prefix.len() + self.channel.extranonce_size > 32 {
+                    tracing::warn!("stratum: ignored an extranonce prefix of {} bytes", extranonce_prefix.len());
+                } else {
+                    tracing::info!("stratum: extranonce prefix {} from the next job", hex::encode(&extranonce_prefix));
+                    self.channel.extranonce_prefix = extranonce_prefix;
+                }
+            }
             FromPool::ChannelError { code, .. } => {
                 tracing::error!("stratum: the pool refused the channel for {:?}: {code}", self.pools[idx].cfg.user);
                 return Err(End::AuthFailed);
             }
-            FromPool::NewJob { channel_id, job_id, min_ntime, version, merkle_root } if ch == Some(channel_id) => {
+            FromPool::NewJob { channel_id, job_id, min_ntime, version, work }
+                if ch.is_some() && self.channel.addresses(channel_id) =>
+            {
                 conn.bad_in_a_row = 0;
                 tracing::debug!(job_id, future = min_ntime.is_none(), "stratum: new job");
-                if let Some(job) = self.channel.on_new_job(job_id, min_ntime, version, merkle_root) {
+                if let Some(job) = self.channel.on_new_job(job_id, min_ntime, version, work) {
                     let time = job.template.time;
                     self.publish_v2(&job, time);
                 }
             }
-            FromPool::PrevHash { channel_id, job_id, prev_hash, min_ntime, nbits } if ch == Some(channel_id) => {
+            FromPool::PrevHash { channel_id, job_id, prev_hash, min_ntime, nbits }
+                if ch.is_some() && self.channel.addresses(channel_id) =>
+            {
                 conn.bad_in_a_row = 0;
                 match self.channel.on_prev_hash(job_id, prev_hash, min_ntime, nbits) {
                     Some(job) => {
@@ -497,15 +557,26 @@ impl Client {
             Some(conn) if conn.stage == Stage::Mining && self.channel.share_is_live(&share) => {
                 let seq = conn.next_seq;
                 conn.next_seq = conn.next_seq.wrapping_add(1);
+                let en = share.extranonce.clone();
+                let (channel_id, job_id, nonce, ntime, version) =
+                    (share.channel_id, share.job_id, share.nonce, share.ntime, share.version);
                 conn.pending.insert(seq, (share, Instant::now()));
-                let msg = messages::submit_standard(SubmitSharesStandard {
-                    channel_id: share.channel_id,
-                    sequence_number: seq,
-                    job_id: share.job_id,
-                    nonce: share.nonce,
-                    ntime: share.ntime,
-                    version: share.version,
-                });
+                let msg = match &en {
+                    Some(en) => {
+                        messages::submit_extended(channel_id, seq, job_id, nonce, ntime, version, en).map_err(|e| {
+                            tracing::error!("stratum: cannot submit: {e}");
+                            End::Protocol
+                        })?
+                    }
+                    None => messages::submit_standard(SubmitSharesStandard {
+                        channel_id,
+                        sequence_number: seq,
+                        job_id,
+                        nonce,
+                        ntime,
+                        version,
+                    }),
+                };
                 self.send_v2(conn, msg).await
             }
             _ => {

@@ -3,9 +3,10 @@
 //! go back to the decoder at once.
 
 use common_messages_sv2::{Protocol, SetupConnection};
-use mining_sv2::{OpenStandardMiningChannel, SubmitSharesStandard};
+use mining_sv2::{OpenExtendedMiningChannel, OpenStandardMiningChannel, SubmitSharesExtended, SubmitSharesStandard};
 use parsers_sv2::{AnyMessage, CommonMessages, Mining};
 
+use super::channel::JobWork;
 use crate::chain::Target;
 
 /// SetupConnection flag (mining protocol): the miner takes standard
@@ -35,18 +36,30 @@ pub enum FromPool {
         target: Target,
         extranonce_prefix: Vec<u8>,
     },
+    ExtendedChannelOpened {
+        request_id: u32,
+        channel_id: u32,
+        target: Target,
+        extranonce_size: u16,
+        extranonce_prefix: Vec<u8>,
+        group_channel_id: u32,
+    },
     ChannelError {
         request_id: u32,
         code: String,
     },
+    /// NewMiningJob or NewExtendedMiningJob.
     NewJob {
         channel_id: u32,
         job_id: u32,
         /// None: a future job, mined from the SetNewPrevHash that names it.
         min_ntime: Option<u32>,
         version: u32,
-        /// In header byte order.
-        merkle_root: [u8; 32],
+        work: JobWork,
+    },
+    SetExtranoncePrefix {
+        channel_id: u32,
+        extranonce_prefix: Vec<u8>,
     },
     PrevHash {
         channel_id: u32,
@@ -111,6 +124,14 @@ pub fn parse(header: framing_sv2::header::Header, payload: &mut [u8]) -> Result<
             target: target(m.target.to_array()),
             extranonce_prefix: m.extranonce_prefix.as_bytes().to_vec(),
         },
+        AnyMessage::Mining(Mining::OpenExtendedMiningChannelSuccess(m)) => FromPool::ExtendedChannelOpened {
+            request_id: m.request_id,
+            channel_id: m.channel_id,
+            target: target(m.target.to_array()),
+            extranonce_size: m.extranonce_size,
+            extranonce_prefix: m.extranonce_prefix.as_bytes().to_vec(),
+            group_channel_id: m.group_channel_id,
+        },
         AnyMessage::Mining(Mining::OpenMiningChannelError(m)) => {
             FromPool::ChannelError { request_id: m.request_id, code: text(m.error_code.as_bytes()) }
         }
@@ -119,7 +140,23 @@ pub fn parse(header: framing_sv2::header::Header, payload: &mut [u8]) -> Result<
             job_id: m.job_id,
             min_ntime: m.min_ntime.into_inner(),
             version: m.version,
-            merkle_root: m.merkle_root.to_array(),
+            work: JobWork::Header { merkle_root: m.merkle_root.to_array() },
+        },
+        AnyMessage::Mining(Mining::NewExtendedMiningJob(m)) => FromPool::NewJob {
+            channel_id: m.channel_id,
+            job_id: m.job_id,
+            min_ntime: m.min_ntime.into_inner(),
+            version: m.version,
+            work: JobWork::Coinbase {
+                prefix: m.coinbase_tx_prefix.as_bytes().to_vec(),
+                suffix: m.coinbase_tx_suffix.as_bytes().to_vec(),
+                merkle_path: m.merkle_path.into_inner().into_iter().map(|h| h.to_array()).collect(),
+                version_rolling: m.version_rolling_allowed,
+            },
+        },
+        AnyMessage::Mining(Mining::SetExtranoncePrefix(m)) => FromPool::SetExtranoncePrefix {
+            channel_id: m.channel_id,
+            extranonce_prefix: m.extranonce_prefix.as_bytes().to_vec(),
         },
         AnyMessage::Mining(Mining::SetNewPrevHash(m)) => FromPool::PrevHash {
             channel_id: m.channel_id,
@@ -144,18 +181,22 @@ pub fn parse(header: framing_sv2::header::Header, payload: &mut [u8]) -> Result<
         AnyMessage::Mining(Mining::CloseChannel(m)) => {
             FromPool::CloseChannel { channel_id: m.channel_id, reason: text(m.reason_code.as_bytes()) }
         }
-        AnyMessage::Mining(Mining::NewExtendedMiningJob(_)) => FromPool::Ignored("NewExtendedMiningJob"),
         AnyMessage::Mining(Mining::SetGroupChannel(_)) => FromPool::Ignored("SetGroupChannel"),
-        AnyMessage::Mining(Mining::SetExtranoncePrefix(_)) => FromPool::Ignored("SetExtranoncePrefix"),
         AnyMessage::Mining(Mining::UpdateChannelError(_)) => FromPool::Ignored("UpdateChannelError"),
         _ => FromPool::Ignored("a message not meant for a mining client"),
     })
 }
 
-/// SetupConnection for the mining protocol, version 2 only, standard jobs.
-/// `host`/`port` are the pool's as we dialled them; the strings are cut to
-/// the protocol's 255 bytes.
-pub fn setup_connection<'a>(host: &'a str, port: u16, vendor: &'a str, firmware: &'a str) -> AnyMessage<'a> {
+/// SetupConnection for the mining protocol, version 2 only, with `flags`
+/// ([`REQUIRES_STANDARD_JOBS`] or none). `host`/`port` are the pool's as we
+/// dialled them; the strings are cut to the protocol's 255 bytes.
+pub fn setup_connection<'a>(
+    host: &'a str,
+    port: u16,
+    vendor: &'a str,
+    firmware: &'a str,
+    flags: u32,
+) -> AnyMessage<'a> {
     let s = |v: &'a str| {
         let mut end = v.len().min(255);
         while !v.is_char_boundary(end) {
@@ -167,7 +208,7 @@ pub fn setup_connection<'a>(host: &'a str, port: u16, vendor: &'a str, firmware:
         protocol: Protocol::MiningProtocol,
         min_version: 2,
         max_version: 2,
-        flags: REQUIRES_STANDARD_JOBS,
+        flags,
         endpoint_host: s(host),
         endpoint_port: port,
         vendor: s(vendor),
@@ -192,6 +233,48 @@ pub fn open_standard_channel<'a>(
         user_identity,
         nominal_hash_rate,
         max_target: max_target.into(),
+    })))
+}
+
+/// OpenExtendedMiningChannel: as [`open_standard_channel`], asking for at
+/// least `min_extranonce_size` bytes of extranonce to roll.
+pub fn open_extended_channel<'a>(
+    request_id: u32,
+    user: &'a str,
+    nominal_hash_rate: f32,
+    max_target: &'a [u8; 32],
+    min_extranonce_size: u16,
+) -> Result<AnyMessage<'a>, String> {
+    let user_identity =
+        user.as_bytes().try_into().map_err(|_| "the worker name is longer than 255 bytes".to_owned())?;
+    Ok(AnyMessage::Mining(Mining::OpenExtendedMiningChannel(OpenExtendedMiningChannel {
+        request_id,
+        user_identity,
+        nominal_hash_rate,
+        max_target: max_target.into(),
+        min_extranonce_size,
+    })))
+}
+
+/// SubmitSharesExtended; `extranonce` is hashrig's part (at most 32 bytes).
+#[allow(clippy::too_many_arguments)]
+pub fn submit_extended(
+    channel_id: u32,
+    sequence_number: u32,
+    job_id: u32,
+    nonce: u32,
+    ntime: u32,
+    version: u32,
+    extranonce: &[u8],
+) -> Result<AnyMessage<'_>, String> {
+    Ok(AnyMessage::Mining(Mining::SubmitSharesExtended(SubmitSharesExtended {
+        channel_id,
+        sequence_number,
+        job_id,
+        nonce,
+        ntime,
+        version,
+        extranonce: extranonce.try_into().map_err(|_| "extranonce longer than 32 bytes".to_owned())?,
     })))
 }
 
