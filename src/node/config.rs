@@ -317,6 +317,22 @@ mod tests {
     }
 
     #[test]
+    fn v1_and_v2_pools_mix_in_one_list() {
+        let key = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
+        let file = format!(
+            "[[pool]]\nurl = \"stratum2+tcp://v2.example:34254/{key}\"\nuser = \"w\"\n\
+             [[pool]]\nurl = \"stratum+tcp://v1.example:3333\"\nuser = \"w\"\n"
+        );
+        let Adapter::Pool(c) = resolve(&AdapterArgs::default(), Some(&file)).unwrap() else { panic!() };
+        assert_eq!(c.pools.len(), 2);
+        c.validate().unwrap();
+        assert!(crate::node::stratum::parse_url(&c.pools[0].url).unwrap().authority.is_some());
+        // A key with a typo is refused before mining, never mined without.
+        let typo = file.replace("9auq", "9auQ");
+        assert!(resolve(&AdapterArgs::default(), Some(&typo)).is_err());
+    }
+
+    #[test]
     fn write_and_rpc_timeouts_are_read_and_range_checked() {
         let pool = "[[pool]]\nurl = \"stratum+tcp://p:3333\"\nuser = \"w\"\n[stratum]\n";
         let Adapter::Pool(c) = resolve(&AdapterArgs::default(), Some(pool)).unwrap() else { panic!() };
