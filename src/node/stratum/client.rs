@@ -964,8 +964,7 @@ impl Client {
     }
 
     async fn on_hit(&mut self, hit: Hit, conn: Option<&mut Conn>) -> Result<(), End> {
-        // Header-only work is only ever a V2 standard channel's.
-        if hit.job.job.template.fixed_merkle_root.is_some() {
+        if hit.job.job.source == v2::SOURCE {
             return self.on_hit_v2(hit, None).await;
         }
         let share = match self.book.share_for_hit(&hit) {

@@ -25,6 +25,8 @@ use crate::node::stratum::v2::noise::{self, HandshakeError, Incoming, Sender};
 use crate::node::stratum::ShareReason;
 use crate::sched::{Hit, PowJob};
 
+/// The jobs metric's label of V2 work, and how a hit is known as a V2 one.
+pub(super) const SOURCE: &str = "stratum2";
 /// The handshake is two messages; a pool that takes longer is not answering.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The request id of our one channel per connection.
@@ -210,7 +212,7 @@ impl Client {
                     }
                 }
                 Some(h) = hrx.recv() => {
-                    if let Err(end) = self.on_hit_v2(h, Some(conn)).await {
+                    if let Err(end) = self.hit_in_v2_session(h, conn).await {
                         return end;
                     }
                 }
@@ -264,7 +266,7 @@ impl Client {
             tokio::select! {
                 h = hrx.recv(), if hits_open => match h {
                     Some(h) => {
-                        if self.on_hit_v2(h, Some(conn)).await.is_err() {
+                        if self.hit_in_v2_session(h, conn).await.is_err() {
                             break;
                         }
                     }
@@ -510,7 +512,7 @@ impl Client {
             template,
             share_target: job.target.min(self.channel.target),
             height: None,
-            source: "stratum",
+            source: SOURCE,
         });
         self.channel.published(seq, job);
         self.current_v2 = Some((job.clone(), Instant::now(), time));
@@ -526,6 +528,16 @@ impl Client {
         let now_time = time.saturating_add(last.elapsed().as_secs() as u32);
         if now_time > time {
             self.publish_v2(&job, now_time);
+        }
+    }
+
+    /// A hit while connected to a V2 pool: a V1 job's (left from before a
+    /// failover) goes the V1 way, as found while disconnected.
+    async fn hit_in_v2_session(&mut self, h: Hit, conn: &mut V2Conn) -> Result<(), End> {
+        if h.job.job.source == SOURCE {
+            self.on_hit_v2(h, Some(conn)).await
+        } else {
+            self.on_hit(h, None).await
         }
     }
 
