@@ -9,6 +9,7 @@ pub mod chain;
 pub mod cli;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod health;
 pub mod metrics;
 pub mod node;
 pub mod pow;

@@ -5,6 +5,10 @@
 //! label values come from small fixed sets (engine kind, device, result) and
 //! never from job or connection ids; rates are left to PromQL.
 
+mod catalog;
+
+pub use catalog::Family;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -101,6 +105,8 @@ pub struct Metrics {
     pub gpu: GpuMetrics,
     /// Signature checks on GPUs: the split and the trust policy.
     pub sig_gpu: SigGpuMetrics,
+    /// GPU health from NVML and the thermal guard (src/health/metrics.rs).
+    pub health: crate::health::metrics::HealthMetrics,
 }
 
 // ── GPU engine (issue 3) ─────────────────────────────────────────────────────
@@ -392,9 +398,11 @@ impl Metrics {
         );
         let gpu = GpuMetrics::register(&r);
         let sig_gpu = SigGpuMetrics::register(&r);
+        let health = crate::health::metrics::HealthMetrics::register(&r);
         Arc::new(Metrics {
             gpu,
             sig_gpu,
+            health,
             registry: r,
             pool_connected,
             pool_difficulty,

@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod devices;
 mod gpu;
+mod health;
 mod run;
 mod scan;
 mod sigbench;

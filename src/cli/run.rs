@@ -32,6 +32,8 @@ pub struct RunArgs {
     pub no_mine: bool,
     #[command(flatten)]
     pub gpu: super::gpu::GpuArgs,
+    #[command(flatten)]
+    pub health: super::health::HealthArgs,
     /// Engines that verify signatures (default: the CPU, and the GPUs where
     /// usable: each Ed25519 batch goes where it is predicted to finish first;
     /// the CPU answers until a GPU's kernels are built).
@@ -144,6 +146,8 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = super::signals::install() {
         tracing::warn!("{e}");
     }
+    // GPU health metrics and the thermal guard (NVML; one line without it).
+    let _health = super::health::start(&a.health, &metrics, &stop)?;
     if let Some(d) = run_for {
         let stop = stop.clone();
         std::thread::spawn(move || {

@@ -112,6 +112,12 @@ pub struct PowGpu {
     pub with_cpu: bool,
     /// CPU + every GPU, in that same run.
     pub total_hashes_per_sec: f64,
+    /// `hashes_per_sec` over the GPU's power in the same window (NVML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes_per_joule: Option<f64>,
+    /// The GPU's power over the window and what NVML read at its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<crate::health::energy::Power>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
