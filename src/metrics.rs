@@ -6,8 +6,10 @@
 //! never from job or connection ids; rates are left to PromQL.
 
 mod catalog;
+mod summary;
 
 pub use catalog::Family;
+pub use summary::Summary;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -467,8 +469,11 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` and serves `GET /metrics` from a thread of its own.
+    /// Also serves `GET /api/summary` (JSON, [`Summary`]), sampling the
+    /// registry once a second for its windows.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let summary = Arc::new(Summary::new(metrics.clone()));
         let listener = std::net::TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -477,6 +482,7 @@ impl MetricsServer {
         let busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
             while !s.load(Ordering::Relaxed) {
+                summary.tick();
                 let conn = match listener.accept() {
                     Ok((c, _)) => c,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -493,9 +499,9 @@ impl MetricsServer {
                     drop(conn);
                     continue;
                 }
-                let (metrics, busy2) = (metrics.clone(), busy.clone());
+                let (metrics, summary, busy2) = (metrics.clone(), summary.clone(), busy.clone());
                 let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-                    serve_metrics_conn(conn, &metrics);
+                    serve_metrics_conn(conn, &metrics, &summary);
                     busy2.fetch_sub(1, Ordering::AcqRel);
                 });
                 if spawned.is_err() {
@@ -508,7 +514,7 @@ impl MetricsServer {
 }
 
 /// Reads one request head (at most 8 KiB) and answers it.
-fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
+fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics, summary: &Summary) {
     use std::io::{Read, Write};
     if conn.set_nonblocking(false).is_err()
         || conn.set_read_timeout(Some(METRICS_IO_TIMEOUT)).is_err()
@@ -535,7 +541,12 @@ fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
-        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "hashrig: metrics at /metrics\n".to_owned()),
+        ("GET", "/api/summary") => ("200 OK", "application/json", summary.json().to_string()),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "hashrig: metrics at /metrics, a summary at /api/summary\n".to_owned(),
+        ),
         _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
     };
     let resp = format!(

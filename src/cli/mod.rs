@@ -12,6 +12,7 @@ mod scan;
 mod sigbench;
 mod signals;
 mod size;
+mod status;
 mod verify;
 
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Machines of each measured profile (hw-profiles/) a workload needs.
     Size(size::SizeArgs),
+    /// Summary of a running hashrig (its /api/summary), for a person.
+    Status(status::StatusArgs),
 }
 
 /// Which CPUs to use; shared by `run` and `bench`.
@@ -236,6 +239,7 @@ pub fn main() -> ExitCode {
         Command::Scan(a) => scan::main(a),
         Command::Verify(a) => verify::main(a),
         Command::Size(a) => size::main(a),
+        Command::Status(a) => status::main(a),
     };
     match result {
         Ok(code) => code,
