@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod plot;
 pub mod pow;
 pub mod profile;
 pub mod sched;
