@@ -257,3 +257,17 @@ fn status_of_nothing_fails_clearly() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("error:"), "{args:?}");
     }
 }
+
+#[test]
+fn bad_gpu_temp_limits_fail_cleanly() {
+    for args in [
+        &["--gpu-temp-limit", "500"][..],
+        &["--gpu-temp-limit", "NaN"],
+        &["--gpu-temp-limit", "80", "--gpu-temp-hysteresis", "-1"],
+        &["--gpu-temp-hysteresis", "3"], // without a limit
+    ] {
+        let o = Command::new(BIN).arg("run").args(args).args(["--no-metrics", "--duration", "1"]).output().unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        assert!(!o.stderr.is_empty(), "{args:?} says why");
+    }
+}

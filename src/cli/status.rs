@@ -141,21 +141,33 @@ pub fn render(v: &Value, addr: &str) -> String {
     let sig = &v["signatures"];
     let _ = writeln!(o, "signatures (queued {}):", f(&sig["queued_items"]).unwrap_or(0.0));
     for s in sig["schemes"].as_array().into_iter().flatten() {
+        // A row has what was measured for it: verdicts for a scheme, batch
+        // latencies where batches were of that scheme alone ("mixed" holds
+        // the batches of several).
+        let mut parts = Vec::new();
+        let verdicts: Vec<f64> =
+            ["valid", "invalid", "malformed"].iter().map(|k| f(&s["verdicts"][*k]).unwrap_or(0.0)).collect();
+        if verdicts.iter().any(|v| *v > 0.0) {
+            parts.push(format!(
+                "{} | valid {} invalid {} malformed {}",
+                windows(&s["items_per_second"], &["10s", "60s"], "/s"),
+                verdicts[0],
+                verdicts[1],
+                verdicts[2]
+            ));
+        }
         let l = &s["batch_latency"];
-        let _ = writeln!(
-            o,
-            "  {:<15} {} | valid {} invalid {} malformed {} | batch p50 {} p99 {} ({} batches, last {:.0} s) | deadline missed {}",
-            s["scheme"].as_str().unwrap_or("?"),
-            windows(&s["items_per_second"], &["10s", "60s"], "/s"),
-            f(&s["verdicts"]["valid"]).unwrap_or(0.0),
-            f(&s["verdicts"]["invalid"]).unwrap_or(0.0),
-            f(&s["verdicts"]["malformed"]).unwrap_or(0.0),
-            ms(&l["p50_seconds"]),
-            ms(&l["p99_seconds"]),
-            f(&l["count"]).unwrap_or(0.0),
-            f(&l["window_seconds"]).unwrap_or(0.0),
-            f(&s["deadline_missed"]).unwrap_or(0.0),
-        );
+        if f(&l["count"]).unwrap_or(0.0) > 0.0 {
+            parts.push(format!(
+                "batch p50 {} p99 {} ({} batches in the last {:.0} s)",
+                ms(&l["p50_seconds"]),
+                ms(&l["p99_seconds"]),
+                f(&l["count"]).unwrap_or(0.0),
+                f(&l["window_seconds"]).unwrap_or(0.0)
+            ));
+        }
+        parts.push(format!("deadline missed {}", f(&s["deadline_missed"]).unwrap_or(0.0)));
+        let _ = writeln!(o, "  {:<15} {}", s["scheme"].as_str().unwrap_or("?"), parts.join(" | "));
     }
     for e in sig["engines"].as_array().into_iter().flatten() {
         let mut line = format!(
@@ -227,7 +239,11 @@ mod tests {
                                       "hashes_per_second": {"10s": 2.5e6, "60s": null, "15m": null}}]},
             "shares": {"accepted": 4.0}, "blocks": {}, "hardware_errors": {"total": 0.0},
             "pool": null,
-            "signatures": {"queued_items": 0.0, "schemes": [], "engines": []},
+            "signatures": {"queued_items": 0.0, "engines": [], "schemes": [
+                {"scheme": "ecdsa", "verdicts": {"valid": 5.0, "invalid": 1.0}, "items_per_second": {"10s": 1500.0},
+                 "batch_latency": {"count": 0}, "deadline_missed": 0.0},
+                {"scheme": "mixed", "verdicts": {}, "deadline_missed": 2.0,
+                 "batch_latency": {"count": 3, "p50_seconds": 0.001, "p99_seconds": 0.002, "window_seconds": 60.0}}]},
             "gpus": [{"gpu": "0", "name": "Fake", "device": "gpu0", "uuid": "GPU-1", "temperature_celsius": 71.0,
                       "throttle_reasons": ["sw_power_cap"], "duty_cycle_ratio": 0.7}],
         });
@@ -235,6 +251,16 @@ mod tests {
         assert!(t.contains("hashrig 9.9.9 at 127.0.0.1:9787, up 0d 01h 02m 05s"), "{t}");
         assert!(t.contains("hashrate 10s / 60s / 15m: 2.50 MH/s / n/a / n/a"), "{t}");
         assert!(t.contains("shares: accepted 4 | blocks: none"), "{t}");
+        assert!(
+            t.contains("  ecdsa           1.50 k/s / n/a | valid 5 invalid 1 malformed 0 | deadline missed 0\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "  mixed           batch p50 1.00 ms p99 2.00 ms (3 batches in the last 60 s) | deadline missed 2\n"
+            ),
+            "{t}"
+        );
         assert!(t.contains("gpu 0 Fake (gpu0, GPU-1): 71 °C | - | SM - |"), "{t}");
         assert!(t.contains("duty 70 % | throttled: sw_power_cap"), "{t}");
         // Anything else: no panic.
