@@ -86,6 +86,9 @@ pub struct Metrics {
     /// Share outcomes by result ("accepted", "rejected", "stale") and reason,
     /// from the fixed set in `node::stratum::ShareReason`.
     pub pool_shares: IntCounterVec,
+    /// Share outcomes by the pool whose job they were for ("primary",
+    /// "backup") and result: what each pool credited.
+    pub pool_role_shares: IntCounterVec,
     /// Shares that waited for a reconnect (found while disconnected).
     pub pool_shares_queued: prometheus::IntCounter,
     /// stale / (accepted + rejected + stale), over the run.
@@ -367,6 +370,12 @@ impl Metrics {
             "Pool share outcomes, by result and reason.",
             &["result", "reason"],
         );
+        let pool_role_shares = counter(
+            &r,
+            "hashrig_pool_role_shares_total",
+            "Pool share outcomes, by the pool whose job they were for and result.",
+            &["role", "result"],
+        );
         let pool_shares_queued = prometheus::IntCounter::new(
             "hashrig_pool_shares_queued_total",
             "Shares found while disconnected and kept for the reconnect.",
@@ -411,6 +420,7 @@ impl Metrics {
             pool_difficulty_clamped,
             pool_shares_found,
             pool_shares,
+            pool_role_shares,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,

@@ -128,6 +128,9 @@ pub fn render(v: &Value, addr: &str) -> String {
             counts(&p["reconnects"]),
             ms(&p["submit_latency"]["p99_seconds"]),
         );
+        for (role, by) in p["shares_by_pool"].as_object().into_iter().flatten() {
+            let _ = writeln!(o, "  shares for {role} pool jobs: {}", counts(by));
+        }
         for s in p["shares"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 o,

@@ -60,6 +60,7 @@ impl Metrics {
             pool_difficulty_clamped,
             pool_shares_found,
             pool_shares,
+            pool_role_shares,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,
@@ -96,7 +97,7 @@ impl Metrics {
             thermal_guard,
             temp_limit_celsius,
         } = health;
-        let all: [&dyn Collector; 58] = [
+        let all: [&dyn Collector; 59] = [
             hashes,
             jobs,
             shares,
@@ -124,6 +125,7 @@ impl Metrics {
             pool_difficulty_clamped,
             pool_shares_found,
             pool_shares,
+            pool_role_shares,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,

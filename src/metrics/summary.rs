@@ -315,6 +315,16 @@ impl Summary {
                 "connected": roles.iter().map(|r| (r.clone(), json!(connected(r)))).collect::<serde_json::Map<_, _>>(),
                 "difficulty": cur.sum("hashrig_pool_difficulty", &[]),
                 "shares": shares,
+                "shares_by_pool": roles.iter().map(|r| {
+                    let by_result: serde_json::Map<String, Value> = cur
+                        .rows("hashrig_pool_role_shares_total", &[("role", r)])
+                        .filter_map(|(l, v)| match v {
+                            Val::Scalar(n) => Some((label(l, "result")?.to_string(), json!(n))),
+                            Val::Hist(_) => None,
+                        })
+                        .collect();
+                    (r.clone(), Value::Object(by_result))
+                }).collect::<serde_json::Map<_, _>>(),
                 "stale_ratio": cur.sum("hashrig_pool_stale_ratio", &[]),
                 "failovers": by_label("hashrig_pool_failovers_total", "direction"),
                 "reconnects": by_label("hashrig_pool_reconnects_total", "cause"),
@@ -462,6 +472,8 @@ mod tests {
         m.sig_gpu.engine_items.with_label_values(&["gpu0"]).inc_by(5);
         m.pool_connected.with_label_values(&["primary"]).set(0);
         m.pool_connected.with_label_values(&["backup"]).set(1);
+        m.pool_role_shares.with_label_values(&["primary", "accepted"]).inc_by(2);
+        m.pool_role_shares.with_label_values(&["backup", "rejected"]).inc();
         m.health.info.with_label_values(&["0", "GPU-x", "Fake", "gpu0"]).set(1);
         m.health.temperature_celsius.with_label_values(&["0", "GPU-x"]).set(64.0);
         m.health.throttled.with_label_values(&["0", "GPU-x", "hw_thermal"]).set(1);
@@ -474,6 +486,7 @@ mod tests {
         assert_eq!(v["shares"]["accepted"], 3.0);
         assert_eq!(v["blocks"]["accepted"], 1.0);
         assert_eq!(v["pool"]["active"], "backup");
+        assert_eq!(v["pool"]["shares_by_pool"], json!({"primary": {"accepted": 2.0}, "backup": {"rejected": 1.0}}));
         assert_eq!(v["hardware_errors"]["total"], 1.0);
         let ecdsa = &v["signatures"]["schemes"][0];
         assert_eq!((ecdsa["scheme"].as_str(), ecdsa["verdicts"]["valid"].as_f64()), (Some("ecdsa"), Some(7.0)));
