@@ -223,7 +223,12 @@ impl SigGpuMetrics {
             g
         };
         let l0_seconds = gauge("hashrig_sig_gpu_l0_seconds", "Measured fixed latency of a GPU signature dispatch.");
-        let item_seconds = gauge("hashrig_sig_gpu_item_seconds", "Measured GPU time per signature item.");
+        let item_seconds = prometheus::GaugeVec::new(
+            Opts::new("hashrig_sig_gpu_item_seconds", "Measured GPU time per signature item, by kernel family."),
+            &["device", "scheme"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(item_seconds.clone())).expect("metric registered once");
         SigGpuMetrics {
             engine_items,
             batch_seconds,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::scalar::Scalar;
-use hashrig::gpu::ed25519::GpuEd25519;
+use hashrig::gpu::sigverify::GpuSigKernels;
 use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_one, Scheme, SigItem, Verdict};
 use rand::{Rng, RngCore, SeedableRng};
@@ -23,13 +23,13 @@ const L_BYTES: [u8; 32] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
-fn gpu() -> &'static Mutex<GpuEd25519> {
-    static G: OnceLock<Mutex<GpuEd25519>> = OnceLock::new();
+fn gpu() -> &'static Mutex<GpuSigKernels> {
+    static G: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
     G.get_or_init(|| {
         let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
             panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
         });
-        Mutex::new(GpuEd25519::new(&a).unwrap_or_else(|e| panic!("Ed25519 kernel on {}: {e}", a.summary.name)))
+        Mutex::new(GpuSigKernels::new(&a).unwrap_or_else(|e| panic!("Ed25519 kernel on {}: {e}", a.summary.name)))
     })
 }
 
@@ -238,8 +238,8 @@ fn empty_and_single_dispatches() {
     assert!(got.is_empty());
     let it = valid_item(Scheme::Ed25519, 7);
     assert_same("single", std::slice::from_ref(&it));
-    // A non-Ed25519 item is not the kernel's: no verdict.
+    // An ECDSA item beside it goes to the secp256k1 kernel, in the same call.
     let e = valid_item(Scheme::Ecdsa, 1);
     let (got, _) = gpu().lock().unwrap().verify_items(&[e, it], Duration::from_secs(60)).unwrap();
-    assert_eq!(got, vec![None, Some(Verdict::Valid)]);
+    assert_eq!(got, vec![Some(Verdict::Valid), Some(Verdict::Valid)]);
 }

@@ -48,8 +48,11 @@ fn every_kernel_parses_and_validates() {
 #[test]
 fn generated_kernels_match_their_generators() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (gen, kernel) in [("gen-sha256d-wgsl.py", "sha256d.wgsl"), ("gen-ed25519-field-wgsl.py", "ed25519_field.wgsl")]
-    {
+    for (gen, kernel) in [
+        ("gen-sha256d-wgsl.py", "sha256d.wgsl"),
+        ("gen-ed25519-field-wgsl.py", "ed25519_field.wgsl"),
+        ("gen-secp256k1-field-wgsl.py", "secp256k1_field.wgsl"),
+    ] {
         let out = std::process::Command::new("python3")
             .arg(root.join("tools").join(gen))
             .output()

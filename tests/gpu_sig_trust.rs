@@ -1,5 +1,5 @@
 //! The GPU signature engine's trust policy and the engine's split, on
-//! lavapipe: a GPU that answers wrong (a test hook flips verdicts) is caught,
+//! lavapipe, with batches that mix every kernel (Ed25519, ECDSA, BIP340): a GPU that answers wrong (a test hook flips verdicts) is caught,
 //! the answers stay the CPU's, the adapter is taken off signature work and
 //! the metric counts it; and with lavapipe's large fixed latency the `auto`
 //! split keeps small batches on the CPU.
@@ -27,7 +27,8 @@ fn gpu(metrics: Option<Arc<Metrics>>) -> Arc<GpuSigEngine> {
 fn items(n: u64, seed: u64) -> Vec<SigItem> {
     (0..n)
         .map(|i| {
-            let s = if i % 3 == 0 { Scheme::Ed25519Strict } else { Scheme::Ed25519 };
+            // Every kernel: Ed25519 under both policies, ECDSA, BIP340.
+            let s = [Scheme::Ed25519, Scheme::Ecdsa, Scheme::Ed25519Strict, Scheme::Schnorr][(i % 4) as usize];
             let it = valid_item(s, seed + i);
             if i % 5 == 2 {
                 mutate(&it, i * 31 + seed)
@@ -61,6 +62,10 @@ fn wrong_gpu_verdicts_are_caught_and_the_adapter_taken_off() {
     assert_eq!(ans.rechecked, batch.len(), "warm-up dispatches re-check every verdict");
     assert_eq!(g.totals().mismatches, 0);
     assert_eq!(metric(&m, "hashrig_sig_gpu_active{"), 1.0);
+    for family in ["ed25519", "ecdsa", "schnorr"] {
+        let per = metric(&m, &format!("hashrig_sig_gpu_item_seconds{{device=\"gpu0\",scheme=\"{family}\"}}"));
+        assert!(per > 0.0, "{family}: {per} s per item");
+    }
 
     // Every 7th verdict flipped, as a faulty GPU would answer.
     g.inject_faults(7);

@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub health: super::health::HealthArgs,
     /// Engines that verify signatures (default: the CPU, and the GPUs where
-    /// usable: each Ed25519 batch goes where it is predicted to finish first;
+    /// usable: each batch goes where it is predicted to finish first;
     /// the CPU answers until a GPU's kernels are built).
     #[arg(long, value_delimiter = ',', value_enum, default_values = ["cpu", "gpu"])]
     pub sig_engines: Vec<EngineKind>,
@@ -194,7 +194,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut sig_cfg = SigEngineConfig::new(engine_plan);
     sig_cfg.pin = !a.cpu.no_pin;
     // The CPU always answers what no GPU can take; "gpu" alone sends every
-    // Ed25519 batch to the GPUs.
+    // batch (Ed25519, ECDSA, BIP340) to the GPUs.
     sig_cfg.engines = match (a.sig_engines.contains(&EngineKind::Cpu), a.sig_engines.contains(&EngineKind::Gpu)) {
         (_, false) => crate::sched::sig::EngineChoice::Cpu,
         (true, true) => crate::sched::sig::EngineChoice::Auto,

@@ -52,7 +52,7 @@ pub struct SigBenchArgs {
     #[arg(long)]
     pub profile_out: Option<std::path::PathBuf>,
     /// cpu: the CPU engine alone. gpu / auto: also an engine that sends every
-    /// Ed25519 batch to the GPU (gpu) or splits by prediction (auto), measured
+    /// batch to the GPU (gpu) or splits by prediction (auto), measured
     /// beside CPU-only in the same run; prints each GPU's L0 and rate.
     #[arg(long, default_value = "cpu", conflicts_with = "sigserve")]
     pub engine: crate::sched::sig::EngineChoice,
@@ -362,13 +362,15 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         for t in &targets {
             if let Target::Engine(e, _) = t {
                 for g in e.gpus() {
-                    let (l0, per) = g.model();
+                    let rate = |s| 1.0 / g.model_for(s).1;
                     println!(
-                        "{} ({}): L0 {:.3} ms, {:.0} Ed25519 verifies/s (kernel alone, measured at start)",
+                        "{} ({}): L0 {:.3} ms; verifies/s (kernel alone, measured at start): Ed25519 {:.0}, ECDSA {:.0}, BIP340 {:.0}",
                         g.label,
                         g.name,
-                        l0 * 1e3,
-                        1.0 / per
+                        g.model().0 * 1e3,
+                        rate(Scheme::Ed25519),
+                        rate(Scheme::Ecdsa),
+                        rate(Scheme::Schnorr)
                     );
                 }
             }

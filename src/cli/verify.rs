@@ -35,7 +35,7 @@ pub struct VerifyArgs {
     /// Do not bind worker threads to cores.
     #[arg(long)]
     pub no_pin: bool,
-    /// Where local items are verified: cpu, gpu (every Ed25519 batch on the
+    /// Where local items are verified: cpu, gpu (every batch on the
     /// GPU; an error when no usable adapter exists) or auto (per batch,
     /// wherever it is predicted to finish first; the CPU answers until the
     /// GPU's kernels are built).

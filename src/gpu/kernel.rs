@@ -15,11 +15,16 @@ pub const FILES: &[(&str, &str)] = &[
     ("ed25519_point.wgsl", include_str!("../../kernels/ed25519_point.wgsl")),
     ("ed25519_verify.wgsl", include_str!("../../kernels/ed25519_verify.wgsl")),
     ("ed25519_table.wgsl", include_str!("../../kernels/ed25519_table.wgsl")),
+    ("secp256k1_field.wgsl", include_str!("../../kernels/secp256k1_field.wgsl")),
+    ("secp256k1_point.wgsl", include_str!("../../kernels/secp256k1_point.wgsl")),
+    ("secp256k1_verify.wgsl", include_str!("../../kernels/secp256k1_verify.wgsl")),
 ];
 
 /// Ed25519 verification (entry `verify`) and its base table (`build_table`).
 pub const ED25519_VERIFY_FILE: &str = "ed25519_verify.wgsl";
 pub const ED25519_TABLE_FILE: &str = "ed25519_table.wgsl";
+/// secp256k1 ECDSA and BIP340 verification (entry `verify`).
+pub const SECP256K1_VERIFY_FILE: &str = "secp256k1_verify.wgsl";
 
 /// The nonce search entry point (in sha256d.wgsl).
 pub const SHA256D_FILE: &str = "sha256d.wgsl";

@@ -13,9 +13,9 @@
 //! and every call that can fail returns [`GpuError`].
 
 pub mod context;
-pub mod ed25519;
 pub mod kernel;
 pub mod priority;
+pub mod sigverify;
 pub mod tune;
 
 pub use context::{ContextOptions, DispatchResult, GpuContext};

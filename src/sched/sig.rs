@@ -20,8 +20,9 @@
 //!   chunks and never wait on another pool, so groups cannot deadlock on
 //!   each other.
 //! * GPU engines ([`GpuSigEngine`], added once their kernels are built) take
-//!   an Ed25519 batch only where it is predicted to finish sooner there than
-//!   on the CPU, counting what each already has queued; a large batch is cut
+//!   a batch (Ed25519, ECDSA, BIP340 or a mix) only where it is predicted to
+//!   finish sooner there than on the CPU, from measured costs per scheme
+//!   family, counting what each already has queued; a large batch is cut
 //!   so that both parts finish together (CPU the head, GPU the tail). A
 //!   batch with a deadline never goes where the prediction misses it. See
 //!   [`Inner::route`] and docs/gpu-signatures.md.
@@ -61,7 +62,7 @@ pub struct SigEngineConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EngineChoice {
     Cpu,
-    /// Every Ed25519 batch to a GPU (tests and measurements); the CPU still
+    /// Every batch to a GPU (tests and measurements); the CPU still
     /// answers what no active GPU can take.
     Gpu,
     /// Per batch, wherever it is predicted to finish first.
@@ -201,8 +202,9 @@ struct Inner {
     dispatchers: usize,
     #[cfg(feature = "gpu")]
     gpus: RwLock<Vec<Arc<GpuSigEngine>>>,
-    /// Measured seconds per Ed25519 item on one CPU thread (f64 bits).
-    cpu_item_secs: AtomicU64,
+    /// Measured seconds per item on one CPU thread, per scheme family
+    /// (`Scheme::family`; f64 bits).
+    cpu_item_secs: [AtomicU64; 3],
 }
 
 /// Where one batch goes.
@@ -216,9 +218,10 @@ enum Route {
     Split(Arc<GpuSigEngine>, usize),
 }
 
-/// Seconds per Ed25519 item on one thread until measured (a batch on a
-/// 2020s server core: ~17 µs).
-const CPU_ITEM_SECS_DEFAULT: f64 = 20e-6;
+/// Seconds per item on one thread until measured, per family: an Ed25519
+/// batch on a 2020s server core ~17 µs, libsecp256k1's ECDSA and BIP340
+/// ~40 µs (README, performance).
+const CPU_ITEM_SECS_DEFAULT: [f64; 3] = [20e-6, 40e-6, 38e-6];
 
 struct Queue {
     heap: BinaryHeap<Queued>,
@@ -284,7 +287,7 @@ impl SigEngine {
             dispatchers: threads,
             #[cfg(feature = "gpu")]
             gpus: RwLock::new(Vec::new()),
-            cpu_item_secs: AtomicU64::new(CPU_ITEM_SECS_DEFAULT.to_bits()),
+            cpu_item_secs: CPU_ITEM_SECS_DEFAULT.map(|x| AtomicU64::new(x.to_bits())),
         });
         let guard = Arc::new(Guard(inner.clone()));
         for i in 0..threads {
@@ -317,7 +320,12 @@ impl SigEngine {
 
     /// Measured seconds per Ed25519 item on one CPU thread.
     pub fn cpu_item_secs(&self) -> f64 {
-        f64::from_bits(self.inner.cpu_item_secs.load(Ordering::Relaxed))
+        self.cpu_item_secs_for(Scheme::Ed25519)
+    }
+
+    /// Measured seconds per item of `scheme` on one CPU thread.
+    pub fn cpu_item_secs_for(&self, scheme: Scheme) -> f64 {
+        self.inner.cpu_secs(scheme.family())
     }
 
     /// Worker threads over all groups.
@@ -519,13 +527,16 @@ impl Inner {
         } else {
             self.split(items)
         };
-        // The CPU's time per Ed25519 item and thread, for the split.
+        // The CPU's time per item and thread, per family, for the split
+        // (learnt from single-family batches).
         let n = items.len();
-        if n >= 16 && items.iter().all(|i| i.scheme.ed25519_policy().is_some()) {
-            let used = if out.1 == ExecPath::Inline { 1 } else { threads };
-            let per = t0.elapsed().as_secs_f64() * used as f64 / n as f64;
-            let old = f64::from_bits(self.cpu_item_secs.load(Ordering::Relaxed));
-            self.cpu_item_secs.store((0.9 * old + 0.1 * per).to_bits(), Ordering::Relaxed);
+        if let Some(f) = items.first().map(|i| i.scheme.family()) {
+            if n >= 16 && items.iter().all(|i| i.scheme.family() == f) {
+                let used = if out.1 == ExecPath::Inline { 1 } else { threads };
+                let per = t0.elapsed().as_secs_f64() * used as f64 / n as f64;
+                let old = self.cpu_secs(f);
+                self.cpu_item_secs[f].store((0.9 * old + 0.1 * per).to_bits(), Ordering::Relaxed);
+            }
         }
         self.cpu_items.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
@@ -534,17 +545,21 @@ impl Inner {
         out
     }
 
-    /// Where `items` finish first. Only all-Ed25519 batches may go to a GPU
-    /// (the secp256k1 kernels are the next step); `EngineChoice::Gpu` sends
-    /// every such batch to the GPU with the earliest predicted finish;
-    /// `Auto` compares predictions:
-    ///   CPU: what is queued ahead / threads + n × (per-thread time) / (1
+    fn cpu_secs(&self, family: usize) -> f64 {
+        f64::from_bits(self.cpu_item_secs[family].load(Ordering::Relaxed))
+    }
+
+    /// Where `items` finish first. `EngineChoice::Gpu` sends every batch to
+    /// the GPU with the earliest predicted finish; `Auto` compares
+    /// predictions, each item costed by its scheme family:
+    ///   CPU: what is queued ahead / threads + Σ (per-thread time) / (1
     ///        thread when inline, all when split);
-    ///   GPU: L0 + (queued on it + n) × its time per item.
+    ///   GPU: L0 + queued on it + Σ its time per item.
     /// When the GPU wins on a batch large enough to split, the GPU gets the
     /// fraction f of the tail that makes both parts end together:
     ///   (1 − f)·n·c = L0 + (q + f·n)·g  ⇒  f = (n·c − L0 − q·g) / (n·(c + g))
-    /// with c the CPU's time per item over all threads. A deadline vetoes
+    /// with c and g the batch's mean times per item (the CPU's over all
+    /// threads). A deadline vetoes
     /// the GPU when its prediction misses it and the CPU's does not.
     #[cfg(not(feature = "gpu"))]
     fn route(&self, _: &[SigItem], _: Option<Instant>) -> Route {
@@ -560,17 +575,18 @@ impl Inner {
         // No active GPU (the common case on CPU-only servers): nothing to scan.
         let best = {
             let gpus = self.gpus.read();
-            gpus.iter().filter(|g| g.is_active()).map(|g| (g.predict(n), g.clone())).min_by(|a, b| a.0.total_cmp(&b.0))
+            gpus.iter()
+                .filter(|g| g.is_active())
+                .map(|g| (g.predict(items), g.clone()))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
         };
         let Some((t_gpu, gpu)) = best else { return Route::Cpu };
-        if !items.iter().all(|i| i.scheme.ed25519_policy().is_some()) {
-            return Route::Cpu;
-        }
         if self.cfg.engines == EngineChoice::Gpu {
             return Route::Gpu(gpu);
         }
         let threads = self.threads().max(1);
-        let c1 = f64::from_bits(self.cpu_item_secs.load(Ordering::Relaxed));
+        let cpu_secs = self.cpu_item_secs.each_ref().map(|a| f64::from_bits(a.load(Ordering::Relaxed)));
+        let c1 = items.iter().map(|i| cpu_secs[i.scheme.family()]).sum::<f64>() / n as f64;
         let inline = n <= self.cfg.inline_max || threads == 1;
         let ahead = self.queued_items.load(Ordering::Relaxed).saturating_sub(n) as f64 * c1 / threads as f64;
         let t_cpu = ahead + if inline { n as f64 * c1 } else { n as f64 * c1 / threads as f64 };
@@ -582,8 +598,9 @@ impl Inner {
         if inline {
             return Route::Gpu(gpu);
         }
-        let (l0, g) = gpu.model();
-        let q = t_gpu - l0 - n as f64 * g; // queued work on the GPU, in seconds
+        let (l0, _) = gpu.model();
+        let g = gpu.work(items) / n as f64;
+        let q = t_gpu - l0 - n as f64 * g; // queued work (and canaries) on the GPU, in seconds
         let c = c1 / threads as f64;
         let f = ((n as f64 * c - l0 - q) / (n as f64 * (c + g))).clamp(0.0, 1.0);
         let gpu_n = (f * n as f64).round() as usize;

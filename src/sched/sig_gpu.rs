@@ -16,20 +16,21 @@
 //!
 //! **Cost model.** Each dispatch measures its wall time (submit to verdicts
 //! readable); tiny dispatches update the fixed latency L0, larger ones the
-//! time per item, both as moving averages. [`GpuSigEngine::predict`] adds
-//! what is already queued on this GPU.
+//! time per item of each kernel family (Ed25519, ECDSA, BIP340: their costs
+//! differ), all as moving averages. [`GpuSigEngine::predict`] adds what is
+//! already queued on this GPU.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::Rng;
 
-use crate::gpu::ed25519::GpuEd25519;
+use crate::gpu::sigverify::GpuSigKernels;
 use crate::gpu::{GpuAdapter, GpuError};
 use crate::metrics::Metrics;
-use crate::sig::{demo, verify_batch, verify_one, Reason, Scheme, SigItem, Verdict};
+use crate::sig::{demo, verify_batch, verify_one, Reason, Scheme, SigItem, Verdict, FAMILIES};
 use crate::topo::NodeAffinity;
 
 /// How far GPU verdicts are trusted.
@@ -80,11 +81,18 @@ pub struct GpuSigTotals {
     pub dispatches: u64,
 }
 
-/// Measured fixed latency and time per item.
+/// Measured fixed latency and time per item of each family.
 #[derive(Clone, Copy, Debug)]
 struct Model {
     l0: f64,
-    per_item: f64,
+    per_item: [f64; 3],
+}
+
+impl Model {
+    /// Predicted seconds of kernel work for `items` (without L0).
+    fn work(&self, items: &[SigItem]) -> f64 {
+        items.iter().map(|i| self.per_item[i.scheme.family()]).sum()
+    }
 }
 
 /// A batch handed to the feeder thread.
@@ -100,7 +108,7 @@ pub struct GpuSigEngine {
     pub software: bool,
     /// The adapter's enumeration index (`gpu::priority`).
     index: usize,
-    dev: Mutex<GpuEd25519>,
+    dev: Mutex<GpuSigKernels>,
     policy: TrustPolicy,
     active: AtomicBool,
     off_reason: Mutex<String>,
@@ -108,10 +116,12 @@ pub struct GpuSigEngine {
     items: AtomicU64,
     rechecked: AtomicU64,
     mismatches: AtomicU64,
-    /// Items handed to this GPU and not yet answered.
-    queued: AtomicUsize,
+    /// Predicted work (ns) handed to this GPU and not yet answered.
+    queued_ns: AtomicU64,
     model: Mutex<Model>,
     canaries: Vec<(SigItem, Verdict)>,
+    /// Positions in `canaries` by family.
+    canary_index: [Vec<usize>; 3],
     /// Test hook: flip the verdict of every n-th item the GPU returns (0 = off).
     fault_every: AtomicU32,
     metrics: Option<Arc<Metrics>>,
@@ -149,6 +159,40 @@ fn canary_pool() -> Vec<(SigItem, Verdict)> {
         bad[0] = 2;
         items.push(SigItem::new(scheme, bad.to_vec(), b"canary".to_vec(), sig.clone()));
     }
+    // secp256k1: valid and mutated ECDSA (both high-S rules) and BIP340
+    // items, a high-S signature, and keys that fail only on the curve
+    // (x with no square root, a point off the curve).
+    for i in 0..12u64 {
+        for scheme in [Scheme::Ecdsa, Scheme::Schnorr] {
+            let v = demo::valid_item(scheme, 0xca9b_0000 + i);
+            items.push(demo::mutate(&v, i * 5 + 2));
+            if i % 3 == 0 && scheme == Scheme::Ecdsa {
+                items.push(v.clone().allow_high_s());
+            }
+            items.push(v);
+        }
+    }
+    let ecdsa = demo::valid_item(Scheme::Ecdsa, 0xca9b_1000);
+    if let Ok(sig) = secp256k1::ecdsa::Signature::from_compact(&ecdsa.sig) {
+        // (r, n - s): high S, valid only under allow_high_s.
+        let mut high = ecdsa.clone();
+        let n_minus_s = secp256k1::SecretKey::from_secret_bytes(sig.serialize_compact()[32..].try_into().unwrap_or([1; 32]))
+            .map(|s| s.negate().to_secret_bytes());
+        if let Ok(ns) = n_minus_s {
+            high.sig[32..].copy_from_slice(&ns);
+            items.push(high.clone());
+            items.push(high.allow_high_s());
+        }
+    }
+    let mut off_curve = ecdsa.clone();
+    off_curve.pubkey = [&[2u8][..], &[0u8; 31], &[5u8]].concat(); // x = 5: 5^3 + 7 is not a square
+    items.push(off_curve.clone());
+    off_curve.pubkey = [&[4u8][..], &[0u8; 31], &[1u8], &[0u8; 31], &[1u8]].concat(); // (1, 1)
+    items.push(off_curve);
+    let schnorr = demo::valid_item(Scheme::Schnorr, 0xca9b_2000);
+    let mut no_root = schnorr.clone();
+    no_root.pubkey = [&[0u8; 31][..], &[5u8]].concat();
+    items.push(no_root);
     items.into_iter().map(|it| (it.clone(), verify_one(&it))).collect()
 }
 
@@ -163,7 +207,8 @@ impl GpuSigEngine {
         metrics: Option<Arc<Metrics>>,
         feeder: Option<NodeAffinity>,
     ) -> Result<Arc<GpuSigEngine>, GpuError> {
-        let dev = GpuEd25519::new(adapter)?;
+        let dev = GpuSigKernels::new(adapter)?;
+        let canaries = canary_pool();
         let label = format!("gpu{}", adapter.summary.index);
         let me = GpuSigEngine {
             label,
@@ -178,9 +223,16 @@ impl GpuSigEngine {
             items: AtomicU64::new(0),
             rechecked: AtomicU64::new(0),
             mismatches: AtomicU64::new(0),
-            queued: AtomicUsize::new(0),
-            model: Mutex::new(Model { l0: 0.0, per_item: 0.0 }),
-            canaries: canary_pool(),
+            queued_ns: AtomicU64::new(0),
+            model: Mutex::new(Model { l0: 0.0, per_item: [0.0; 3] }),
+            canary_index: {
+                let mut by: [Vec<usize>; 3] = Default::default();
+                for (i, (it, _)) in canaries.iter().enumerate() {
+                    by[it.scheme.family()].push(i);
+                }
+                by
+            },
+            canaries,
             fault_every: AtomicU32::new(0),
             metrics,
             jobs: Mutex::new(None),
@@ -213,7 +265,7 @@ impl GpuSigEngine {
 
     /// Self-test and first measurements: every canary once (all must match
     /// the CPU), then L0 from single-item dispatches and the time per item
-    /// from one larger dispatch.
+    /// of each family from one larger dispatch of its canaries.
     fn calibrate(&self) -> Result<(), GpuError> {
         let timeout = Duration::from_secs(600);
         let items: Vec<SigItem> = self.canaries.iter().map(|(i, _)| i.clone()).collect();
@@ -221,7 +273,8 @@ impl GpuSigEngine {
         for ((it, want), g) in self.canaries.iter().zip(&got) {
             if *g != Some(*want) {
                 return Err(GpuError::SelfTest(format!(
-                    "Ed25519 known answer: GPU {g:?}, CPU {want:?} (key {})",
+                    "{} known answer: GPU {g:?}, CPU {want:?} (key {})",
+                    it.scheme,
                     hex::encode(&it.pubkey)
                 )));
             }
@@ -233,16 +286,22 @@ impl GpuSigEngine {
             l0 = l0.min(wall.as_secs_f64());
         }
         let n = if self.software { 256 } else { 16384 };
-        let big: Vec<SigItem> = (0..n).map(|i| items[i % items.len()].clone()).collect();
-        let (_, wall) = self.dev.lock().verify_items(&big, timeout)?;
-        let per_item = ((wall.as_secs_f64() - l0).max(wall.as_secs_f64() * 0.5)) / n as f64;
+        let mut per_item = [0.0; 3];
+        for (f, slot) in per_item.iter_mut().enumerate() {
+            let own: Vec<&SigItem> = items.iter().filter(|i| i.scheme.family() == f).collect();
+            let big: Vec<SigItem> = (0..n).map(|i| own[i % own.len()].clone()).collect();
+            let (_, wall) = self.dev.lock().verify_items(&big, timeout)?;
+            *slot = ((wall.as_secs_f64() - l0).max(wall.as_secs_f64() * 0.5)) / n as f64;
+        }
         *self.model.lock() = Model { l0, per_item };
         self.publish_model();
         tracing::info!(
             adapter = %self.name,
-            "Ed25519 on the GPU: L0 {:.2} ms, {:.0} verifies/s",
+            "signatures on the GPU: L0 {:.2} ms; verifies/s: Ed25519 {:.0}, ECDSA {:.0}, BIP340 {:.0}",
             l0 * 1e3,
-            1.0 / per_item
+            1.0 / per_item[0],
+            1.0 / per_item[1],
+            1.0 / per_item[2]
         );
         Ok(())
     }
@@ -251,7 +310,9 @@ impl GpuSigEngine {
         if let Some(m) = &self.metrics {
             let md = *self.model.lock();
             m.sig_gpu.l0_seconds.with_label_values(&[&self.label]).set(md.l0);
-            m.sig_gpu.item_seconds.with_label_values(&[&self.label]).set(md.per_item);
+            for (f, name) in FAMILIES.iter().enumerate() {
+                m.sig_gpu.item_seconds.with_label_values(&[self.label.as_str(), name]).set(md.per_item[f]);
+            }
         }
     }
 
@@ -260,18 +321,29 @@ impl GpuSigEngine {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Measured fixed latency and seconds per item.
+    /// Measured fixed latency and seconds per Ed25519 item.
     pub fn model(&self) -> (f64, f64) {
-        let m = *self.model.lock();
-        (m.l0, m.per_item)
+        self.model_for(Scheme::Ed25519)
     }
 
-    /// Predicted seconds until `n` more items would be answered here,
-    /// counting what is already queued on this GPU.
-    pub fn predict(&self, n: usize) -> f64 {
+    /// Measured fixed latency and seconds per item of `scheme`.
+    pub fn model_for(&self, scheme: Scheme) -> (f64, f64) {
         let m = *self.model.lock();
-        let queued = self.queued.load(Ordering::Relaxed);
-        m.l0 + (queued + n + self.policy.canaries) as f64 * m.per_item
+        (m.l0, m.per_item[scheme.family()])
+    }
+
+    /// Predicted seconds of kernel work for `items` (without L0 and queue).
+    pub fn work(&self, items: &[SigItem]) -> f64 {
+        self.model.lock().work(items)
+    }
+
+    /// Predicted seconds until `items` would be answered here, counting
+    /// what is already queued on this GPU and the canaries.
+    pub fn predict(&self, items: &[SigItem]) -> f64 {
+        let m = *self.model.lock();
+        let queued = self.queued_ns.load(Ordering::Relaxed) as f64 * 1e-9;
+        let avg = if items.is_empty() { m.per_item[0] } else { m.work(items) / items.len() as f64 };
+        m.l0 + queued + m.work(items) + self.policy.canaries as f64 * avg
     }
 
     pub fn totals(&self) -> GpuSigTotals {
@@ -326,10 +398,11 @@ impl GpuSigEngine {
             return Err(Refused::Off(self.off_reason.lock().clone()));
         }
         let n = items.len();
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        let predicted = self.predict(0);
+        let work_ns = (self.work(items) * 1e9) as u64;
+        self.queued_ns.fetch_add(work_ns, Ordering::Relaxed);
+        let predicted = self.predict(&[]);
         let res = self.verify_inner(items);
-        self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.queued_ns.fetch_sub(work_ns, Ordering::Relaxed);
         let ans = res?;
         self.items.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
@@ -354,12 +427,23 @@ impl GpuSigEngine {
             let pos = rng.random_range(0..=slots.len());
             slots.insert(pos, None);
         }
+        // Canaries for each kernel the batch runs, in turn.
+        let mut present: Vec<usize> = items.iter().map(|i| i.scheme.family()).collect();
+        present.sort_unstable();
+        present.dedup();
+        if present.is_empty() {
+            present.push(0);
+        }
+        let mut next_family = rng.random_range(0..present.len());
         let mut batch = Vec::with_capacity(total);
         for s in &slots {
             match s {
                 Some(i) => batch.push(items[*i].clone()),
                 None => {
-                    let c = rng.random_range(0..self.canaries.len());
+                    let f = present[next_family % present.len()];
+                    next_family += 1;
+                    let own = &self.canary_index[f];
+                    let c = own[rng.random_range(0..own.len())];
                     canary_at.push((batch.len(), c));
                     batch.push(self.canaries[c].0.clone());
                 }
@@ -369,7 +453,11 @@ impl GpuSigEngine {
         let result = {
             // A PoW engine on this adapter holds its next dispatch meanwhile.
             let _first = crate::gpu::priority::sig_dispatch(self.index);
-            self.dev.lock().verify_items(&batch, dispatch_timeout(total, self.model()))
+            let predicted = {
+                let m = *self.model.lock();
+                m.l0 + m.work(&batch)
+            };
+            self.dev.lock().verify_items(&batch, dispatch_timeout(predicted))
         };
         let (mut got, wall) = match result {
             Ok(r) => r,
@@ -381,7 +469,7 @@ impl GpuSigEngine {
                 return Err(Refused::Gpu(e));
             }
         };
-        self.learn(total, wall);
+        self.learn(&batch, wall);
         let every = self.fault_every.load(Ordering::Relaxed);
         if every > 0 {
             for (i, g) in got.iter_mut().enumerate() {
@@ -455,15 +543,25 @@ impl GpuSigEngine {
     }
 
     /// Updates the model from one dispatch of `n` items that took `wall`.
-    fn learn(&self, n: usize, wall: Duration) {
+    /// Updates the model from one dispatch of `batch` that took `wall`: L0
+    /// from tiny ones, else each family present scaled by how far the
+    /// prediction was off.
+    fn learn(&self, batch: &[SigItem], wall: Duration) {
         let w = wall.as_secs_f64();
         {
             let mut m = self.model.lock();
-            if n <= 8 {
+            if batch.len() <= 8 {
                 m.l0 = 0.8 * m.l0 + 0.2 * w;
             } else {
-                let per = ((w - m.l0).max(w * 0.25)) / n as f64;
-                m.per_item = 0.8 * m.per_item + 0.2 * per;
+                let predicted = m.work(batch);
+                if predicted > 0.0 {
+                    let ratio = ((w - m.l0).max(w * 0.25)) / predicted;
+                    for f in 0..FAMILIES.len() {
+                        if batch.iter().any(|i| i.scheme.family() == f) {
+                            m.per_item[f] *= 0.8 + 0.2 * ratio;
+                        }
+                    }
+                }
             }
         }
         self.publish_model();
@@ -472,6 +570,6 @@ impl GpuSigEngine {
 
 /// How long a dispatch may run before the device counts as hung: ten times
 /// the prediction, never below 10 s.
-fn dispatch_timeout(n: usize, (l0, per_item): (f64, f64)) -> Duration {
-    Duration::from_secs_f64((10.0 * (l0 + n as f64 * per_item)).clamp(10.0, 3600.0))
+fn dispatch_timeout(predicted: f64) -> Duration {
+    Duration::from_secs_f64((10.0 * predicted).clamp(10.0, 3600.0))
 }

@@ -58,6 +58,16 @@ impl Scheme {
         Scheme::ALL.into_iter().find(|s| s.wire() == b)
     }
 
+    /// Its cost family, an index into [`FAMILIES`]: schemes that run the
+    /// same verification code (both Ed25519 policies) cost the same.
+    pub fn family(self) -> usize {
+        match self {
+            Scheme::Ed25519 | Scheme::Ed25519Strict => 0,
+            Scheme::Ecdsa => 1,
+            Scheme::Schnorr => 2,
+        }
+    }
+
     pub fn ed25519_policy(self) -> Option<Ed25519Policy> {
         match self {
             Scheme::Ed25519 => Some(Ed25519Policy::Zip215),
@@ -66,6 +76,9 @@ impl Scheme {
         }
     }
 }
+
+/// Cost families of [`Scheme::family`], by name (metric labels).
+pub const FAMILIES: [&str; 3] = ["ed25519", "ecdsa", "schnorr"];
 
 impl fmt::Display for Scheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

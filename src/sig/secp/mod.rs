@@ -6,6 +6,9 @@ use secp256k1::{ecdsa, schnorr, Message, PublicKey, XOnlyPublicKey};
 use super::cache::KeyCache;
 use super::Reason;
 
+pub mod glv;
+pub mod gpu;
+
 /// Parsed ECDSA keys (33 or 65 bytes): 16 × 1024 entries.
 fn ecdsa_keys() -> &'static KeyCache<Box<[u8]>, Option<PublicKey>> {
     static C: std::sync::OnceLock<KeyCache<Box<[u8]>, Option<PublicKey>>> = std::sync::OnceLock::new();
@@ -61,6 +64,15 @@ pub fn verify_ecdsa(pubkey: &[u8], digest: &[u8], sig: &[u8], allow_high_s: bool
     let pk = ecdsa_keys()
         .get_or_insert(pubkey, pubkey[pubkey.len() - 1], |b| PublicKey::from_slice(b).ok())
         .ok_or(Reason::PubkeyEncoding)?;
+    let s = parse_ecdsa_sig(sig, allow_high_s)?;
+    ecdsa::verify(&s, Message::from_digest(digest), &pk).map_err(|_| Reason::BadSignature)
+}
+
+/// An ECDSA signature as libsecp256k1 parses it (64-byte r‖s or strict
+/// DER), low-S normalised; `Err` with the reason when it does not parse or
+/// is high-S without `allow_high_s`. Shared by the CPU path and the GPU
+/// encoding, so both see the same r and s.
+pub fn parse_ecdsa_sig(sig: &[u8], allow_high_s: bool) -> Result<ecdsa::Signature, Reason> {
     let mut s = if sig.len() == 64 {
         // libsecp256k1's compact parser rejects r, s ≥ n but takes 0; the
         // documented range is [1, n−1], so 0 is sig_encoding too.
@@ -81,7 +93,7 @@ pub fn verify_ecdsa(pubkey: &[u8], digest: &[u8], sig: &[u8], allow_high_s: bool
     if s != before && !allow_high_s {
         return Err(Reason::HighS);
     }
-    ecdsa::verify(&s, Message::from_digest(digest), &pk).map_err(|_| Reason::BadSignature)
+    Ok(s)
 }
 
 /// BIP340 Schnorr: 32-byte x-only key, 64-byte signature, message of any length.
