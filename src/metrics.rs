@@ -5,6 +5,12 @@
 //! label values come from small fixed sets (engine kind, device, result) and
 //! never from job or connection ids; rates are left to PromQL.
 
+mod catalog;
+mod summary;
+
+pub use catalog::Family;
+pub use summary::Summary;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -80,6 +86,9 @@ pub struct Metrics {
     /// Share outcomes by result ("accepted", "rejected", "stale") and reason,
     /// from the fixed set in `node::stratum::ShareReason`.
     pub pool_shares: IntCounterVec,
+    /// Share outcomes by the pool whose job they were for ("primary",
+    /// "backup") and result: what each pool credited.
+    pub pool_role_shares: IntCounterVec,
     /// Shares that waited for a reconnect (found while disconnected).
     pub pool_shares_queued: prometheus::IntCounter,
     /// stale / (accepted + rejected + stale), over the run.
@@ -101,6 +110,8 @@ pub struct Metrics {
     pub gpu: GpuMetrics,
     /// Signature checks on GPUs: the split and the trust policy.
     pub sig_gpu: SigGpuMetrics,
+    /// GPU health from NVML and the thermal guard (src/health/metrics.rs).
+    pub health: crate::health::metrics::HealthMetrics,
     /// Config reloads and live upgrades (issue 12).
     pub runtime: RuntimeMetrics,
 }
@@ -393,6 +404,12 @@ impl Metrics {
             "Pool share outcomes, by result and reason.",
             &["result", "reason"],
         );
+        let pool_role_shares = counter(
+            &r,
+            "hashrig_pool_role_shares_total",
+            "Pool share outcomes, by the pool whose job they were for and result.",
+            &["role", "result"],
+        );
         let pool_shares_queued = prometheus::IntCounter::new(
             "hashrig_pool_shares_queued_total",
             "Shares found while disconnected and kept for the reconnect.",
@@ -427,16 +444,19 @@ impl Metrics {
         let gpu = GpuMetrics::register(&r);
         let sig_gpu = SigGpuMetrics::register(&r);
         let runtime = RuntimeMetrics::register(&r);
+        let health = crate::health::metrics::HealthMetrics::register(&r);
         Arc::new(Metrics {
             gpu,
             sig_gpu,
             runtime,
+            health,
             registry: r,
             pool_connected,
             pool_difficulty,
             pool_difficulty_clamped,
             pool_shares_found,
             pool_shares,
+            pool_role_shares,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,
@@ -497,6 +517,8 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` and serves `GET /metrics` from a thread of its own.
+    /// Also serves `GET /api/summary` (JSON, [`Summary`]), sampling the
+    /// registry once a second for its windows.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
         Self::serve(std::net::TcpListener::bind(addr)?, metrics)
     }
@@ -510,6 +532,7 @@ impl MetricsServer {
     pub fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let listener_dup = listener.try_clone()?;
+        let summary = Arc::new(Summary::new(metrics.clone()));
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -517,6 +540,7 @@ impl MetricsServer {
         let busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
             while !s.load(Ordering::Relaxed) {
+                summary.tick();
                 let conn = match listener.accept() {
                     Ok((c, _)) => c,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -533,9 +557,9 @@ impl MetricsServer {
                     drop(conn);
                     continue;
                 }
-                let (metrics, busy2) = (metrics.clone(), busy.clone());
+                let (metrics, summary, busy2) = (metrics.clone(), summary.clone(), busy.clone());
                 let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-                    serve_metrics_conn(conn, &metrics);
+                    serve_metrics_conn(conn, &metrics, &summary);
                     busy2.fetch_sub(1, Ordering::AcqRel);
                 });
                 if spawned.is_err() {
@@ -548,7 +572,7 @@ impl MetricsServer {
 }
 
 /// Reads one request head (at most 8 KiB) and answers it.
-fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
+fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics, summary: &Summary) {
     use std::io::{Read, Write};
     if conn.set_nonblocking(false).is_err()
         || conn.set_read_timeout(Some(METRICS_IO_TIMEOUT)).is_err()
@@ -575,7 +599,12 @@ fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
-        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "hashrig: metrics at /metrics\n".to_owned()),
+        ("GET", "/api/summary") => ("200 OK", "application/json", summary.json().to_string()),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "hashrig: metrics at /metrics, a summary at /api/summary\n".to_owned(),
+        ),
         _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
     };
     let resp = format!(

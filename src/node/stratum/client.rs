@@ -399,6 +399,9 @@ impl Client {
 
     fn outcome(&mut self, result: &'static str, reason: ShareReason) {
         self.metrics.pool_shares.with_label_values(&[result, reason.label()]).inc();
+        // Every share is for a job of the book's pool.
+        let role = self.book_pool.map_or("none", PoolState::role);
+        self.metrics.pool_role_shares.with_label_values(&[role, result]).inc();
         self.metrics.shares.with_label_values(&[result]).inc();
         let i = match result {
             "accepted" => {
