@@ -242,7 +242,7 @@ pub fn check_batch(items: &[&Prepared]) -> bool {
     // Read in place: copying 2n + 1 points (160 bytes each) into a vector
     // cost more than the rest of the bookkeeping together.
     let point = |j: usize| match items.get(j / 2) {
-        Some(p) if j % 2 == 0 => &p.r,
+        Some(p) if j.is_multiple_of(2) => &p.r,
         Some(p) => &p.a,
         None => &ED25519_BASEPOINT_POINT,
     };
