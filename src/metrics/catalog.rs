@@ -6,7 +6,7 @@ use prometheus::core::Collector;
 use prometheus::proto::MetricType;
 use serde::Serialize;
 
-use super::{GpuMetrics, Metrics, SigGpuMetrics};
+use super::{GpuMetrics, Metrics, RuntimeMetrics, SigGpuMetrics};
 use crate::health::metrics::HealthMetrics;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -71,8 +71,10 @@ impl Metrics {
             rpc_errors,
             gpu,
             sig_gpu,
+            runtime,
             health,
         } = self;
+        let RuntimeMetrics { config_reloads, upgrades } = runtime;
         let GpuMetrics { adapter_info, device_lost, dispatch_seconds, hit_overflows } = gpu;
         let SigGpuMetrics {
             engine_items,
@@ -97,7 +99,9 @@ impl Metrics {
             thermal_guard,
             temp_limit_celsius,
         } = health;
-        let all: [&dyn Collector; 59] = [
+        let all: [&dyn Collector; 61] = [
+            config_reloads,
+            upgrades,
             hashes,
             jobs,
             shares,
