@@ -148,7 +148,7 @@ fn field_arithmetic_matches_python() {
             *v = (x as u32) & 0x1fff;
         }
         // Some canonical (< 2^256), most loose.
-        if vals.len() % 3 == 0 {
+        if vals.len().is_multiple_of(3) {
             l[19] &= 0xff;
         }
         vals.push(l);
