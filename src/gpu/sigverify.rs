@@ -233,8 +233,17 @@ impl GpuSigKernels {
         let cache_features = a.features() & wgpu::Features::PIPELINE_CACHE;
         let (device, queue, (lost, lost_reason)) = super::open_device(adapter, "hashrig signatures", cache_features)?;
         let cache = DiskCache::open(&device, a, !cache_features.is_empty());
+        let t0 = Instant::now();
         let ed25519 = Self::ed25519_kernel(&device, &queue, cache.cache.as_ref())?;
+        let t1 = Instant::now();
         let secp256k1 = Self::secp256k1_kernel(&device, &queue, cache.cache.as_ref())?;
+        tracing::info!(
+            adapter = %adapter.summary.name,
+            "signature kernels built: Ed25519 in {:.2} s, secp256k1 in {:.2} s{}",
+            (t1 - t0).as_secs_f64(),
+            t1.elapsed().as_secs_f64(),
+            if cache.cache.is_some() { " (driver pipeline cache on disk)" } else { "" }
+        );
         cache.save();
         let me = GpuSigKernels {
             name: adapter.summary.name.clone(),
