@@ -6,7 +6,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # libhwloc-dev: topology and pinning (feature numa); promtool (package
-# prometheus) checks the /metrics exposition in the tests; python3 is the
+# prometheus) checks the /metrics exposition and tools/monitoring/'s alert
+# rules (check and unit tests) and dashboard queries in the tests; python3 is the
 # second SHA-256 implementation the scan tests compare against;
 # mesa-vulkan-drivers is lavapipe, the CPU Vulkan driver the GPU tests run on.
 APT_PACKAGES := build-essential pkg-config libhwloc-dev libudev-dev prometheus python3 mesa-vulkan-drivers

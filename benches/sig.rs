@@ -4,7 +4,8 @@
 //!   ed25519-dalek `verify_batch` (keys parsed outside the loop, and parsed
 //!   inside it) vs ed25519-zebra's batch verifier, one thread, n = 256.
 //! * `ecdsa`, `schnorr`: ours (single, and per item in a batch of 256) vs
-//!   libsecp256k1's single verify through the `secp256k1` crate.
+//!   libsecp256k1's single verify through the `secp256k1` crate, and the
+//!   host's share of a GPU verification per item (`gpu_encode_256`).
 //! * `scaling`: the engine on 1 thread vs all threads, n = 4096.
 //!
 //! `cargo bench --bench sig -- --warm-up-time 1 --measurement-time 3`
@@ -123,6 +124,13 @@ fn secp(c: &mut Criterion) {
         }
         g.throughput(Throughput::Elements(256));
         g.bench_function("hashrig_batch_256", |b| b.iter(|| black_box(verify_batch(black_box(&items)))));
+        // The host's share of a GPU verification (parse, 1/s by Montgomery's
+        // trick or the challenge hash, GLV split, digits): what the feeder
+        // thread spends per item, beside the CPU's whole verification above.
+        let refs: Vec<&SigItem> = items.iter().collect();
+        g.bench_function("gpu_encode_256", |b| {
+            b.iter(|| black_box(hashrig::sig::secp::gpu::encode_batch(black_box(&refs))))
+        });
         g.finish();
     }
 }

@@ -9,8 +9,10 @@ pub mod chain;
 pub mod cli;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod plot;
 pub mod pow;
 pub mod profile;
 pub mod runtime;

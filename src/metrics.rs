@@ -5,6 +5,12 @@
 //! label values come from small fixed sets (engine kind, device, result) and
 //! never from job or connection ids; rates are left to PromQL.
 
+mod catalog;
+mod summary;
+
+pub use catalog::Family;
+pub use summary::Summary;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -83,6 +89,9 @@ pub struct Metrics {
     /// The same outcomes by pool protocol ("v1", "v2") and result: a
     /// companion of `pool_shares`, whose series stay as they were.
     pub pool_protocol_shares: IntCounterVec,
+    /// Share outcomes by the pool whose job they were for ("primary",
+    /// "backup") and result: what each pool credited.
+    pub pool_role_shares: IntCounterVec,
     /// Shares that waited for a reconnect (found while disconnected).
     pub pool_shares_queued: prometheus::IntCounter,
     /// stale / (accepted + rejected + stale), over the run.
@@ -104,6 +113,8 @@ pub struct Metrics {
     pub gpu: GpuMetrics,
     /// Signature checks on GPUs: the split and the trust policy.
     pub sig_gpu: SigGpuMetrics,
+    /// GPU health from NVML and the thermal guard (src/health/metrics.rs).
+    pub health: crate::health::metrics::HealthMetrics,
     /// Config reloads and live upgrades (issue 12).
     pub runtime: RuntimeMetrics,
 }
@@ -402,6 +413,12 @@ impl Metrics {
             "Pool share outcomes, by pool protocol (Stratum v1 or v2) and result.",
             &["protocol", "result"],
         );
+        let pool_role_shares = counter(
+            &r,
+            "hashrig_pool_role_shares_total",
+            "Pool share outcomes, by the pool whose job they were for and result.",
+            &["role", "result"],
+        );
         let pool_shares_queued = prometheus::IntCounter::new(
             "hashrig_pool_shares_queued_total",
             "Shares found while disconnected and kept for the reconnect.",
@@ -436,10 +453,12 @@ impl Metrics {
         let gpu = GpuMetrics::register(&r);
         let sig_gpu = SigGpuMetrics::register(&r);
         let runtime = RuntimeMetrics::register(&r);
+        let health = crate::health::metrics::HealthMetrics::register(&r);
         Arc::new(Metrics {
             gpu,
             sig_gpu,
             runtime,
+            health,
             registry: r,
             pool_connected,
             pool_difficulty,
@@ -447,6 +466,7 @@ impl Metrics {
             pool_shares_found,
             pool_shares,
             pool_protocol_shares,
+            pool_role_shares,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,
@@ -507,6 +527,8 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` and serves `GET /metrics` from a thread of its own.
+    /// Also serves `GET /api/summary` (JSON, [`Summary`]), sampling the
+    /// registry once a second for its windows.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
         Self::serve(std::net::TcpListener::bind(addr)?, metrics)
     }
@@ -520,6 +542,7 @@ impl MetricsServer {
     pub fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let listener_dup = listener.try_clone()?;
+        let summary = Arc::new(Summary::new(metrics.clone()));
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -527,6 +550,7 @@ impl MetricsServer {
         let busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
             while !s.load(Ordering::Relaxed) {
+                summary.tick();
                 let conn = match listener.accept() {
                     Ok((c, _)) => c,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -543,9 +567,9 @@ impl MetricsServer {
                     drop(conn);
                     continue;
                 }
-                let (metrics, busy2) = (metrics.clone(), busy.clone());
+                let (metrics, summary, busy2) = (metrics.clone(), summary.clone(), busy.clone());
                 let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-                    serve_metrics_conn(conn, &metrics);
+                    serve_metrics_conn(conn, &metrics, &summary);
                     busy2.fetch_sub(1, Ordering::AcqRel);
                 });
                 if spawned.is_err() {
@@ -558,7 +582,7 @@ impl MetricsServer {
 }
 
 /// Reads one request head (at most 8 KiB) and answers it.
-fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
+fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics, summary: &Summary) {
     use std::io::{Read, Write};
     if conn.set_nonblocking(false).is_err()
         || conn.set_read_timeout(Some(METRICS_IO_TIMEOUT)).is_err()
@@ -585,7 +609,12 @@ fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics) {
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
-        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "hashrig: metrics at /metrics\n".to_owned()),
+        ("GET", "/api/summary") => ("200 OK", "application/json", summary.json().to_string()),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "hashrig: metrics at /metrics, a summary at /api/summary\n".to_owned(),
+        ),
         _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
     };
     let resp = format!(

@@ -75,36 +75,6 @@ for a, b in json.load(sys.stdin):
 json.dump(out, sys.stdout)
 "#;
 
-fn limbs_to_u256_dec(l: &[u32]) -> String {
-    // 20 limbs of 13 bits → decimal, via u128 pairs (no bigint crate needed).
-    let mut bytes = [0u8; 33];
-    for (i, &x) in l.iter().enumerate() {
-        for bit in 0..13 {
-            if x >> bit & 1 == 1 {
-                let b = 13 * i + bit;
-                bytes[b / 8] |= 1 << (b % 8);
-            }
-        }
-    }
-    // Decimal by repeated division of the little-endian number by 10.
-    let mut n: Vec<u32> = bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |a, &b| a << 8 | b as u32)).collect();
-    let mut digits = Vec::new();
-    while n.iter().any(|&w| w != 0) {
-        let mut rem = 0u64;
-        for w in n.iter_mut().rev() {
-            let cur = (rem << 32) | *w as u64;
-            *w = (cur / 10) as u32;
-            rem = cur % 10;
-        }
-        digits.push(b'0' + rem as u8);
-    }
-    if digits.is_empty() {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    String::from_utf8(digits).unwrap()
-}
-
 #[test]
 fn field_arithmetic_matches_python() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
@@ -146,7 +116,7 @@ fn field_arithmetic_matches_python() {
     input.push(0); // fe_loop_zero
     let out = gpu_probe::run(&src, &input, n as u32, n * 162);
 
-    let to_int = |w: &[u32; 8]| limbs_to_u256_dec(&words_to_limbs(w));
+    let to_int = |w: &[u32; 8]| gpu_probe::limbs_to_decimal(&words_to_limbs(w));
     let json_in = format!(
         "[{}]",
         pairs.iter().map(|(a, b)| format!("[{},{}]", to_int(a), to_int(b))).collect::<Vec<_>>().join(",")
@@ -167,7 +137,7 @@ fn field_arithmetic_matches_python() {
     for (i, w) in want.iter().enumerate() {
         let o = &out[162 * i..162 * (i + 1)];
         for (k, name) in names.iter().enumerate() {
-            let got = limbs_to_u256_dec(&o[20 * k..20 * k + 20]);
+            let got = gpu_probe::limbs_to_decimal(&o[20 * k..20 * k + 20]);
             // x is only defined when the decoding succeeded.
             if k == 6 && w[9] == "0" {
                 continue;

@@ -69,34 +69,6 @@ for a, b in json.load(sys.stdin):
 json.dump(out, sys.stdout)
 "#;
 
-fn to_int(l: &[u32]) -> String {
-    // Little-endian 13-bit limbs to decimal.
-    let mut n: Vec<u32> = vec![0; 9];
-    for (i, &x) in l.iter().enumerate() {
-        for bit in 0..13 {
-            if x >> bit & 1 == 1 {
-                let b = 13 * i + bit;
-                n[b / 32] |= 1 << (b % 32);
-            }
-        }
-    }
-    let mut digits = Vec::new();
-    while n.iter().any(|&w| w != 0) {
-        let mut rem = 0u64;
-        for w in n.iter_mut().rev() {
-            let cur = (rem << 32) | *w as u64;
-            *w = (cur / 10) as u32;
-            rem = cur % 10;
-        }
-        digits.push(b'0' + rem as u8);
-    }
-    if digits.is_empty() {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    String::from_utf8(digits).unwrap()
-}
-
 /// 13-bit limbs of a 256-bit big-endian hex number.
 fn limbs(hex_be: &str) -> [u32; 20] {
     let b = hex::decode(hex_be).unwrap();
@@ -148,7 +120,7 @@ fn field_arithmetic_matches_python() {
             *v = (x as u32) & 0x1fff;
         }
         // Some canonical (< 2^256), most loose.
-        if vals.len() % 3 == 0 {
+        if vals.len().is_multiple_of(3) {
             l[19] &= 0xff;
         }
         vals.push(l);
@@ -164,7 +136,11 @@ fn field_arithmetic_matches_python() {
 
     let json_in = format!(
         "[{}]",
-        pairs.iter().map(|(a, b)| format!("[\"{}\",\"{}\"]", to_int(a), to_int(b))).collect::<Vec<_>>().join(",")
+        pairs
+            .iter()
+            .map(|(a, b)| format!("[\"{}\",\"{}\"]", gpu_probe::limbs_to_decimal(a), gpu_probe::limbs_to_decimal(b)))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let mut child = std::process::Command::new("python3")
         .args(["-c", REFERENCE])
@@ -182,7 +158,7 @@ fn field_arithmetic_matches_python() {
     for (i, w) in want.iter().enumerate() {
         let o = &out[OUT * i..OUT * (i + 1)];
         for (k, name) in names.iter().enumerate() {
-            let got = to_int(&o[20 * k..20 * k + 20]);
+            let got = gpu_probe::limbs_to_decimal(&o[20 * k..20 * k + 20]);
             if got != w[k] {
                 bad.push(format!("pair {i} {name}: gpu {got} python {}", w[k]));
             }

@@ -325,6 +325,10 @@ fn a_pool_that_stops_reading_is_dropped_and_the_backup_mines_on() {
     // Accepted by either pool as the miner counts them; nothing lost.
     assert_eq!(m("hashrig_pool_shares_total{reason=\"none\",result=\"accepted\"}") as usize, t.accepted + tb.accepted);
     assert_eq!(m("hashrig_pool_shares_found_total"), m("hashrig_pool_shares_total{"));
+    // Per pool, as each pool counted them (/api/summary's shares_by_pool).
+    assert_eq!(m("hashrig_pool_role_shares_total{result=\"accepted\",role=\"primary\"}") as usize, t.accepted);
+    assert_eq!(m("hashrig_pool_role_shares_total{result=\"accepted\",role=\"backup\"}") as usize, tb.accepted);
+    assert_eq!(m("hashrig_pool_role_shares_total{"), m("hashrig_pool_shares_total{"));
     drop(c);
 }
 

@@ -219,6 +219,17 @@ fn failover_from_v2_to_v1_and_back() {
     let v1_accepted = m("hashrig_pool_protocol_shares_total{protocol=\"v1\",result=\"accepted\"}") as usize;
     assert!(v1_accepted <= t.accepted && t.accepted >= 3, "{pools}");
     assert!(m("hashrig_jobs_total{source=\"stratum2\"}") >= 2.0, "V2 jobs, before and after");
+    // The V2 pool is the primary: what it credited, by role too.
+    assert_eq!(
+        m("hashrig_pool_role_shares_total{result=\"accepted\",role=\"primary\"}") as usize,
+        v2_accepted,
+        "{pools}"
+    );
+    assert_eq!(
+        m("hashrig_pool_role_shares_total{result=\"accepted\",role=\"backup\"}") as usize,
+        v1_accepted,
+        "{pools}"
+    );
     assert!(m("hashrig_jobs_total{source=\"stratum\"}") >= 1.0, "the V1 backup's job");
     assert_eq!(m("hashrig_pool_failovers_total{direction=\"to_backup\"}"), 1.0, "{pools}");
     assert_eq!(m("hashrig_pool_failovers_total{direction=\"to_primary\"}"), 1.0, "{pools}");

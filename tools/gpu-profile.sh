@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Records the GPU proof-of-work figures of this machine in hw-profiles/ (issue 3):
 # the adapter line, the GPU hashrate, the kernel time per dispatch and the
-# CPU+GPU total, then signatures on the GPU (Ed25519, ECDSA, BIP340: L0, rate per batch size) and the
-# signature figures of CPU-only and the CPU/GPU split (issue 9), with the exact
+# CPU+GPU total, then signatures on the GPU (Ed25519, ECDSA, BIP340: L0, rate
+# per batch size) and the signature figures of CPU-only and the CPU/GPU split
+# (issues 9 and 11), power and hashes per joule from NVML and a run with the
+# thermal guard engaged (issue 13), with the exact
 # commands, in hw-profiles/<name>.toml, and the raw outputs beside it in
 # hw-profiles/<name>.gpu-run.txt.
 #
@@ -83,6 +85,18 @@ log=hw-profiles/$name.gpu-run.txt
     pid=$!
     sleep 18
     scrape 19787 | grep -E '^hashrig_(job_switch_seconds|gpu_|hashes_total|hardware_errors_total)' || true
+    wait $pid || true
+    echo
+    # NVML health and the thermal guard (issue 13): a limit below any working
+    # GPU's temperature engages the guard, which must lower the duty cycle
+    # (hashrig_gpu_thermal_guard_total{action="lowered"}) and slow the GPU.
+    echo "\$ $HASHRIG run --duration 25 --metrics 127.0.0.1:19788 --gpu-temp-limit 30 --status-interval 5   (thermal guard engaged)"
+    "$HASHRIG" run --duration 25 --metrics 127.0.0.1:19788 --gpu-temp-limit 30 --status-interval 5 "${SW[@]}" &
+    pid=$!
+    sleep 22
+    scrape 19788 | grep -E '^hashrig_(gpu_(health_info|temperature|power|energy|sm_clock|memory_clock|fan|throttled|duty_cycle|thermal_guard|temp_limit)|hashes_total)' || true
+    echo "\$ $HASHRIG status 127.0.0.1:19788"
+    "$HASHRIG" status 127.0.0.1:19788 || true
     wait $pid || true
 } 2>&1 | tee "$log"
 echo "wrote $profile and $log"

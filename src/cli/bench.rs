@@ -61,6 +61,14 @@ struct GpuRate {
     hashes_per_sec: f64,
     /// Mean kernel time per dispatch over the measured window.
     dispatch_seconds: f64,
+    /// Its power over the window, where NVML reads this GPU.
+    power: Option<crate::health::energy::Power>,
+}
+
+impl GpuRate {
+    fn hashes_per_joule(&self) -> Option<f64> {
+        self.power.as_ref().map(|p| self.hashes_per_sec / p.watts)
+    }
 }
 
 #[cfg(feature = "gpu")]
@@ -111,8 +119,21 @@ fn measure_engines(
         None => None,
     };
     let mut rates: Vec<GpuRate> = Vec::new();
+    // Power of the GPUs over the measured window (NVML, where there is one).
+    let mut meter: Option<crate::health::energy::EnergyMeter> = None;
     #[cfg(feature = "gpu")]
     let gpu_engines = {
+        if !gpus.is_empty() {
+            let refs: Vec<_> = gpus
+                .iter()
+                .map(|(_, c)| crate::health::AdapterRef {
+                    index: c.summary.index,
+                    name: c.summary.name.clone(),
+                    pci_bus_id: c.summary.pci_bus_id.clone(),
+                })
+                .collect();
+            meter = crate::health::energy::EnergyMeter::open(&refs);
+        }
         for (device, ctx) in &gpus {
             rates.push(GpuRate {
                 device: device.clone(),
@@ -138,9 +159,17 @@ fn measure_engines(
         std::thread::sleep(Duration::from_millis(50));
     }
     let before: Vec<_> = rates.iter().map(gpu_counts).collect();
+    let window = meter.as_mut().map(|m| m.start());
     let (t0, h0) = (Instant::now(), stats.hashes.load(Ordering::Relaxed));
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let (dt, h1) = (t0.elapsed().as_secs_f64(), stats.hashes.load(Ordering::Relaxed));
+    let power = match (meter.as_mut(), window) {
+        (Some(m), Some(w)) => m.finish(w),
+        _ => Vec::new(),
+    };
+    for r in rates.iter_mut() {
+        r.power = power.iter().find(|(a, _)| format!("gpu{a}") == r.device).map(|(_, p)| p.clone());
+    }
     for (r, (h, sum, n)) in rates.iter_mut().zip(before) {
         let (h2, sum2, n2) = gpu_counts(r);
         r.hashes_per_sec = (h2 - h) as f64 / dt;
@@ -266,6 +295,8 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         "tune": g.tune,
                         "hashes_per_sec": g.hashes_per_sec,
                         "dispatch_seconds": g.dispatch_seconds,
+                        "watts": g.power.as_ref().map(|p| p.watts),
+                        "hashes_per_joule": g.hashes_per_joule(),
                     })
                 })
                 .collect::<Vec<_>>()
@@ -277,8 +308,12 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             println!("{threads} threads: {:>10.2} MH/s ({:.2}x one thread)", cpu_total / 1e6, cpu_total / single);
         }
         for g in &gpu_rates {
+            let power = match (&g.power, g.hashes_per_joule()) {
+                (Some(p), Some(hj)) => format!(" | {:.0} W ({}), {:.2} MH/J", p.watts, p.method, hj / 1e6),
+                _ => String::new(),
+            };
             println!(
-                "{}: {:>10.2} MH/s | {:.2} ms kernel time per dispatch | {}",
+                "{}: {:>10.2} MH/s | {:.2} ms kernel time per dispatch | {}{power}",
                 g.device,
                 g.hashes_per_sec / 1e6,
                 g.dispatch_seconds * 1e3,
@@ -323,6 +358,8 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     dispatch_seconds: g.dispatch_seconds,
                     with_cpu: use_cpu,
                     total_hashes_per_sec: total,
+                    hashes_per_joule: g.hashes_per_joule(),
+                    power: g.power.clone(),
                 })
                 .collect();
             p.pow_gpu.extend(fresh);

@@ -6,10 +6,12 @@ mod args;
 mod bench;
 mod devices;
 mod gpu;
+mod health;
 mod run;
 mod scan;
 mod sigbench;
 mod size;
+mod status;
 mod verify;
 
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Machines of each measured profile (hw-profiles/) a workload needs.
     Size(size::SizeArgs),
+    /// Summary of a running hashrig (its /api/summary), for a person.
+    Status(status::StatusArgs),
 }
 
 /// Which CPUs to use; shared by `run` and `bench`.
@@ -274,6 +278,7 @@ pub fn main() -> ExitCode {
         Command::Scan(a) => scan::main(a),
         Command::Verify(a) => verify::main(a),
         Command::Size(a) => size::main(a),
+        Command::Status(a) => status::main(a),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Args;
 
@@ -27,6 +29,8 @@ pub struct RunArgs {
     pub no_mine: bool,
     #[command(flatten)]
     pub gpu: super::gpu::GpuArgs,
+    #[command(flatten)]
+    pub health: super::health::HealthArgs,
     /// Engines that verify signatures (default: the CPU, and the GPUs where
     /// usable: each batch goes where it is predicted to finish first;
     /// the CPU answers until a GPU's kernels are built).
@@ -173,13 +177,22 @@ pub fn main(a: RunArgs, mut inherited: Inherited, ready_pipe: Option<std::fs::Fi
     }
     let hooks = Hooks { pow_gpus: pow_gpus(&a), sig_gpus: sig_gpus(&a), set_log_filter: super::log_filter_setter() };
     let rt = Runtime::start(cfg, hooks, &mut inherited)?;
+    // GPU health metrics and the thermal guard (NVML; one line without it),
+    // for the whole process: reloads and engines come and go beneath it.
+    let health_stop = Arc::new(AtomicBool::new(false));
+    let health = super::health::start(&a.health, rt.metrics(), &health_stop)?;
     let exec = runtime::upgrade::SelfExec::current()
         .inspect_err(|e| tracing::warn!("live upgrade unavailable: cannot find this binary: {e}"))
         .ok();
     let watch = if a.watch { a.adapter.config.clone() } else { None };
     let pid_file = a.pid_file.clone();
     let load = Box::new(move || config(&a).map_err(|e| format!("{e:#}")));
-    supervise::run(rt, Supervisor { load, watch, run_for, pid_file, exec, ready_pipe })?;
+    let result = supervise::run(rt, Supervisor { load, watch, run_for, pid_file, exec, ready_pipe });
+    health_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = health {
+        let _ = h.join();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

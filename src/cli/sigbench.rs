@@ -59,6 +59,52 @@ pub struct SigBenchArgs {
     /// Also use software Vulkan adapters (lavapipe) with --engine gpu|auto.
     #[arg(long)]
     pub gpu_allow_software: bool,
+    /// Draw batch latency against batch size, a line per scheme and engine,
+    /// as an SVG picture.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+    /// With --plot: draw the [sig] section of this hardware profile instead
+    /// of measuring.
+    #[arg(long, value_name = "FILE", requires = "plot", conflicts_with_all = ["sigserve", "profile_out"])]
+    pub from_profile: Option<std::path::PathBuf>,
+}
+
+/// A (scheme, engine, threads, batch, p50, p99) row, from a run or a profile.
+type LatencyRow = (String, String, usize, usize, f64, f64);
+
+/// `--plot`: one line per scheme × engine × threads, in batch order.
+fn plot(path: &std::path::Path, title: &str, rows: &[LatencyRow]) -> anyhow::Result<()> {
+    let mut lines: Vec<crate::plot::LatencyLine> = Vec::new();
+    for (scheme, engine, threads, batch, p50, p99) in rows {
+        let who = if *threads == 0 { engine.clone() } else { format!("{engine} ×{threads}") };
+        let label = format!("{scheme} {who}");
+        match lines.iter_mut().find(|l| l.label == label) {
+            Some(l) => l.points.push((*batch, *p50, *p99)),
+            None => lines.push(crate::plot::LatencyLine { label, points: vec![(*batch, *p50, *p99)] }),
+        }
+    }
+    for l in &mut lines {
+        l.points.sort_by_key(|p| p.0);
+    }
+    crate::plot::sig_latency(path, title, &lines)?;
+    eprintln!("plot written to {}", path.display());
+    Ok(())
+}
+
+/// `--from-profile`: the profile's points, drawn.
+fn plot_profile(profile: &std::path::Path, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let p = crate::profile::HwProfile::load(profile)?
+        .ok_or_else(|| anyhow::anyhow!("{}: no such file", profile.display()))?;
+    let sig =
+        p.sig.ok_or_else(|| anyhow::anyhow!("{} has no [sig] section (bench sig --profile-out)", profile.display()))?;
+    let rows: Vec<LatencyRow> = sig
+        .points
+        .iter()
+        .map(|x| (x.scheme.clone(), x.engine.clone(), x.threads, x.batch, x.p50_seconds, x.p99_seconds))
+        .collect();
+    let name = profile.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    plot(path, &format!("Signature batch latency, {name} ({})", p.machine.cpu_model), &rows)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(serde::Serialize)]
@@ -245,6 +291,9 @@ fn start_gpus(_: &SigEngine, _: bool) -> anyhow::Result<()> {
 }
 
 pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(profile), Some(path)) = (&a.from_profile, &a.plot) {
+        return plot_profile(profile, path);
+    }
     super::args::duration("--seconds", a.seconds, false)?;
     super::args::count("--max-batch", a.max_batch, 1 << 20)?;
     super::args::count("--connections", a.connections, 4096)?;
@@ -359,6 +408,13 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
                 points.push(p);
             }
         }
+    }
+    if let Some(path) = &a.plot {
+        let rows: Vec<LatencyRow> = points
+            .iter()
+            .map(|x| (x.scheme.to_string(), x.engine.to_string(), x.threads, x.batch, x.p50_seconds, x.p99_seconds))
+            .collect();
+        plot(path, &format!("Signature batch latency, {where_}, {}", super::devices::cpu_model()), &rows)?;
     }
     if let Some(path) = &a.profile_out {
         let mut p = crate::profile::HwProfile::load_for_update(path, &topo, super::devices::cpu_model())?;

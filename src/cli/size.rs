@@ -34,6 +34,10 @@ pub struct SizeArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also draw machines needed against the workload (up to the one asked
+    /// for), a line per profile, as an SVG picture.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 fn load_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, HwProfile)>> {
@@ -81,7 +85,11 @@ pub fn main(a: SizeArgs) -> anyhow::Result<ExitCode> {
         batch: a.batch.max(1),
         p99_max: a.p99_ms.map(|ms| ms / 1e3),
     };
-    let rows: Vec<Sized> = load_all(&a.profiles)?
+    let profiles = load_all(&a.profiles)?;
+    if let Some(path) = &a.plot {
+        plot(path, &profiles, &w)?;
+    }
+    let rows: Vec<Sized> = profiles
         .into_iter()
         .map(|(name, p)| {
             let (capacity, machines) = sizing::machines(&p, &w);
@@ -128,4 +136,50 @@ pub fn main(a: SizeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Points along the workload, from a 400th of it to all of it.
+const PLOT_STEPS: usize = 400;
+
+/// `--plot`: each profile's machine count as the workload grows to `w`
+/// (hashrate and signatures scaled together); profiles that cannot size it
+/// are left out, and said so.
+fn plot(path: &std::path::Path, profiles: &[(String, HwProfile)], w: &Workload) -> anyhow::Result<()> {
+    let (full, unit) = match (w.hashrate, w.sigs_per_sec) {
+        (Some(h), _) => (h, "H/s"),
+        (None, Some(s)) => (s, "sig/s"),
+        (None, None) => anyhow::bail!("no workload to plot"),
+    };
+    let mut lines = Vec::new();
+    for (name, p) in profiles {
+        let mut points = Vec::with_capacity(PLOT_STEPS);
+        for k in 1..=PLOT_STEPS {
+            let t = k as f64 / PLOT_STEPS as f64;
+            let wk = Workload {
+                hashrate: w.hashrate.map(|h| h * t),
+                sigs_per_sec: w.sigs_per_sec.map(|s| s * t),
+                ..w.clone()
+            };
+            match sizing::machines(p, &wk).1 {
+                Ok(n) => points.push((full * t, n)),
+                Err(why) => {
+                    eprintln!("plot: {name} left out: {why}");
+                    points.clear();
+                    break;
+                }
+            }
+        }
+        lines.push(crate::plot::SizingLine { profile: name.clone(), points });
+    }
+    let mut what = Vec::new();
+    if let Some(h) = w.hashrate {
+        what.push(rate(h, "H/s"));
+    }
+    if let Some(s) = w.sigs_per_sec {
+        what.push(format!("{} {} (batch {})", rate(s, "sig/s"), w.scheme, w.batch));
+    }
+    let title = format!("Machines needed, up to {}", what.join(" + "));
+    crate::plot::sizing(path, &title, unit, &lines)?;
+    eprintln!("plot written to {}", path.display());
+    Ok(())
 }

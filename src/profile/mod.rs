@@ -112,6 +112,12 @@ pub struct PowGpu {
     pub with_cpu: bool,
     /// CPU + every GPU, in that same run.
     pub total_hashes_per_sec: f64,
+    /// `hashes_per_sec` over the GPU's power in the same window (NVML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes_per_joule: Option<f64>,
+    /// The GPU's power over the window and what NVML read at its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<crate::health::energy::Power>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -281,7 +287,9 @@ mod tests {
             }
             let gpu = p.pow_gpu.iter().flat_map(|g| [g.hashes_per_sec, g.dispatch_seconds, g.total_hashes_per_sec]);
             let cpu = p.pow_cpu.iter().flat_map(|c| [c.per_thread_hashes_per_sec, c.all_threads_hashes_per_sec]);
-            for v in gpu.chain(cpu).chain(p.comparison.iter().map(|c| c.value)) {
+            let power =
+                p.pow_gpu.iter().flat_map(|g| g.hashes_per_joule.into_iter().chain(g.power.as_ref().map(|w| w.watts)));
+            for v in gpu.chain(cpu).chain(power).chain(p.comparison.iter().map(|c| c.value)) {
                 assert!(v.is_finite() && v > 0.0, "{}: figure {v}", path.display());
             }
             for c in &p.comparison {

@@ -183,6 +183,8 @@ mod tests {
                     dispatch_seconds: 0.02,
                     with_cpu,
                     total_hashes_per_sec: r + cpu,
+                    hashes_per_joule: None,
+                    power: None,
                 })
                 .collect(),
             sig: Some(SigBench {

@@ -203,8 +203,11 @@ impl Worker {
                 // Signature dispatches on this adapter go first (gpu::priority):
                 // none while one is pending, one in flight while they may come.
                 let idx = self.ctx.summary.index;
+                // A GPU the thermal guard slowed also keeps one in flight,
+                // and pauses after it (below).
                 if crate::gpu::priority::sig_pending(idx)
-                    || (crate::gpu::priority::sig_engine_on(idx) && !inflight.is_empty())
+                    || ((crate::gpu::priority::sig_engine_on(idx) || crate::health::duty::throttled(idx))
+                        && !inflight.is_empty())
                 {
                     break;
                 }
@@ -265,6 +268,13 @@ impl Worker {
                 dispatch_seconds.observe(dt);
                 if n >= min_dispatch {
                     rate = 0.7 * rate + 0.3 * (n as f64 / dt);
+                }
+                // Thermal guard (health::duty): idle for the rest of the cycle.
+                if let Some(pause) =
+                    crate::health::duty::pause_after(self.ctx.summary.index, Duration::from_secs_f64(dt))
+                {
+                    std::thread::sleep(pause);
+                    last_done = Some(Instant::now());
                 }
             }
             if res.overflowed {

@@ -3,6 +3,36 @@
 
 use std::time::Duration;
 
+/// Little-endian 13-bit limbs (up to 21 of them) as a decimal number, for
+/// comparing with Python's integers (no bigint crate needed).
+pub fn limbs_to_decimal(l: &[u32]) -> String {
+    let mut n = [0u32; 9];
+    for (i, &x) in l.iter().enumerate() {
+        for bit in 0..13 {
+            if x >> bit & 1 == 1 {
+                let b = 13 * i + bit;
+                n[b / 32] |= 1 << (b % 32);
+            }
+        }
+    }
+    // Decimal by repeated division of the little-endian number by 10.
+    let mut digits = Vec::new();
+    while n.iter().any(|&w| w != 0) {
+        let mut rem = 0u64;
+        for w in n.iter_mut().rev() {
+            let cur = (rem << 32) | *w as u64;
+            *w = (cur / 10) as u32;
+            rem = cur % 10;
+        }
+        digits.push(b'0' + rem as u8);
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap()
+}
+
 /// Runs entry point `probe` of `src` (workgroup size 1) over `invocations`
 /// invocations, binding 0 = `input`, binding 1 = `out_words` words, and
 /// returns them.

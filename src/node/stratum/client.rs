@@ -199,8 +199,10 @@ pub struct Client {
     publishes: u32,
     /// The last difficulty below the floor a pool asked for (logged once).
     last_clamped: f64,
-    /// The standard channel of the current (or last) Stratum V2 session.
+    /// The channel of the current (or last) Stratum V2 session.
     channel: ChannelBook,
+    /// The pool that channel is on.
+    channel_pool: Option<usize>,
     /// The V2 job being mined: when it was published and the ntime used.
     current_v2: Option<(Arc<super::v2::channel::StandardJob>, Instant, u32)>,
 }
@@ -250,6 +252,7 @@ impl Client {
             publishes: 0,
             last_clamped: 0.0,
             channel: ChannelBook::default(),
+            channel_pool: None,
             current_v2: None,
         }
     }
@@ -441,6 +444,10 @@ impl Client {
     fn outcome_for(&mut self, protocol: &'static str, result: &'static str, reason: ShareReason) {
         self.metrics.pool_shares.with_label_values(&[result, reason.label()]).inc();
         self.metrics.pool_protocol_shares.with_label_values(&[protocol, result]).inc();
+        // Every share is for a job of the book's pool (V1) or the channel's (V2).
+        let pool = if protocol == "v2" { self.channel_pool } else { self.book_pool };
+        let role = pool.map_or("none", PoolState::role);
+        self.metrics.pool_role_shares.with_label_values(&[role, result]).inc();
         self.metrics.shares.with_label_values(&[result]).inc();
         let i = match result {
             "accepted" => {

@@ -45,14 +45,17 @@ pub enum Encoded {
 
 /// 20 limbs of 13 bits of a 256-bit big-endian number.
 pub fn limbs(be: &[u8; 32]) -> [u32; 20] {
+    // Little-endian 64-bit words, then 13 bits at a time across them.
+    let mut w = [0u64; 5];
+    for (i, c) in be.rchunks_exact(8).enumerate() {
+        w[i] = u64::from_be_bytes(c.try_into().expect("8 bytes"));
+    }
     let mut out = [0u32; 20];
     for (i, limb) in out.iter_mut().enumerate() {
-        for b in 0..13 {
-            let bit = 13 * i + b;
-            if bit < 256 && (be[31 - bit / 8] >> (bit % 8)) & 1 == 1 {
-                *limb |= 1 << b;
-            }
-        }
+        let bit = 13 * i;
+        let (k, off) = (bit / 64, bit % 64);
+        let v = (w[k] >> off) | if off > 51 { w[k + 1] << (64 - off) } else { 0 };
+        *limb = (v & 0x1fff) as u32;
     }
     out
 }

@@ -345,6 +345,7 @@ impl Client {
                 let mask = self.channel.version_mask;
                 self.channel.open(channel_id, target, mask);
                 conn.stage = Stage::Mining;
+                self.channel_pool = Some(idx);
                 self.metrics.pool_connected.with_label_values(&[PoolState::role(idx)]).set(1);
                 tracing::info!(
                     "stratum: standard channel {channel_id} open as {:?} on {}:{}, difficulty {}, extranonce prefix {}",
@@ -376,6 +377,7 @@ impl Client {
                 let mask = self.channel.version_mask;
                 self.channel.open_extended(channel_id, target, mask, extranonce_prefix.clone(), size, group_channel_id);
                 conn.stage = Stage::Mining;
+                self.channel_pool = Some(idx);
                 self.metrics.pool_connected.with_label_values(&[PoolState::role(idx)]).set(1);
                 tracing::info!(
                     "stratum: extended channel {channel_id} open as {:?} on {}:{}, difficulty {}, extranonce prefix {}, {size} extranonce bytes to roll",
