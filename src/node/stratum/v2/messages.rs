@@ -281,3 +281,43 @@ pub fn submit_extended(
 pub fn submit_standard(share: SubmitSharesStandard) -> AnyMessage<'static> {
     AnyMessage::Mining(Mining::SubmitSharesStandard(share))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use framing_sv2::framing::{EncodableFrame, MessageFrame};
+    use framing_sv2::header::Header;
+    use mining_sv2::SetTarget;
+
+    /// Serialises a message as a frame would carry it: header, payload.
+    fn wire(msg: AnyMessage<'_>) -> (Header, Vec<u8>) {
+        let frame: MessageFrame<AnyMessage<'_>> = msg.try_into().unwrap();
+        let header = frame.header();
+        let mut b = vec![0u8; frame.encoded_length()];
+        frame.encode_into(&mut b).unwrap();
+        (header, b[Header::SIZE..].to_vec())
+    }
+
+    #[test]
+    fn a_target_keeps_its_byte_order_through_the_codec() {
+        // Difficulty 1 as a little-endian U256, as SetTarget carries it.
+        let le = Target::DIFF1.to_le_bytes();
+        let (h, mut p) =
+            wire(AnyMessage::Mining(Mining::SetTarget(SetTarget { channel_id: 4, maximum_target: (&le).into() })));
+        assert_eq!(parse(h, &mut p), Ok(FromPool::SetTarget { channel_id: 4, max_target: Target::DIFF1 }));
+    }
+
+    #[test]
+    fn garbage_payloads_are_errors_not_panics() {
+        let (h, p) =
+            wire(AnyMessage::Mining(Mining::SetTarget(SetTarget { channel_id: 4, maximum_target: (&[7; 32]).into() })));
+        for n in 0..p.len() {
+            let mut short = p[..n].to_vec();
+            assert!(parse(h, &mut short).is_err(), "{n} bytes");
+        }
+        // An unknown message type.
+        let mut b = [0u8, 0, 0x7f, 1, 0, 0];
+        let h = Header::from_bytes(&b).unwrap();
+        assert!(parse(h, &mut b[Header::SIZE..]).is_err());
+    }
+}
