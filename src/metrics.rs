@@ -249,18 +249,18 @@ impl SigGpuMetrics {
         )
         .expect("static metric definition");
         r.register(Box::new(active.clone())).expect("metric registered once");
-        let gauge = |name: &str, help: &str| {
-            let g = prometheus::GaugeVec::new(Opts::new(name, help), &["device"]).expect("static metric definition");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
             r.register(Box::new(g.clone())).expect("metric registered once");
             g
         };
-        let l0_seconds = gauge("hashrig_sig_gpu_l0_seconds", "Measured fixed latency of a GPU signature dispatch.");
-        let item_seconds = prometheus::GaugeVec::new(
-            Opts::new("hashrig_sig_gpu_item_seconds", "Measured GPU time per signature item, by kernel family."),
+        let l0_seconds =
+            gauge("hashrig_sig_gpu_l0_seconds", "Measured fixed latency of a GPU signature dispatch.", &["device"]);
+        let item_seconds = gauge(
+            "hashrig_sig_gpu_item_seconds",
+            "Measured GPU time per signature item, by kernel family.",
             &["device", "scheme"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(item_seconds.clone())).expect("metric registered once");
+        );
         SigGpuMetrics {
             engine_items,
             batch_seconds,

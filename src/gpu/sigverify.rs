@@ -25,15 +25,6 @@ const WORKGROUP: u32 = 64;
 /// Items per dispatch at most (larger calls are cut into several).
 pub const MAX_ITEMS: usize = 1 << 20;
 
-/// One finished call.
-#[derive(Clone, Debug)]
-pub struct GpuVerdicts {
-    /// One byte per item: 0 valid, else the reason code.
-    pub codes: Vec<u8>,
-    /// From the first write to the last verdict readable.
-    pub wall: Duration,
-}
-
 struct Buffers {
     capacity: usize,
     items: wgpu::Buffer,
@@ -353,18 +344,6 @@ impl GpuSigKernels {
 
     pub fn is_lost(&self) -> bool {
         self.loss.is_lost()
-    }
-
-    /// Verifies Ed25519 items encoded by `gpu_encode` (`GPU_ITEM_WORDS`
-    /// words each), blocking until every verdict is back or `timeout`
-    /// passes (then the device counts as lost).
-    pub fn verify(&mut self, items: &[[u32; GPU_ITEM_WORDS]], timeout: Duration) -> Result<GpuVerdicts, GpuError> {
-        let t0 = Instant::now();
-        let mut codes = Vec::with_capacity(items.len());
-        for part in items.chunks(MAX_ITEMS) {
-            self.dispatch(Which::Ed25519, part.as_flattened(), timeout, &mut codes)?;
-        }
-        Ok(GpuVerdicts { codes, wall: t0.elapsed() })
     }
 
     /// Verdicts for `items`: exactly what the CPU path would answer, if the

@@ -343,8 +343,9 @@ impl GpuSigEngine {
     pub fn predict(&self, items: &[SigItem]) -> f64 {
         let m = *self.model.lock();
         let queued = self.queued_ns.load(Ordering::Relaxed) as f64 * 1e-9;
-        let avg = if items.is_empty() { m.per_item[0] } else { m.work(items) / items.len() as f64 };
-        m.l0 + queued + m.work(items) + self.policy.canaries as f64 * avg
+        let work = m.work(items);
+        let avg = if items.is_empty() { m.per_item[0] } else { work / items.len() as f64 };
+        m.l0 + queued + work + self.policy.canaries as f64 * avg
     }
 
     pub fn totals(&self) -> GpuSigTotals {

@@ -578,8 +578,7 @@ impl Client {
             return e;
         }
         let mut tick = tokio::time::interval(TICK);
-        let mut probe: Option<tokio::task::JoinHandle<bool>> = None;
-        let mut last_probe = Instant::now();
+        let mut probe = PrimaryProbe::new();
         loop {
             tokio::select! {
                 ev = lrx.recv() => {
@@ -638,19 +637,8 @@ impl Client {
                     }
                     self.roll_ntime();
                     if let Some(since) = on_backup_since {
-                        if let Some(p) = probe.take_if(|p| p.is_finished()) {
-                            if p.await.unwrap_or(false) {
-                                return End::PrimaryBack;
-                            }
-                        }
-                        let hold = Duration::from_secs(self.opts.hold_down_secs);
-                        let every = Duration::from_secs(self.opts.probe_interval_secs.max(1));
-                        if probe.is_none() && since.elapsed() >= hold && last_probe.elapsed() >= every.min(hold.max(Duration::from_secs(1))) {
-                            last_probe = Instant::now();
-                            let (h, p) = (self.pools[0].host.clone(), self.pools[0].port);
-                            probe = Some(tokio::spawn(async move {
-                                matches!(tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((h.as_str(), p))).await, Ok(Ok(_)))
-                            }));
+                        if probe.primary_back(since, &self.opts, &self.pools[0].host, self.pools[0].port).await {
+                            return End::PrimaryBack;
                         }
                     }
                 }
@@ -1023,5 +1011,42 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// While mining on a backup pool: a TCP connect to the primary every
+/// `probe_interval_secs` once `hold_down_secs` have passed since the
+/// failover (at most one probe in flight), for both protocols' sessions.
+struct PrimaryProbe {
+    task: Option<tokio::task::JoinHandle<bool>>,
+    last: Instant,
+}
+
+impl PrimaryProbe {
+    fn new() -> PrimaryProbe {
+        PrimaryProbe { task: None, last: Instant::now() }
+    }
+
+    /// True once a probe reached the primary; starts the next when due.
+    async fn primary_back(&mut self, since: Instant, opts: &StratumOptions, host: &str, port: u16) -> bool {
+        if let Some(p) = self.task.take_if(|p| p.is_finished()) {
+            if p.await.unwrap_or(false) {
+                return true;
+            }
+        }
+        let hold = Duration::from_secs(opts.hold_down_secs);
+        let every = Duration::from_secs(opts.probe_interval_secs.max(1));
+        if self.task.is_none()
+            && since.elapsed() >= hold
+            && self.last.elapsed() >= every.min(hold.max(Duration::from_secs(1)))
+        {
+            self.last = Instant::now();
+            let host = host.to_string();
+            self.task = Some(tokio::spawn(async move {
+                let connect = TcpStream::connect((host.as_str(), port));
+                matches!(tokio::time::timeout(Duration::from_secs(5), connect).await, Ok(Ok(_)))
+            }));
+        }
+        false
     }
 }

@@ -201,19 +201,18 @@ fn challenge_hasher() -> &'static Sha256 {
 }
 
 fn encode_schnorr(it: &SigItem) -> Encoded {
-    let verdict = |r| Encoded::Verdict(r);
     if let Err(r) = it.check_flags() {
-        return verdict(r);
+        return Encoded::Verdict(r);
     }
     if it.pubkey.len() != 32 {
-        return verdict(Reason::PubkeyLength);
+        return Encoded::Verdict(Reason::PubkeyLength);
     }
     if it.sig.len() != 64 {
-        return verdict(Reason::SigLength);
+        return Encoded::Verdict(Reason::SigLength);
     }
     let x = to32(&it.pubkey);
     if !below(&x, P_HEX) {
-        return verdict(Reason::PubkeyEncoding);
+        return Encoded::Verdict(Reason::PubkeyEncoding);
     }
     let mut w = Box::new([0u32; GPU_ITEM_WORDS]);
     w[0] = FLAG_X_ONLY | FLAG_BIP340;

@@ -13,11 +13,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mining_sv2::SubmitSharesStandard;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{agent, transport, Client, End, PoolState, CONNECT_TIMEOUT, MAX_BAD_IN_A_ROW, TICK};
-use super::{STOP_DRAIN, STOP_WRITE_GRACE};
+use super::{PrimaryProbe, STOP_DRAIN, STOP_WRITE_GRACE};
 use crate::chain::Target;
 use crate::node::stratum::v2::channel::{NotSent, Share, StandardJob};
 use crate::node::stratum::v2::messages::{self, FromPool, BIP320_VERSION_MASK, REQUIRES_STANDARD_JOBS};
@@ -181,8 +180,7 @@ impl Client {
             return e;
         }
         let mut tick = tokio::time::interval(TICK);
-        let mut probe: Option<tokio::task::JoinHandle<bool>> = None;
-        let mut last_probe = Instant::now();
+        let mut probe = PrimaryProbe::new();
         loop {
             tokio::select! {
                 ev = rx.recv() => {
@@ -232,19 +230,8 @@ impl Client {
                     }
                     self.roll_ntime_v2();
                     if let Some(since) = on_backup_since {
-                        if let Some(p) = probe.take_if(|p| p.is_finished()) {
-                            if p.await.unwrap_or(false) {
-                                return End::PrimaryBack;
-                            }
-                        }
-                        let hold = Duration::from_secs(self.opts.hold_down_secs);
-                        let every = Duration::from_secs(self.opts.probe_interval_secs.max(1));
-                        if probe.is_none() && since.elapsed() >= hold && last_probe.elapsed() >= every.min(hold.max(Duration::from_secs(1))) {
-                            last_probe = Instant::now();
-                            let (h, p) = (self.pools[0].host.clone(), self.pools[0].port);
-                            probe = Some(tokio::spawn(async move {
-                                matches!(tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((h.as_str(), p))).await, Ok(Ok(_)))
-                            }));
+                        if probe.primary_back(since, &self.opts, &self.pools[0].host, self.pools[0].port).await {
+                            return End::PrimaryBack;
                         }
                     }
                 }
