@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::scalar::Scalar;
-use hashrig::gpu::sigverify::GpuSigKernels;
+use hashrig::gpu::sig::GpuSigKernels;
 use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_one, Scheme, SigItem, Verdict};
 use rand::{Rng, RngCore, SeedableRng};

@@ -11,7 +11,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use hashrig::gpu::sigverify::GpuSigKernels;
+use hashrig::gpu::sig::GpuSigKernels;
 use hashrig::sig::{verify_one, Reason, Scheme, SigItem, Verdict, FLAG_ALLOW_HIGH_S};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -15,7 +15,7 @@
 pub mod context;
 pub mod kernel;
 pub mod priority;
-pub mod sigverify;
+pub mod sig;
 pub mod tune;
 
 pub use context::{ContextOptions, DispatchResult, GpuContext};

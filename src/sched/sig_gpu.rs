@@ -27,7 +27,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::Rng;
 
-use crate::gpu::sigverify::GpuSigKernels;
+use crate::gpu::sig::GpuSigKernels;
 use crate::gpu::{GpuAdapter, GpuError};
 use crate::metrics::Metrics;
 use crate::sig::{demo, verify_batch, verify_one, Reason, Scheme, SigItem, Verdict, FAMILIES};
