@@ -72,69 +72,6 @@ mod imp {
         (out, why)
     }
 
-    /// Starts the GPU signature engine on every usable adapter (filtered like
-    /// mining's) and adds each to `engine` once its kernels are built and
-    /// checked. `background`: build on threads of their own, the CPU
-    /// answering until each GPU is warm (returns at once with Ok(0));
-    /// otherwise wait, and fail when no adapter could be started.
-    pub fn start_sig_gpus(
-        engine: &crate::sched::SigEngine,
-        a: &GpuArgs,
-        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-        background: bool,
-    ) -> anyhow::Result<usize> {
-        use crate::sched::{GpuSigEngine, TrustPolicy};
-        let all = gpu::adapters();
-        let chosen: Vec<gpu::GpuAdapter> = all
-            .into_iter()
-            .filter(|ad| a.gpu_devices.as_ref().is_none_or(|d| d.contains(&ad.summary.index)))
-            .filter(|ad| a.gpu_allow_software || !ad.summary.software)
-            .collect();
-        if chosen.is_empty() {
-            let why = format!(
-                "no usable GPU adapter for signatures ({}); software adapters need --gpu-allow-software",
-                gpu::describe_all(&gpu::adapters())
-            );
-            if background {
-                tracing::info!("{why}; signatures on the CPU");
-                return Ok(0);
-            }
-            anyhow::bail!(why);
-        }
-        let mut started = 0;
-        let topo = crate::topo::Topology::discover_or_fallback();
-        for ad in chosen {
-            let (engine, metrics) = (engine.clone(), metrics.clone());
-            // Hashing, packing and re-checks on the NUMA node nearest the GPU.
-            let feeder = crate::topo::gpu_feeder_affinity(&topo, &ad.summary);
-            let start = move || match GpuSigEngine::start(&ad, TrustPolicy::default(), metrics, feeder) {
-                Ok(g) => {
-                    tracing::info!(
-                        "gpu{} ({}): verifying signatures (Ed25519, ECDSA, BIP340)",
-                        ad.summary.index,
-                        ad.summary.name
-                    );
-                    engine.add_gpu(g);
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!("gpu{} ({}): not used for signatures: {e}", ad.summary.index, ad.summary.name);
-                    false
-                }
-            };
-            if background {
-                std::thread::Builder::new().name("sig-gpu-start".into()).spawn(move || {
-                    start();
-                })?;
-            } else if start() {
-                started += 1;
-            }
-        }
-        if !background && started == 0 {
-            anyhow::bail!("no GPU adapter could verify signatures (see the warnings above)");
-        }
-        Ok(started)
-    }
 }
 
 /// Without the `gpu` feature there is never a GPU.

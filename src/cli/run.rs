@@ -141,7 +141,11 @@ pub fn config(a: &RunArgs) -> anyhow::Result<RuntimeConfig> {
         cpu_mining: a.engines.contains(&EngineKind::Cpu),
         gpu_mining: a.engines.contains(&EngineKind::Gpu),
         sig_engines,
-        sig_gpu: cfg!(feature = "gpu") && a.sig_engines.contains(&EngineKind::Gpu),
+        sig_gpu: a.sig_engines.contains(&EngineKind::Gpu).then(|| crate::sched::sig::GpuSelection {
+            allow_software: a.gpu.gpu_allow_software,
+            devices: a.gpu.gpu_devices.clone(),
+            ..Default::default()
+        }),
         cpu,
         metrics,
         status_interval: std::time::Duration::from_secs(a.status_interval.max(1)),
@@ -175,7 +179,7 @@ pub fn main(a: RunArgs, mut inherited: Inherited, ready_pipe: Option<std::fs::Fi
     if let Err(e) = runtime::signals::install() {
         tracing::warn!("{e}");
     }
-    let hooks = Hooks { pow_gpus: pow_gpus(&a), sig_gpus: sig_gpus(&a), set_log_filter: super::log_filter_setter() };
+    let hooks = Hooks { pow_gpus: pow_gpus(&a), set_log_filter: super::log_filter_setter() };
     let rt = Runtime::start(cfg, hooks, &mut inherited)?;
     // GPU health metrics and the thermal guard (NVML; one line without it),
     // for the whole process: reloads and engines come and go beneath it.
@@ -228,17 +232,3 @@ fn pow_gpus(a: &RunArgs) -> Option<runtime::StartPowGpus> {
     None
 }
 
-/// GPU signature engines: kernels build in the background (seconds on some
-/// drivers), the CPU answering meanwhile.
-#[cfg(feature = "gpu")]
-fn sig_gpus(a: &RunArgs) -> Option<runtime::StartSigGpus> {
-    let gpu = a.gpu.clone();
-    Some(Box::new(move |engine, metrics| {
-        super::gpu::start_sig_gpus(engine, &gpu, Some(metrics), true).map(|_| ()).map_err(|e| format!("{e:#}"))
-    }))
-}
-
-#[cfg(not(feature = "gpu"))]
-fn sig_gpus(_: &RunArgs) -> Option<runtime::StartSigGpus> {
-    None
-}

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::node::sigserve::{ClientTls, ServeAddr, SigClient};
-use crate::sched::sig::EngineChoice;
+use crate::sched::sig::{EngineChoice, GpuSelection, StartMode};
 use crate::sched::{SigEngine, SigEngineConfig};
 use crate::sig::demo::valid_item;
 use crate::sig::{Scheme, SigItem};
@@ -59,6 +59,12 @@ pub struct SigBenchArgs {
     /// Also use software Vulkan adapters (lavapipe) with --engine gpu|auto.
     #[arg(long)]
     pub gpu_allow_software: bool,
+    /// With --engine gpu|auto: a simulated GPU with this fixed latency (ms)
+    /// and rate (items/s) instead of the adapters, e.g. 6:600000: what a
+    /// device like that would add to this machine. Its rows are marked
+    /// "sim" and never enter a profile as a GPU.
+    #[arg(long, value_name = "L0_MS:RATE", conflicts_with_all = ["sigserve", "profile_out"])]
+    pub simulate_gpu: Option<crate::sched::SimSpec>,
     /// Draw batch latency against batch size, a line per scheme and engine,
     /// as an SVG picture.
     #[arg(long, value_name = "FILE.svg")]
@@ -278,16 +284,14 @@ fn saturate(engine: &SigEngine, items: &[SigItem], secs: f64) -> f64 {
     rate
 }
 
-#[cfg(feature = "gpu")]
-fn start_gpus(e: &SigEngine, allow_software: bool) -> anyhow::Result<()> {
-    let g = super::gpu::GpuArgs { gpu_allow_software: allow_software, ..Default::default() };
-    super::gpu::start_sig_gpus(e, &g, None, false)?;
+fn start_gpus(e: &SigEngine, a: &SigBenchArgs) -> anyhow::Result<()> {
+    let sel = GpuSelection {
+        allow_software: a.gpu_allow_software,
+        simulate: a.simulate_gpu.iter().cloned().collect(),
+        ..Default::default()
+    };
+    e.start_gpus(&sel, StartMode::Wait).with_context(|| format!("--engine {}", a.engine))?;
     Ok(())
-}
-
-#[cfg(not(feature = "gpu"))]
-fn start_gpus(_: &SigEngine, _: bool) -> anyhow::Result<()> {
-    anyhow::bail!("--engine gpu|auto: {}", super::gpu::gpu_unavailable_reason())
 }
 
 pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
@@ -295,6 +299,10 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         return plot_profile(profile, path);
     }
     super::args::duration("--seconds", a.seconds, false)?;
+    anyhow::ensure!(
+        a.simulate_gpu.is_none() || a.engine != EngineChoice::Cpu,
+        "--simulate-gpu needs --engine auto or --engine gpu"
+    );
     super::args::count("--max-batch", a.max_batch, 1 << 20)?;
     super::args::count("--connections", a.connections, 4096)?;
     let schemes: Vec<Scheme> = match &a.schemes {
@@ -327,8 +335,14 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
             }
             if a.engine != EngineChoice::Cpu {
                 let e = start(a.threads, a.engine)?;
-                start_gpus(&e, a.gpu_allow_software)?;
-                t.push(Target::Engine(e, if a.engine == EngineChoice::Gpu { "gpu" } else { "auto" }));
+                start_gpus(&e, &a)?;
+                let label = match (a.engine, a.simulate_gpu.is_some()) {
+                    (EngineChoice::Gpu, false) => "gpu",
+                    (EngineChoice::Gpu, true) => "gpu-sim",
+                    (_, false) => "auto",
+                    (_, true) => "auto-sim",
+                };
+                t.push(Target::Engine(e, label));
             }
             t
         }
@@ -358,7 +372,6 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     }
     if !a.json {
         println!("cpu: {} | {where_}", super::devices::cpu_model());
-        #[cfg(feature = "gpu")]
         for t in &targets {
             if let Target::Engine(e, _) = t {
                 for g in e.gpus() {
@@ -451,6 +464,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
             "cpu_model": super::devices::cpu_model(),
             "threads": targets.iter().map(Target::threads).max().unwrap_or(0),
             "seconds_per_point": a.seconds,
+            "simulated_gpu": a.simulate_gpu.as_ref().map(|s| s.to_string()),
             "results": points,
         });
         println!("{v}");

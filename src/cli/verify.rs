@@ -12,6 +12,7 @@ use clap::Args;
 
 use crate::node::sigserve::{ServeAddr, SigClient};
 use crate::sched::sig::EngineChoice;
+use crate::sched::sig::{GpuSelection, StartMode};
 use crate::sched::{SigEngine, SigEngineConfig};
 use crate::sig::{jsonl, SigItem, Verdict};
 use crate::topo::{PinPlan, PlanOptions, Topology};
@@ -126,23 +127,15 @@ pub fn main(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(feature = "gpu")]
 fn start_gpus(engine: &SigEngine, a: &VerifyArgs) -> anyhow::Result<()> {
     if a.engine == EngineChoice::Cpu {
         return Ok(());
     }
-    let g = super::gpu::GpuArgs { gpu_allow_software: a.gpu_allow_software, ..Default::default() };
+    let sel = GpuSelection { allow_software: a.gpu_allow_software, ..Default::default() };
     // --engine gpu waits for the kernels and fails without an adapter;
     // auto builds them in the background.
-    super::gpu::start_sig_gpus(engine, &g, None, a.engine == EngineChoice::Auto)?;
-    Ok(())
-}
-
-#[cfg(not(feature = "gpu"))]
-fn start_gpus(_: &SigEngine, a: &VerifyArgs) -> anyhow::Result<()> {
-    if a.engine == EngineChoice::Gpu {
-        anyhow::bail!("--engine gpu: {}", super::gpu::gpu_unavailable_reason());
-    }
+    let mode = if a.engine == EngineChoice::Auto { StartMode::Background } else { StartMode::Wait };
+    engine.start_gpus(&sel, mode).with_context(|| format!("--engine {}", a.engine))?;
     Ok(())
 }
 
@@ -152,7 +145,6 @@ fn summary(e: &SigEngine) {
     if cpu > 0 {
         eprintln!("engine cpu: {cpu} items verified");
     }
-    #[cfg(feature = "gpu")]
     for g in e.gpus() {
         let t = g.totals();
         if t.items > 0 || !g.is_active() {

@@ -23,8 +23,9 @@ pub struct RuntimeConfig {
     pub gpu_mining: bool,
     /// Which engines verify signatures.
     pub sig_engines: EngineChoice,
-    /// Start the GPU signature engines (the CPU answers until they are warm).
-    pub sig_gpu: bool,
+    /// The GPU signature engines to start (the CPU answers until they are
+    /// warm); `None`: signatures on the CPU only.
+    pub sig_gpu: Option<crate::sched::sig::GpuSelection>,
     pub cpu: CpuSettings,
     /// The /metrics listener (None: not served).
     pub metrics: Option<SocketAddr>,
@@ -183,7 +184,7 @@ impl Default for RuntimeConfig {
             cpu_mining: true,
             gpu_mining: true,
             sig_engines: EngineChoice::Auto,
-            sig_gpu: true,
+            sig_gpu: Some(crate::sched::sig::GpuSelection::default()),
             cpu: CpuSettings { pin: true, ..CpuSettings::default() },
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], crate::metrics::DEFAULT_METRICS_PORT))),
             status_interval: Duration::from_secs(10),

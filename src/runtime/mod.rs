@@ -57,7 +57,6 @@ pub struct GpuEnv<'a> {
 }
 
 pub type StartPowGpus = Box<dyn FnOnce(&GpuEnv) -> Result<GpuEngines, String>>;
-pub type StartSigGpus = Box<dyn FnOnce(&SigEngine, Arc<Metrics>) -> Result<(), String>>;
 pub type SetLogFilter = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send>;
 
 /// What the caller brings: device bring-up from its own flags, and the
@@ -66,8 +65,6 @@ pub type SetLogFilter = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send>;
 pub struct Hooks {
     /// Starts the PoW GPU engines (called when the config asks for GPU mining).
     pub pow_gpus: Option<StartPowGpus>,
-    /// Starts the GPU signature engines (when the config asks for them).
-    pub sig_gpus: Option<StartSigGpus>,
     /// Sets the log filter (None: back to the start-up one).
     pub set_log_filter: Option<SetLogFilter>,
 }
@@ -183,8 +180,8 @@ impl Runtime {
         sig_cfg.pin = cfg.cpu.pin;
         sig_cfg.engines = cfg.sig_engines;
         let sig_engine = SigEngine::start(sig_cfg, Some(metrics.clone())).map_err(start_err("signature engine"))?;
-        if let (true, Some(start)) = (cfg.sig_gpu, hooks.sig_gpus) {
-            start(&sig_engine, metrics.clone()).map_err(start_err("gpu signatures"))?;
+        if let Some(sel) = &cfg.sig_gpu {
+            sig_engine.start_gpus(sel, crate::sched::sig::StartMode::Background).map_err(start_err("gpu signatures"))?;
         }
         let feed = start_feed(&cfg, &sig_engine)?;
         let sigserve = match &cfg.sigserve {
@@ -276,7 +273,7 @@ impl Runtime {
         new.cpu_mining = self.cfg.cpu_mining;
         new.gpu_mining = self.cfg.gpu_mining;
         new.sig_engines = self.cfg.sig_engines;
-        new.sig_gpu = self.cfg.sig_gpu;
+        new.sig_gpu = self.cfg.sig_gpu.clone();
         new.demo = self.cfg.demo.clone();
         new.sigserve = self.cfg.sigserve.clone();
         let mut failed = Vec::new();

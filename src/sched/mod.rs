@@ -6,8 +6,6 @@ pub mod cpu;
 pub mod gpu;
 pub mod job;
 pub mod sig;
-#[cfg(feature = "gpu")]
-pub mod sig_gpu;
 pub mod stats;
 
 pub use cpu::{CpuConfig, CpuEngine};
@@ -15,6 +13,5 @@ pub use cpu::{CpuConfig, CpuEngine};
 pub use gpu::{GpuConfig, GpuEngine};
 pub use job::{ActiveJob, Chunk, Hit, PowJob, PowScheduler};
 pub use sig::{BatchReport, ExecPath, RateMeter, SigEngine, SigEngineConfig};
-#[cfg(feature = "gpu")]
-pub use sig_gpu::{GpuSigEngine, TrustPolicy};
+pub use sig::{GpuSigEngine, SimSpec, TrustPolicy};
 pub use stats::Stats;

@@ -4,12 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use super::{GpuSigKernels, Loss};
+use parking_lot::{Condvar, Mutex};
+
+use super::{GpuSigKernels, Loss, Which};
 use crate::gpu::{kernel, GpuAdapter, GpuError};
 use crate::sig::ed25519::GPU_ITEM_WORDS;
 use crate::sig::secp::gpu as secp_gpu;
 
 pub(super) struct Buffers {
+    pub(super) params: wgpu::Buffer,
     pub(super) capacity: usize,
     pub(super) items: wgpu::Buffer,
     pub(super) verdicts: wgpu::Buffer,
@@ -17,16 +20,13 @@ pub(super) struct Buffers {
     pub(super) bind: wgpu::BindGroup,
 }
 
-/// One verification kernel: its pipeline, its constant table (binding 2)
-/// and the buffers of its last dispatch size.
+/// One verification kernel: its pipeline and its constant table (binding 2).
 pub(super) struct Kernel {
     pub(super) label: &'static str,
     pub(super) item_words: usize,
     pub(super) layout: wgpu::BindGroupLayout,
     pub(super) pipeline: wgpu::ComputePipeline,
-    pub(super) params: wgpu::Buffer,
     pub(super) table: wgpu::Buffer,
-    pub(super) buffers: Option<Buffers>,
 }
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -190,6 +190,9 @@ impl GpuSigKernels {
             ed25519,
             secp256k1,
             loss: Loss { lost, reason: lost_reason },
+            slots: (0..RING_SLOTS).map(|_| Mutex::new(Slot::default())).collect(),
+            free: Mutex::new((0..RING_SLOTS).rev().collect()),
+            freed: Condvar::new(),
         };
         me.loss.check()?;
         Ok(me)
@@ -255,9 +258,7 @@ impl GpuSigKernels {
             item_words: GPU_ITEM_WORDS,
             layout,
             pipeline,
-            params: params_buffer(device, "ed25519 params"),
             table,
-            buffers: None,
         })
     }
 
@@ -282,22 +283,50 @@ impl GpuSigKernels {
             item_words: secp_gpu::GPU_ITEM_WORDS,
             layout,
             pipeline,
-            params: params_buffer(device, "secp256k1 params"),
             table,
-            buffers: None,
         })
     }
+}
 
+/// Dispatches in flight per device: one being written, one running, one
+/// being read back.
+const RING_SLOTS: usize = 3;
 
-impl Kernel {
-    pub(super) fn ensure_buffers(&mut self, device: &wgpu::Device, n: usize) {
-        if self.buffers.as_ref().is_some_and(|b| b.capacity >= n) {
-            return;
+/// One buffer set of the ring: per kernel, grown to its largest dispatch.
+#[derive(Default)]
+pub(super) struct Slot {
+    ed25519: Option<Buffers>,
+    secp256k1: Option<Buffers>,
+}
+
+impl Slot {
+    pub(super) fn get(&self, which: Which) -> Option<&Buffers> {
+        match which {
+            Which::Ed25519 => self.ed25519.as_ref(),
+            Which::Secp256k1 => self.secp256k1.as_ref(),
         }
+    }
+
+    /// `which`'s buffers, with room for `n` items.
+    pub(super) fn ensure(&mut self, which: Which, k: &Kernel, device: &wgpu::Device, n: usize) -> &Buffers {
+        let b = match which {
+            Which::Ed25519 => &mut self.ed25519,
+            Which::Secp256k1 => &mut self.secp256k1,
+        };
+        if !b.as_ref().is_some_and(|b| b.capacity >= n) {
+            *b = Some(Buffers::new(k, device, n));
+        }
+        b.as_ref().expect("just made")
+    }
+}
+
+impl Buffers {
+    fn new(k: &Kernel, device: &wgpu::Device, n: usize) -> Buffers {
         let capacity = n.next_power_of_two().max(256);
+        let params = params_buffer(device, k.label);
         let items = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("signature items"),
-            size: (capacity * 4 * self.item_words) as u64,
+            size: (capacity * 4 * k.item_words) as u64,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -316,14 +345,14 @@ impl Kernel {
         });
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("signature verify bind"),
-            layout: &self.layout,
+            layout: &k.layout,
             entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: self.params.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
                 wgpu::BindGroupEntry { binding: 1, resource: items.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: self.table.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: k.table.as_entire_binding() },
                 wgpu::BindGroupEntry { binding: 3, resource: verdicts.as_entire_binding() },
             ],
         });
-        self.buffers = Some(Buffers { capacity, items, verdicts, staging, bind });
+        Buffers { capacity, params, items, verdicts, staging, bind }
     }
 }

@@ -1,0 +1,176 @@
+//! Where a batch goes: both cost models in one place.
+//!
+//!   CPU: t_cpu = A / T + n·c        (inline, one thread)
+//!        t_cpu = (A + n·c) / T      (split over all T threads)
+//!   GPU: t_gpu = L0 + B + n·g + n·r·c / T
+//!
+//! with c the CPU's seconds per item (learnt from CPU time, per family), A
+//! the CPU work already ahead (booked by batches running on the CPU and
+//! batches still queued), g the GPU's seconds per item, B its booked
+//! backlog (queued and in flight, booked when a job is queued there), and
+//! r the share of GPU verdicts the trust policy re-verifies on the CPU (the
+//! observed invalid rate plus the sample): a flood of invalid signatures
+//! makes the GPU cost CPU time too, and then the CPU wins.
+//!
+//! When the GPU wins on a batch large enough to split, it gets the share f
+//! of the tail that makes both parts end together:
+//!   A/T + (1 − f)·n·c/T = L0 + B + f·n·(g + r·c/T)
+//!   ⇒ f = (n·c/T + A/T − L0 − B) / (n·(c/T + g + r·c/T))
+//! A deadline vetoes the GPU where its prediction misses it and the CPU's
+//! does not.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::gpu::GpuSigEngine;
+use super::{EngineChoice, Inner};
+use crate::sig::SigItem;
+
+/// Seconds per item on one thread until measured, per family: an Ed25519
+/// batch on a 2020s server core ~17 µs, libsecp256k1's ECDSA and BIP340
+/// ~40 µs (README, performance).
+const CPU_ITEM_SECS_DEFAULT: [f64; 3] = [20e-6, 40e-6, 38e-6];
+
+fn load(a: &AtomicU64) -> f64 {
+    f64::from_bits(a.load(Ordering::Relaxed))
+}
+
+fn store(a: &AtomicU64, x: f64) {
+    a.store(x.to_bits(), Ordering::Relaxed)
+}
+
+/// The CPU side's measured costs and booked work.
+pub(super) struct Costs {
+    /// CPU seconds per item, per family (f64 bits).
+    cpu_item_secs: [AtomicU64; 3],
+    /// Share of items found invalid, a moving average over items (f64 bits).
+    invalid_share: AtomicU64,
+    /// Predicted CPU seconds (ns) of the batches running on the CPU.
+    cpu_booked_ns: AtomicU64,
+}
+
+impl Costs {
+    pub(super) fn new() -> Costs {
+        Costs {
+            cpu_item_secs: CPU_ITEM_SECS_DEFAULT.map(|x| AtomicU64::new(x.to_bits())),
+            invalid_share: AtomicU64::new(0),
+            cpu_booked_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn cpu_secs(&self, family: usize) -> f64 {
+        load(&self.cpu_item_secs[family])
+    }
+
+    pub(super) fn learn_cpu(&self, family: usize, per_item: f64) {
+        let old = self.cpu_secs(family);
+        store(&self.cpu_item_secs[family], 0.9 * old + 0.1 * per_item);
+    }
+
+    /// `invalid` of `n` items were invalid.
+    pub(super) fn learn_verdicts(&self, invalid: usize, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let w = (n as f64 / 1024.0).min(1.0);
+        let old = load(&self.invalid_share);
+        store(&self.invalid_share, old + (invalid as f64 / n as f64 - old) * w);
+    }
+
+    pub(super) fn invalid_share(&self) -> f64 {
+        load(&self.invalid_share)
+    }
+
+    /// CPU seconds for `items` on one thread.
+    pub(super) fn cpu_work(&self, items: &[SigItem]) -> f64 {
+        let c = self.cpu_item_secs.each_ref().map(load);
+        items.iter().map(|i| c[i.scheme.family()]).sum()
+    }
+
+    /// Books `secs` of CPU work until the returned guard is dropped.
+    pub(super) fn book_cpu(self: &Arc<Self>, secs: f64) -> Booked {
+        let ns = (secs * 1e9) as u64;
+        self.cpu_booked_ns.fetch_add(ns, Ordering::Relaxed);
+        Booked { costs: self.clone(), ns }
+    }
+
+    fn cpu_booked(&self) -> f64 {
+        self.cpu_booked_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+}
+
+/// CPU work booked while a batch runs.
+pub(super) struct Booked {
+    costs: Arc<Costs>,
+    ns: u64,
+}
+
+impl Drop for Booked {
+    fn drop(&mut self) {
+        self.costs.cpu_booked_ns.fetch_sub(self.ns, Ordering::Relaxed);
+    }
+}
+
+/// Where one batch goes.
+#[derive(Clone)]
+pub(super) enum Route {
+    Cpu,
+    Gpu(Arc<GpuSigEngine>),
+    /// The last `usize` items to the GPU, the rest on the CPU.
+    Split(Arc<GpuSigEngine>, usize),
+}
+
+impl Inner {
+    /// Where `items` finish first (see the module's cost models).
+    /// `EngineChoice::Gpu` sends every batch to the GPU with the earliest
+    /// predicted finish.
+    pub(super) fn route(&self, items: &[SigItem], deadline: Option<Instant>) -> Route {
+        let n = items.len();
+        if self.cfg.engines == EngineChoice::Cpu || n == 0 {
+            return Route::Cpu;
+        }
+        // No active GPU (the common case on CPU-only servers): nothing to scan.
+        let best = {
+            let gpus = self.gpus.read();
+            gpus.iter()
+                .filter(|g| g.is_active())
+                .map(|g| (g.predict(items), g.clone()))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+        };
+        let Some((gpu_alone, gpu)) = best else { return Route::Cpu };
+        if self.cfg.engines == EngineChoice::Gpu {
+            return Route::Gpu(gpu);
+        }
+        let t = self.threads().max(1) as f64;
+        let nf = n as f64;
+        let work = self.costs.cpu_work(items);
+        let c = work / nf; // one thread's seconds per item
+        let ahead = self.costs.cpu_booked() + self.heap_items() as f64 * c;
+        let inline = n <= self.cfg.inline_max || t == 1.0;
+        let t_cpu = if inline { ahead / t + work } else { (ahead + work) / t };
+        // What the trust policy re-verifies on the CPU, after the GPU's answer.
+        let r = (self.costs.invalid_share() + 1.0 / gpu.sample_one_in() as f64).min(1.0);
+        let t_gpu = gpu_alone + nf * r * c / t;
+        let now = Instant::now();
+        let misses = |secs: f64| deadline.is_some_and(|d| now + Duration::from_secs_f64(secs) > d);
+        if t_gpu >= t_cpu || (misses(t_gpu) && !misses(t_cpu)) {
+            return Route::Cpu;
+        }
+        if inline {
+            return Route::Gpu(gpu);
+        }
+        let (l0, _) = gpu.model();
+        let b = gpu_alone - l0 - gpu.work(items); // booked on the GPU (and its canaries), seconds
+        let g = gpu.work(items) / nf;
+        let f = ((nf * c / t + ahead / t - l0 - b) / (nf * (c / t + g + r * c / t))).clamp(0.0, 1.0);
+        let gpu_n = (f * nf).round() as usize;
+        if gpu_n == 0 {
+            Route::Cpu
+        } else if n - gpu_n < self.cfg.chunk_min {
+            Route::Gpu(gpu)
+        } else {
+            Route::Split(gpu, gpu_n)
+        }
+    }
+}
