@@ -59,8 +59,7 @@ fn every_kernel_parses_and_validates() {
                 };
                 let piece = dir.join(r);
                 src.push_str(
-                    &std::fs::read_to_string(&piece)
-                        .unwrap_or_else(|e| panic!("{} requires {r}: {e}", f.display())),
+                    &std::fs::read_to_string(&piece).unwrap_or_else(|e| panic!("{} requires {r}: {e}", f.display())),
                 );
                 src.push('\n');
             }

@@ -167,28 +167,20 @@ fn field_arithmetic_matches_python(f: &Field) {
         let k = vals.len();
         // Some canonical (< 2^256), some at loose maxima in places, most
         // random loose.
-        let mut l: Vec<u32> =
-            loose.iter().map(|&m| if k % 5 == 1 && next() & 1 == 0 { m } else { (next() % (m as u64 + 1)) as u32 }).collect();
+        let mut l: Vec<u32> = loose
+            .iter()
+            .map(|&m| if k % 5 == 1 && next() & 1 == 0 { m } else { (next() % (m as u64 + 1)) as u32 })
+            .collect();
         if k.is_multiple_of(3) {
             l[n - 1] &= (1 << (256 - bits * (n - 1) - 1)) - 1;
         }
         vals.push(l);
     }
-    let word_vals = [
-        "0".repeat(64),
-        "f".repeat(64),
-        p.to_string(),
-        p_minus_1.to_string(),
-        gx.to_string(),
-    ];
+    let word_vals = ["0".repeat(64), "f".repeat(64), p.to_string(), p_minus_1.to_string(), gx.to_string()];
     // (G.x, G.y) is on the curve: pair them.
     let mut cases: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)> = (0..vals.len())
         .map(|i| {
-            let w = if i < word_vals.len() {
-                words(&word_vals[i])
-            } else {
-                (0..8).map(|_| next() as u32).collect()
-            };
+            let w = if i < word_vals.len() { words(&word_vals[i]) } else { (0..8).map(|_| next() as u32).collect() };
             (vals[i].clone(), vals[(i * 7 + 3) % vals.len()].clone(), w)
         })
         .collect();
