@@ -33,6 +33,11 @@ const FE_ONE: Fe = Fe(1u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u
 const FE_D: Fe = Fe(6307u, 6859u, 4740u, 5787u, 5982u, 3157u, 1287u, 2472u, 4106u, 3u, 6694u, 3827u, 1943u, 928u, 3635u, 8142u, 2927u, 1905u, 219u, 164u);
 const FE_D2: Fe = Fe(4441u, 5527u, 1289u, 3383u, 3773u, 6315u, 2574u, 4944u, 20u, 7u, 5196u, 7655u, 3886u, 1856u, 7270u, 8092u, 5855u, 3810u, 438u, 72u);
 const FE_SQRT_M1: Fe = Fe(176u, 4213u, 2514u, 7222u, 3150u, 4668u, 5311u, 213u, 792u, 6522u, 5609u, 7159u, 2451u, 1664u, 3245u, 7137u, 4033u, 1026u, 201u, 87u);
+// -1, y8 and -y8: with 0 and 1 the y coordinates of the eight points of
+// small order (ed25519_point.wgsl's pt_affine_small_order).
+const FE_MINUS_ONE: Fe = Fe(8172u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 255u);
+const FE_Y8: Fe = Fe(2086u, 7343u, 4259u, 3941u, 6914u, 418u, 2003u, 7761u, 6383u, 3972u, 6133u, 2905u, 3376u, 6627u, 1252u, 1814u, 2050u, 7020u, 7956u, 11u);
+const FE_MINUS_Y8: Fe = Fe(6087u, 848u, 3932u, 4250u, 1277u, 7773u, 6188u, 430u, 1808u, 4219u, 2058u, 5286u, 4815u, 1564u, 6939u, 6377u, 6141u, 1171u, 235u, 244u);
 
 // Carries (input limbs < 2^23); the carry out of limb 19 comes back into
 // limb 0 times 608.

@@ -76,14 +76,8 @@ fn pt_is_identity(p: Pt) -> bool {
 // 4), 1 (the identity), -1 (order 2) and +-y8 (order 8, y8 the y of
 // 26e8958f...fc05). Each y is shared by a point and its negation, both of
 // small order, so for a point that decoded this is exactly [8]P = 0, at
-// the cost of one fe_freeze instead of three doublings.
-const FE_MINUS_ONE: Fe = Fe(8172u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u,
-                            8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 8191u, 255u);
-const FE_Y8: Fe = Fe(2086u, 7343u, 4259u, 3941u, 6914u, 418u, 2003u, 7761u, 6383u, 3972u,
-                     6133u, 2905u, 3376u, 6627u, 1252u, 1814u, 2050u, 7020u, 7956u, 11u);
-const FE_MINUS_Y8: Fe = Fe(6087u, 848u, 3932u, 4250u, 1277u, 7773u, 6188u, 430u, 1808u, 4219u,
-                           2058u, 5286u, 4815u, 1564u, 6939u, 6377u, 6141u, 1171u, 235u, 244u);
-
+// the cost of one fe_freeze instead of three doublings. The constants are
+// the field file's (its limb layout).
 // For an affine point (Z = 1) that decoded: is it of small order?
 fn pt_affine_small_order(y: Fe) -> bool {
     let c = fe_freeze(y);

@@ -31,6 +31,32 @@ const FE_ONE: Fe = Fe(1u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u
 const FE_SEVEN: Fe = Fe(7u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
 const FE_BETA: Fe = Fe(494u, 3240u, 2588u, 4824u, 7187u, 1226u, 3030u, 3746u, 4169u, 3303u, 3386u, 6248u, 6634u, 4643u, 441u, 226u, 1404u, 4443u, 6746u, 245u);
 
+// A 256-bit number given as 8 little-endian u32 words (word 0 the least
+// significant), as the host encodes items: loose, not reduced.
+fn fe_from_words(w: array<u32, 8>) -> Fe {
+    return Fe(
+        (w[0]) & FE_MASK,
+        ((w[0] >> 13u)) & FE_MASK,
+        ((w[0] >> 26u) | (w[1] << 6u)) & FE_MASK,
+        ((w[1] >> 7u)) & FE_MASK,
+        ((w[1] >> 20u) | (w[2] << 12u)) & FE_MASK,
+        ((w[2] >> 1u)) & FE_MASK,
+        ((w[2] >> 14u)) & FE_MASK,
+        ((w[2] >> 27u) | (w[3] << 5u)) & FE_MASK,
+        ((w[3] >> 8u)) & FE_MASK,
+        ((w[3] >> 21u) | (w[4] << 11u)) & FE_MASK,
+        ((w[4] >> 2u)) & FE_MASK,
+        ((w[4] >> 15u)) & FE_MASK,
+        ((w[4] >> 28u) | (w[5] << 4u)) & FE_MASK,
+        ((w[5] >> 9u)) & FE_MASK,
+        ((w[5] >> 22u) | (w[6] << 10u)) & FE_MASK,
+        ((w[6] >> 3u)) & FE_MASK,
+        ((w[6] >> 16u)) & FE_MASK,
+        ((w[6] >> 29u) | (w[7] << 3u)) & FE_MASK,
+        ((w[7] >> 10u)) & FE_MASK,
+        ((w[7] >> 23u)) & FE_MASK);
+}
+
 fn fe_carry(a: Fe) -> Fe {
     var cc = a[0];
     var r: Fe;

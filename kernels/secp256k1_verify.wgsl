@@ -12,18 +12,20 @@
 // by one Straus loop (four digits per window, one doubling and one addition
 // site), and the scheme's check on R.
 //
-// Item layout (ITEM_WORDS u32 each; field elements as 20 limbs of 13 bits):
+// Item layout (ITEM_WORDS u32 each; a field element or scalar as 8
+// little-endian u32 words, word 0 the least significant, which fe_from_words
+// turns into the limbs of whichever field the kernel is built with):
 //   0       flags: bit 0 the key is x only (decompress, y parity in bit 1),
 //           bit 2 ECDSA may also match r + n (r + n < p), bit 3 BIP340,
 //           bits 8..15 the host's verdict if the key decodes (0: verify)
-//   1..21   key x            21..41  key y (when given)
-//   41..61  r                61..81  r + n (when bit 2)
-//   81..114 33 windows, least significant first: byte k of word w is
+//   1..9    key x            9..17   key y (when given)
+//   17..25  r                25..33  r + n (when bit 2)
+//   33..66  33 windows, least significant first: byte k of word w is
 //           digit w of half k (G, lambda G, Q, lambda Q) plus 8, in 0..16
 // Verdicts: one byte per item, four to a word (cleared before each
 // dispatch): 0 valid, else the sig::Reason code.
 
-const ITEM_WORDS: u32 = 114u;
+const ITEM_WORDS: u32 = 66u;
 const WINDOWS: u32 = 33u;
 
 const REASON_BAD_SIGNATURE: u32 = 1u;
@@ -37,9 +39,10 @@ struct Params {
     _pad2: u32,
 }
 
+// An affine point as two 8-word numbers (see the item layout).
 struct Affine {
-    x: Fe,
-    y: Fe,
+    x: array<u32, 8>,
+    y: array<u32, 8>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -50,28 +53,9 @@ struct Affine {
 @group(0) @binding(3) var<storage, read_write> verdicts: array<atomic<u32>>;
 
 fn load_fe(at: u32) -> Fe {
-    var r: Fe;
-    r[0] = items[at];
-    r[1] = items[at + 1u];
-    r[2] = items[at + 2u];
-    r[3] = items[at + 3u];
-    r[4] = items[at + 4u];
-    r[5] = items[at + 5u];
-    r[6] = items[at + 6u];
-    r[7] = items[at + 7u];
-    r[8] = items[at + 8u];
-    r[9] = items[at + 9u];
-    r[10] = items[at + 10u];
-    r[11] = items[at + 11u];
-    r[12] = items[at + 12u];
-    r[13] = items[at + 13u];
-    r[14] = items[at + 14u];
-    r[15] = items[at + 15u];
-    r[16] = items[at + 16u];
-    r[17] = items[at + 17u];
-    r[18] = items[at + 18u];
-    r[19] = items[at + 19u];
-    return r;
+    return fe_from_words(array<u32, 8>(
+        items[at], items[at + 1u], items[at + 2u], items[at + 3u],
+        items[at + 4u], items[at + 5u], items[at + 6u], items[at + 7u]));
 }
 
 // [1..8]Q, picked by a switch rather than an index into a local array (see
@@ -116,7 +100,7 @@ fn check(base: u32) -> u32 {
         }
         y = d.y;
     } else {
-        y = load_fe(base + 21u);
+        y = load_fe(base + 9u);
         if (!pt_is_on_curve(x, y)) {
             return REASON_PUBKEY_ENCODING;
         }
@@ -142,12 +126,12 @@ fn check(base: u32) -> u32 {
             } else if (half == 0u) {
                 doublings = 4u;
             }
-            let dg = i32((items[base + 81u + win] >> (half * 8u)) & 0xffu) - 8;
+            let dg = i32((items[base + 33u + win] >> (half * 8u)) & 0xffu) - 8;
             add = dg != 0;
             let idx = max(u32(abs(dg)), 1u) - 1u;
             if (half < 2u) {
                 let g = g_table[idx + 8u * half];
-                p = Pj(g.x, g.y, FE_ONE);
+                p = Pj(fe_from_words(g.x), fe_from_words(g.y), FE_ONE);
             } else {
                 p = table_get(table, idx);
                 // lambda (X : Y : Z) = (beta X : Y : Z)
@@ -182,7 +166,7 @@ fn check(base: u32) -> u32 {
     if (fe_is_zero(acc.z)) {
         return REASON_BAD_SIGNATURE;
     }
-    let r = load_fe(base + 41u);
+    let r = load_fe(base + 17u);
     if ((flags & 8u) != 0u) {
         // BIP340: R has an even y and x(R) = r; affine needs 1/Z.
         let zi = fe_inv(acc.z);
@@ -199,7 +183,7 @@ fn check(base: u32) -> u32 {
     if (fe_eq(acc.x, fe_mul(r, acc.z))) {
         return 0u;
     }
-    if ((flags & 4u) != 0u && fe_eq(acc.x, fe_mul(load_fe(base + 61u), acc.z))) {
+    if ((flags & 4u) != 0u && fe_eq(acc.x, fe_mul(load_fe(base + 25u), acc.z))) {
         return 0u;
     }
     return REASON_BAD_SIGNATURE;

@@ -3,7 +3,10 @@
 //! (RFC 8032, Wycheproof, speccheck under both policies) and thousands of
 //! random valid and mutated items, including non-canonical encodings,
 //! small-order and mixed-order points and S ≥ ℓ. No trust policy here: these
-//! are the kernel's own answers.
+//! are the kernel's own answers. Every test runs on both field paths (u64
+//! products, the default where the adapter has SHADER_INT64, as lavapipe
+//! does; and u32 only): the random items in full on the u64 path, every
+//! fourth on the u32 one, to keep lavapipe's time modest.
 #![cfg(feature = "gpu")]
 
 use std::sync::{Mutex, OnceLock};
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::scalar::Scalar;
+use hashrig::gpu::kernel::{FieldChoice, FieldPath};
 use hashrig::gpu::sig::GpuSigKernels;
 use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_one, Scheme, SigItem, Verdict};
@@ -23,25 +27,34 @@ const L_BYTES: [u8; 32] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
-fn gpu() -> &'static Mutex<GpuSigKernels> {
-    static G: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
-    G.get_or_init(|| {
+const PATHS: [FieldPath; 2] = [FieldPath::U64, FieldPath::U32];
+
+fn gpu(path: FieldPath) -> &'static Mutex<GpuSigKernels> {
+    static U64: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
+    static U32: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
+    let cell = if path == FieldPath::U64 { &U64 } else { &U32 };
+    cell.get_or_init(|| {
         let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
             panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
         });
-        Mutex::new(GpuSigKernels::new(&a).unwrap_or_else(|e| panic!("Ed25519 kernel on {}: {e}", a.summary.name)))
+        let k = GpuSigKernels::with_field(&a, FieldChoice::Force(path))
+            .unwrap_or_else(|e| panic!("Ed25519 kernel on {}: {e}", a.summary.name));
+        assert_eq!(k.field(), path, "{} has no SHADER_INT64: the u64 path cannot be tested", a.summary.name);
+        Mutex::new(k)
     })
 }
 
-/// The GPU's verdicts must be the CPU's, item by item.
-fn assert_same(what: &str, items: &[SigItem]) {
-    let (got, _) = gpu().lock().unwrap().verify_items(items, Duration::from_secs(600)).expect("GPU dispatch");
+/// The GPU's verdicts must be the CPU's, item by item, on the kernel built
+/// with `path`'s field.
+fn assert_same_on(path: FieldPath, what: &str, items: &[SigItem]) {
+    let (got, _) = gpu(path).lock().unwrap().verify_items(items, Duration::from_secs(600)).expect("GPU dispatch");
     let mut diffs = Vec::new();
     for (i, (it, g)) in items.iter().zip(&got).enumerate() {
         let cpu = verify_one(it);
         if *g != Some(cpu) {
             diffs.push(format!(
-                "{what} item {i} ({}): gpu {g:?} cpu {cpu:?} pk {} sig {}",
+                "{what} ({} field) item {i} ({}): gpu {g:?} cpu {cpu:?} pk {} sig {}",
+                path.name(),
                 it.scheme,
                 hex::encode(&it.pubkey),
                 hex::encode(&it.sig)
@@ -55,6 +68,13 @@ fn assert_same(what: &str, items: &[SigItem]) {
         items.len(),
         diffs[..diffs.len().min(20)].join("\n")
     );
+}
+
+/// [`assert_same_on`] on both paths.
+fn assert_same(what: &str, items: &[SigItem]) {
+    for path in PATHS {
+        assert_same_on(path, what, items);
+    }
 }
 
 fn data(name: &str) -> String {
@@ -229,17 +249,21 @@ fn edge_cases_and_random_mutations() {
     let items = both_policies(items);
     let valid = items.iter().filter(|i| verify_one(i).is_valid()).count();
     assert!(valid > 1000, "only {valid} valid items: the mix lost its valid half");
-    assert_same("edge and random", &items);
+    assert_same_on(FieldPath::U64, "edge and random", &items);
+    let quarter: Vec<SigItem> = items.iter().step_by(4).cloned().collect();
+    assert_same_on(FieldPath::U32, "edge and random (every fourth)", &quarter);
 }
 
 #[test]
 fn empty_and_single_dispatches() {
-    let (got, _) = gpu().lock().unwrap().verify_items(&[], Duration::from_secs(60)).unwrap();
-    assert!(got.is_empty());
     let it = valid_item(Scheme::Ed25519, 7);
     assert_same("single", std::slice::from_ref(&it));
-    // An ECDSA item beside it goes to the secp256k1 kernel, in the same call.
-    let e = valid_item(Scheme::Ecdsa, 1);
-    let (got, _) = gpu().lock().unwrap().verify_items(&[e, it], Duration::from_secs(60)).unwrap();
-    assert_eq!(got, vec![Some(Verdict::Valid), Some(Verdict::Valid)]);
+    for path in PATHS {
+        let (got, _) = gpu(path).lock().unwrap().verify_items(&[], Duration::from_secs(60)).unwrap();
+        assert!(got.is_empty());
+        // An ECDSA item beside it goes to the secp256k1 kernel, in the same call.
+        let e = valid_item(Scheme::Ecdsa, 1);
+        let (got, _) = gpu(path).lock().unwrap().verify_items(&[e, it.clone()], Duration::from_secs(60)).unwrap();
+        assert_eq!(got, vec![Some(Verdict::Valid), Some(Verdict::Valid)]);
+    }
 }

@@ -2,7 +2,9 @@
 //! point decoding (ed25519_point.wgsl), run on lavapipe through a probe
 //! kernel, against Python's big integers (an independent implementation):
 //! products, squares, sums, differences, the (p-5)/8 power, sqrt_ratio_i and
-//! decompression, on random values and edge values (0, 1, p-1, p, 2^255-1).
+//! decompression, on random values and edge values (0, 1, p-1, p, 2^255-1),
+//! on both fields with that API: ed25519_field.wgsl (20 limbs of 13 bits,
+//! u32) and ed25519_field64.wgsl (10 limbs of 26 bits, u64 products).
 #![cfg(feature = "gpu")]
 
 use std::path::Path;
@@ -30,19 +32,21 @@ fn probe(@builtin(global_invocation_id) gid: vec3<u32>) {
     let wa = words(16u * i);
     let a = fe_from_words(wa);
     let b = fe_from_words(words(16u * i + 8u));
-    let o = 162u * i;
+    let o = OUTu * i;
     put(o, fe_mul(a, b));
-    put(o + 20u, fe_sq(a));
-    put(o + 40u, fe_add(a, b));
-    put(o + 60u, fe_sub(a, b));
-    put(o + 80u, fe_pow22523(a));
+    put(o + Nu, fe_sq(a));
+    put(o + 2u * Nu, fe_add(a, b));
+    put(o + 3u * Nu, fe_sub(a, b));
+    put(o + 4u * Nu, fe_pow22523(a));
     let s = fe_sqrt_ratio_i(a, b);
-    put(o + 100u, s.r);
+    put(o + 5u * Nu, s.r);
     let d = pt_decode(wa);
-    put(o + 120u, d.p.x);
-    put(o + 140u, d.p.y);
-    outp[o + 160u] = u32(s.was_square);
-    outp[o + 161u] = u32(d.ok) | (u32(pt_affine_small_order(d.p.y)) << 1u);
+    put(o + 6u * Nu, d.p.x);
+    put(o + 7u * Nu, d.p.y);
+    // Loose inputs: a sum and a difference as they come out.
+    put(o + 8u * Nu, fe_mul(fe_add(a, b), fe_sub(a, fe_neg(b))));
+    outp[o + 9u * Nu] = u32(s.was_square);
+    outp[o + 9u * Nu + 1u] = u32(d.ok) | (u32(pt_affine_small_order(d.p.y)) << 1u);
 }
 "#;
 
@@ -71,21 +75,37 @@ for a, b in json.load(sys.stdin):
     dok, x = sqrt_ratio(y * y - 1, d * y * y + 1)
     if sign: x = (-x) % p
     so = dok and y in (0, 1, p - 1, 0x5fc536d880238b13933c6d305acdfd5f098eff289f4c345b027b2c28f95e826, p - 0x5fc536d880238b13933c6d305acdfd5f098eff289f4c345b027b2c28f95e826)
-    out.append([str(v) for v in [a * b % p, a * a % p, (a + b) % p, (a - b) % p, pow(a, 2**252 - 3, p), r, x, y, int(ok), int(dok) | (int(so) << 1)]])
+    out.append([str(v) for v in [a * b % p, a * a % p, (a + b) % p, (a - b) % p, pow(a, 2**252 - 3, p), r, x, y, (a + b) * (a + b) % p, int(ok), int(dok) | (int(so) << 1)]])
 json.dump(out, sys.stdout)
 "#;
 
 #[test]
-fn field_arithmetic_matches_python() {
+fn u32_field_matches_python() {
+    field_arithmetic_matches_python("ed25519_field.wgsl", 20, 13);
+}
+
+#[test]
+fn u64_field_matches_python() {
+    field_arithmetic_matches_python("ed25519_field64.wgsl", 10, 26);
+}
+
+/// The field in `file` (n limbs of `bits` bits) against Python.
+fn field_arithmetic_matches_python(file: &str, n_limbs: usize, bits: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
     let mut src = String::new();
-    for f in ["ed25519_field.wgsl", "ed25519_point.wgsl"] {
+    for f in [file, "ed25519_point.wgsl"] {
         src.push_str(&std::fs::read_to_string(root.join(f)).unwrap());
         src.push('\n');
     }
+    let out_words = 9 * n_limbs + 2;
     // Limbs written with constant indices (as the kernels do).
-    let put: String = (0..20).map(|i| format!("outp[at + {i}u] = f[{i}];\n    ")).collect();
-    src.push_str(&PROBE.replace("PUT_LIMBS", &put));
+    let put: String = (0..n_limbs).map(|i| format!("outp[at + {i}u] = f[{i}];\n    ")).collect();
+    src.push_str(
+        &PROBE
+            .replace("PUT_LIMBS", &put)
+            .replace("OUTu", &format!("{out_words}u"))
+            .replace("Nu", &format!("{n_limbs}u")),
+    );
     // Inputs: edge values and random 256-bit words (bit 255 is the sign
     // for decoding and ignored by the arithmetic, as in point encodings).
     let p_minus = |k: u32| -> [u32; 8] {
@@ -114,7 +134,7 @@ fn field_arithmetic_matches_python() {
     let n = pairs.len();
     let mut input: Vec<u32> = pairs.iter().flat_map(|(a, b)| a.iter().chain(b.iter()).copied()).collect();
     input.push(0); // fe_loop_zero
-    let out = gpu_probe::run(&src, &input, n as u32, n * 162);
+    let out = gpu_probe::run(&src, &input, n as u32, n * out_words);
 
     let to_int = |w: &[u32; 8]| gpu_probe::limbs_to_decimal(&words_to_limbs(w));
     let json_in = format!(
@@ -132,22 +152,23 @@ fn field_arithmetic_matches_python() {
     let res = child.wait_with_output().unwrap();
     assert!(res.status.success(), "python3 reference failed");
     let want: Vec<Vec<String>> = serde_json::from_slice(&res.stdout).unwrap();
-    let names = ["mul", "sq", "add", "sub", "pow22523", "sqrt_ratio", "decode x", "decode y"];
+    let names = ["mul", "sq", "add", "sub", "pow22523", "sqrt_ratio", "decode x", "decode y", "loose mul"];
     let mut bad = Vec::new();
     for (i, w) in want.iter().enumerate() {
-        let o = &out[162 * i..162 * (i + 1)];
+        let o = &out[out_words * i..out_words * (i + 1)];
         for (k, name) in names.iter().enumerate() {
-            let got = gpu_probe::limbs_to_decimal(&o[20 * k..20 * k + 20]);
+            let got = gpu_probe::bits_to_decimal(&o[n_limbs * k..n_limbs * (k + 1)], bits);
             // x is only defined when the decoding succeeded.
-            if k == 6 && w[9] == "0" {
+            if k == 6 && w[10] == "0" {
                 continue;
             }
             if got != w[k] {
-                bad.push(format!("pair {i} {name}: gpu {got} python {}", w[k]));
+                bad.push(format!("{file} pair {i} {name}: gpu {got} python {}", w[k]));
             }
         }
-        if o[160].to_string() != w[8] || o[161].to_string() != w[9] {
-            bad.push(format!("pair {i} flags: gpu {} {} python {} {}", o[160], o[161], w[8], w[9]));
+        let (sq, dec) = (o[out_words - 2], o[out_words - 1]);
+        if sq.to_string() != w[9] || dec.to_string() != w[10] {
+            bad.push(format!("{file} pair {i} flags: gpu {sq} {dec} python {} {}", w[9], w[10]));
         }
     }
     assert!(bad.is_empty(), "{} differences:\n{}", bad.len(), bad[..bad.len().min(30)].join("\n"));

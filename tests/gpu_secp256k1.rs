@@ -5,12 +5,16 @@
 //! valid and mutated items from tests/secp_items (high S with and without
 //! the flag, r or s = 0 or >= n, keys off the curve, hybrid keys, non-DER
 //! encodings, BIP340 with x >= p, r >= p and odd-y R). No trust policy
-//! here: these are the kernel's own answers.
+//! here: these are the kernel's own answers. Every test runs on both field
+//! paths (u64 products, the default where the adapter has SHADER_INT64, as
+//! lavapipe does; and u32 only): the random items in full on the u64 path,
+//! a subset on the u32 one, to keep lavapipe's time modest.
 #![cfg(feature = "gpu")]
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use hashrig::gpu::kernel::{FieldChoice, FieldPath};
 use hashrig::gpu::sig::GpuSigKernels;
 use hashrig::sig::{verify_one, Reason, Scheme, SigItem, Verdict, FLAG_ALLOW_HIGH_S};
 use rand::rngs::StdRng;
@@ -19,19 +23,27 @@ use sha2::{Digest, Sha256};
 
 mod secp_items;
 
-fn gpu() -> &'static Mutex<GpuSigKernels> {
-    static G: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
-    G.get_or_init(|| {
+const PATHS: [FieldPath; 2] = [FieldPath::U64, FieldPath::U32];
+
+fn gpu(path: FieldPath) -> &'static Mutex<GpuSigKernels> {
+    static U64: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
+    static U32: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
+    let cell = if path == FieldPath::U64 { &U64 } else { &U32 };
+    cell.get_or_init(|| {
         let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
             panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
         });
-        Mutex::new(GpuSigKernels::new(&a).unwrap_or_else(|e| panic!("signature kernels on {}: {e}", a.summary.name)))
+        let k = GpuSigKernels::with_field(&a, FieldChoice::Force(path))
+            .unwrap_or_else(|e| panic!("signature kernels on {}: {e}", a.summary.name));
+        assert_eq!(k.field(), path, "{} has no SHADER_INT64: the u64 path cannot be tested", a.summary.name);
+        Mutex::new(k)
     })
 }
 
-/// The GPU's verdicts must be the CPU's, item by item. Returns the CPU's.
-fn assert_same(what: &str, items: &[SigItem]) -> Vec<Verdict> {
-    let (got, _) = gpu().lock().unwrap().verify_items(items, Duration::from_secs(600)).expect("GPU dispatch");
+/// The GPU's verdicts must be the CPU's, item by item, on the kernel built
+/// with `path`'s field. Returns the CPU's.
+fn assert_same_on(path: FieldPath, what: &str, items: &[SigItem]) -> Vec<Verdict> {
+    let (got, _) = gpu(path).lock().unwrap().verify_items(items, Duration::from_secs(600)).expect("GPU dispatch");
     let mut diffs = Vec::new();
     let mut cpu_all = Vec::new();
     for (i, (it, g)) in items.iter().zip(&got).enumerate() {
@@ -39,7 +51,8 @@ fn assert_same(what: &str, items: &[SigItem]) -> Vec<Verdict> {
         cpu_all.push(cpu);
         if *g != Some(cpu) {
             diffs.push(format!(
-                "{what} item {i} ({}, flags {}): gpu {g:?} cpu {cpu:?} pk {} msg {} sig {}",
+                "{what} ({} field) item {i} ({}, flags {}): gpu {g:?} cpu {cpu:?} pk {} msg {} sig {}",
+                path.name(),
                 it.scheme,
                 it.flags,
                 hex::encode(&it.pubkey),
@@ -56,6 +69,13 @@ fn assert_same(what: &str, items: &[SigItem]) -> Vec<Verdict> {
         diffs[..diffs.len().min(20)].join("\n")
     );
     cpu_all
+}
+
+/// [`assert_same_on`] on both paths; the CPU's verdicts.
+fn assert_same(what: &str, items: &[SigItem]) -> Vec<Verdict> {
+    let v = assert_same_on(PATHS[0], what, items);
+    assert_same_on(PATHS[1], what, items);
+    v
 }
 
 fn data(name: &str) -> String {
@@ -120,7 +140,8 @@ fn wycheproof_ecdsa_all_three_files() {
 fn random_and_mutated_ecdsa() {
     let mut rng = StdRng::seed_from_u64(0x6770_7573_6563);
     let items: Vec<SigItem> = secp_items::ecdsa_items(&mut rng, 1500).into_iter().map(|(it, _)| it).collect();
-    let v = assert_same("ecdsa", &items);
+    let v = assert_same_on(FieldPath::U64, "ecdsa", &items);
+    assert_same_on(FieldPath::U32, "ecdsa", &items[..500]);
     let valid = v.iter().filter(|v| v.is_valid()).count();
     let high_s = v.iter().filter(|v| **v == Verdict::Invalid(Reason::HighS)).count();
     let allowed = items.iter().filter(|i| i.flags & FLAG_ALLOW_HIGH_S != 0).count();
@@ -135,7 +156,8 @@ fn random_and_mutated_ecdsa() {
 fn random_and_mutated_schnorr() {
     let mut rng = StdRng::seed_from_u64(0x6770_7573_6368);
     let items: Vec<SigItem> = secp_items::schnorr_items(&mut rng, 2000).into_iter().map(|(it, _)| it).collect();
-    let v = assert_same("schnorr", &items);
+    let v = assert_same_on(FieldPath::U64, "schnorr", &items);
+    assert_same_on(FieldPath::U32, "schnorr", &items[..500]);
     let valid = v.iter().filter(|v| v.is_valid()).count();
     eprintln!("schnorr: {} items, {valid} valid", items.len());
     assert!(valid >= 100 && items.len() - valid >= 300);
@@ -144,8 +166,10 @@ fn random_and_mutated_schnorr() {
 
 #[test]
 fn mixed_batch_with_ed25519_and_empty() {
-    let (got, _) = gpu().lock().unwrap().verify_items(&[], Duration::from_secs(60)).unwrap();
-    assert!(got.is_empty());
+    for path in PATHS {
+        let (got, _) = gpu(path).lock().unwrap().verify_items(&[], Duration::from_secs(60)).unwrap();
+        assert!(got.is_empty());
+    }
     let mut items = Vec::new();
     for i in 0..24 {
         let scheme = [Scheme::Ed25519, Scheme::Ecdsa, Scheme::Schnorr, Scheme::Ed25519Strict][i % 4];

@@ -20,6 +20,9 @@ MASK = (1 << B) - 1
 FOLD = 608  # 2^260 mod p
 D = (-121665 * pow(121666, P - 2, P)) % P
 SQRT_M1 = pow(2, (P - 1) // 4, P)
+# The y of the points of order 8 (encoding 26e8958f...fc05), and -y.
+Y8 = 0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826
+assert (Y8 * Y8 - 1) * pow(D * Y8 * Y8 + 1, P - 2, P) % P != 0
 
 
 def limbs(x):
@@ -29,6 +32,106 @@ def limbs(x):
 def fe_lit(x):
     return "Fe(" + ", ".join(f"{v}u" for v in x) + ")"
 
+
+# The functions that only call the arithmetic: shared with
+# tools/gen-ed25519-field64-wgsl.py.
+TAIL_CMP = """fn fe_is_zero(a: Fe) -> bool {
+    return fe_same(fe_freeze(a), FE_ZERO);
+}
+
+fn fe_eq(a: Fe, b: Fe) -> bool {
+    return fe_is_zero(fe_sub(a, b));
+}
+
+// "Negative" in RFC 8032's sense: the canonical value is odd.
+fn fe_is_negative(a: Fe) -> bool {
+    return (fe_freeze(a)[0] & 1u) == 1u;
+}
+"""
+TAIL_POW = """// z^(2^252 - 3), for square roots: ref10's addition chain (251 squarings,
+// 12 multiplications) as 12 steps "x = x^(2^n) * m", so the shader holds one
+// squaring and one multiplication rather than twenty copies (drivers inline
+// every function at every call site: code size, and with it compile time
+// and register pressure, follows the call sites).
+fn pow_squarings(step: u32) -> u32 {
+    switch step {
+        case 0u, 3u: { return 1u; }
+        case 1u, 11u: { return 2u; }
+        case 2u: { return 0u; }
+        case 4u: { return 5u; }
+        case 5u, 7u: { return 10u; }
+        case 6u: { return 20u; }
+        case 8u, 10u: { return 50u; }
+        default: { return 100u; }
+    }
+}
+
+fn fe_pow22523(z: Fe) -> Fe {
+    var x = z;
+    // z^2, z^9, z^(2^5-1), z^(2^10-1), z^(2^20-1), z^(2^50-1), z^(2^100-1)
+    var z2 = FE_ONE;
+    var z9 = FE_ONE;
+    var z31 = FE_ONE;
+    var a10 = FE_ONE;
+    var a20 = FE_ONE;
+    var a50 = FE_ONE;
+    var a100 = FE_ONE;
+    for (var i = 0u; i < 12u + fe_loop_zero; i++) {
+        let n = pow_squarings(i) + fe_loop_zero;
+        for (var j = 0u; j < n; j++) {
+            x = fe_sq(x);
+        }
+        var m = z;
+        switch i {
+            case 0u: { m = FE_ONE; }
+            case 2u: { m = z2; }
+            case 3u: { m = z9; }
+            case 4u: { m = z31; }
+            case 5u, 7u: { m = a10; }
+            case 6u: { m = a20; }
+            case 8u, 10u: { m = a50; }
+            case 9u: { m = a100; }
+            default: { m = z; }
+        }
+        x = fe_mul(x, m);
+        switch i {
+            case 0u: { z2 = x; }
+            case 1u: { z9 = x; }
+            case 3u: { z31 = x; }
+            case 4u: { a10 = x; }
+            case 5u: { a20 = x; }
+            case 7u: { a50 = x; }
+            case 8u: { a100 = x; }
+            default: {}
+        }
+    }
+    return x;
+}
+
+struct SqrtRatio {
+    was_square: bool,
+    r: Fe,
+}
+
+// sqrt(u/v) as curve25519-dalek's FieldElement::sqrt_ratio_i: the
+// non-negative root and whether u/v was a square (u = 0 gives 0, true).
+fn fe_sqrt_ratio_i(u: Fe, v: Fe) -> SqrtRatio {
+    let v3 = fe_mul(fe_sq(v), v);
+    let v7 = fe_mul(fe_sq(v3), v);
+    var r = fe_mul(fe_mul(u, v3), fe_pow22523(fe_mul(u, v7)));
+    let check = fe_mul(v, fe_sq(r));
+    let neg_u = fe_neg(u);
+    let correct = fe_eq(check, u);
+    let flipped = fe_eq(check, neg_u);
+    let flipped_i = fe_eq(check, fe_mul(neg_u, FE_SQRT_M1));
+    if (flipped || flipped_i) {
+        r = fe_mul(r, FE_SQRT_M1);
+    }
+    if (fe_is_negative(r)) {
+        r = fe_neg(r);
+    }
+    return SqrtRatio(correct || flipped, r);
+}"""
 
 out = []
 w = out.append
@@ -68,7 +171,22 @@ w("// d = -121665/121666, 2d and sqrt(-1) = 2^((p-1)/4).")
 w(f"const FE_D: Fe = {fe_lit(limbs(D))};")
 w(f"const FE_D2: Fe = {fe_lit(limbs(2 * D % P))};")
 w(f"const FE_SQRT_M1: Fe = {fe_lit(limbs(SQRT_M1))};")
-w("")
+
+
+def small_order_ys(fe_lit, limbs):
+    """The canonical y of the small-order points other than 0 and 1 (shared
+    with tools/gen-ed25519-field64-wgsl.py)."""
+    return [
+        "// -1, y8 and -y8: with 0 and 1 the y coordinates of the eight points of",
+        "// small order (ed25519_point.wgsl's pt_affine_small_order).",
+        f"const FE_MINUS_ONE: Fe = {fe_lit(limbs(P - 1))};",
+        f"const FE_Y8: Fe = {fe_lit(limbs(Y8))};",
+        f"const FE_MINUS_Y8: Fe = {fe_lit(limbs(P - Y8))};",
+        "",
+    ]
+
+
+out += small_order_ys(fe_lit, limbs)
 
 # 64p limb by limb, every limb >= 15168: added before subtracting.
 q = limbs(2**260 - 608)  # 32p: limb 0 = 7584, others 8191
@@ -195,19 +313,7 @@ w("fn fe_same(a: Fe, b: Fe) -> bool {")
 w("    return (" + " | ".join(f"(a[{i}] ^ b[{i}])" for i in range(N)) + ") == 0u;")
 w("}")
 w("")
-w("""fn fe_is_zero(a: Fe) -> bool {
-    return fe_same(fe_freeze(a), FE_ZERO);
-}
-
-fn fe_eq(a: Fe, b: Fe) -> bool {
-    return fe_is_zero(fe_sub(a, b));
-}
-
-// "Negative" in RFC 8032's sense: the canonical value is odd.
-fn fe_is_negative(a: Fe) -> bool {
-    return (fe_freeze(a)[0] & 1u) == 1u;
-}
-""")
+w(TAIL_CMP)
 w("// The low 255 bits of a little-endian 256-bit number (bit 255 is left out:")
 w("// it is the sign of x in a point encoding). Values >= p are allowed: they")
 w("// are loose representatives like any other.")
@@ -224,88 +330,6 @@ for i in range(N):
 w("    return r;")
 w("}")
 w("")
-w("""// z^(2^252 - 3), for square roots: ref10's addition chain (251 squarings,
-// 12 multiplications) as 12 steps "x = x^(2^n) * m", so the shader holds one
-// squaring and one multiplication rather than twenty copies (drivers inline
-// every function at every call site: code size, and with it compile time
-// and register pressure, follows the call sites).
-fn pow_squarings(step: u32) -> u32 {
-    switch step {
-        case 0u, 3u: { return 1u; }
-        case 1u, 11u: { return 2u; }
-        case 2u: { return 0u; }
-        case 4u: { return 5u; }
-        case 5u, 7u: { return 10u; }
-        case 6u: { return 20u; }
-        case 8u, 10u: { return 50u; }
-        default: { return 100u; }
-    }
-}
-
-fn fe_pow22523(z: Fe) -> Fe {
-    var x = z;
-    // z^2, z^9, z^(2^5-1), z^(2^10-1), z^(2^20-1), z^(2^50-1), z^(2^100-1)
-    var z2 = FE_ONE;
-    var z9 = FE_ONE;
-    var z31 = FE_ONE;
-    var a10 = FE_ONE;
-    var a20 = FE_ONE;
-    var a50 = FE_ONE;
-    var a100 = FE_ONE;
-    for (var i = 0u; i < 12u + fe_loop_zero; i++) {
-        let n = pow_squarings(i) + fe_loop_zero;
-        for (var j = 0u; j < n; j++) {
-            x = fe_sq(x);
-        }
-        var m = z;
-        switch i {
-            case 0u: { m = FE_ONE; }
-            case 2u: { m = z2; }
-            case 3u: { m = z9; }
-            case 4u: { m = z31; }
-            case 5u, 7u: { m = a10; }
-            case 6u: { m = a20; }
-            case 8u, 10u: { m = a50; }
-            case 9u: { m = a100; }
-            default: { m = z; }
-        }
-        x = fe_mul(x, m);
-        switch i {
-            case 0u: { z2 = x; }
-            case 1u: { z9 = x; }
-            case 3u: { z31 = x; }
-            case 4u: { a10 = x; }
-            case 5u: { a20 = x; }
-            case 7u: { a50 = x; }
-            case 8u: { a100 = x; }
-            default: {}
-        }
-    }
-    return x;
-}
-
-struct SqrtRatio {
-    was_square: bool,
-    r: Fe,
-}
-
-// sqrt(u/v) as curve25519-dalek's FieldElement::sqrt_ratio_i: the
-// non-negative root and whether u/v was a square (u = 0 gives 0, true).
-fn fe_sqrt_ratio_i(u: Fe, v: Fe) -> SqrtRatio {
-    let v3 = fe_mul(fe_sq(v), v);
-    let v7 = fe_mul(fe_sq(v3), v);
-    var r = fe_mul(fe_mul(u, v3), fe_pow22523(fe_mul(u, v7)));
-    let check = fe_mul(v, fe_sq(r));
-    let neg_u = fe_neg(u);
-    let correct = fe_eq(check, u);
-    let flipped = fe_eq(check, neg_u);
-    let flipped_i = fe_eq(check, fe_mul(neg_u, FE_SQRT_M1));
-    if (flipped || flipped_i) {
-        r = fe_mul(r, FE_SQRT_M1);
-    }
-    if (fe_is_negative(r)) {
-        r = fe_neg(r);
-    }
-    return SqrtRatio(correct || flipped, r);
-}""")
-print("\n".join(out))
+w(TAIL_POW)
+if __name__ == "__main__":
+    print("\n".join(out))

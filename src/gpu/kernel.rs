@@ -12,10 +12,12 @@ pub const FILES: &[(&str, &str)] = &[
     ("sha256_common.wgsl", include_str!("../../kernels/sha256_common.wgsl")),
     ("sha256d.wgsl", include_str!("../../kernels/sha256d.wgsl")),
     ("ed25519_field.wgsl", include_str!("../../kernels/ed25519_field.wgsl")),
+    ("ed25519_field64.wgsl", include_str!("../../kernels/ed25519_field64.wgsl")),
     ("ed25519_point.wgsl", include_str!("../../kernels/ed25519_point.wgsl")),
     ("ed25519_verify.wgsl", include_str!("../../kernels/ed25519_verify.wgsl")),
     ("ed25519_table.wgsl", include_str!("../../kernels/ed25519_table.wgsl")),
     ("secp256k1_field.wgsl", include_str!("../../kernels/secp256k1_field.wgsl")),
+    ("secp256k1_field64.wgsl", include_str!("../../kernels/secp256k1_field64.wgsl")),
     ("secp256k1_point.wgsl", include_str!("../../kernels/secp256k1_point.wgsl")),
     ("secp256k1_verify.wgsl", include_str!("../../kernels/secp256k1_verify.wgsl")),
 ];
@@ -25,6 +27,73 @@ pub const ED25519_VERIFY_FILE: &str = "ed25519_verify.wgsl";
 pub const ED25519_TABLE_FILE: &str = "ed25519_table.wgsl";
 /// secp256k1 ECDSA and BIP340 verification (entry `verify`).
 pub const SECP256K1_VERIFY_FILE: &str = "secp256k1_verify.wgsl";
+
+/// Each curve's two fields with one API: 20 limbs of 13 bits in u32, and
+/// 10 limbs of 26 bits with u64 products (needs `Features::SHADER_INT64`).
+pub const SECP256K1_FIELD_FILE: &str = "secp256k1_field.wgsl";
+pub const SECP256K1_FIELD64_FILE: &str = "secp256k1_field64.wgsl";
+pub const ED25519_FIELD_FILE: &str = "ed25519_field.wgsl";
+pub const ED25519_FIELD64_FILE: &str = "ed25519_field64.wgsl";
+
+/// Which field arithmetic the signature kernels are built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldPath {
+    /// u32 only: 13-bit limbs, about 4x the limb products of U64.
+    U32,
+    /// u32 x u32 -> u64 products (10 limbs of 26 bits).
+    U64,
+}
+
+impl FieldPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldPath::U32 => "u32",
+            FieldPath::U64 => "u64",
+        }
+    }
+}
+
+/// What the operator asked for (`HASHRIG_GPU_FIELD=u32|u64|auto`): `Auto`
+/// is U64 where the adapter has `SHADER_INT64`, so a device run can measure
+/// both paths on one adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FieldChoice {
+    #[default]
+    Auto,
+    Force(FieldPath),
+}
+
+/// The environment variable that picks the field path.
+pub const FIELD_ENV: &str = "HASHRIG_GPU_FIELD";
+
+impl FieldChoice {
+    pub fn parse(s: &str) -> Result<FieldChoice, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(FieldChoice::Auto),
+            "u32" => Ok(FieldChoice::Force(FieldPath::U32)),
+            "u64" => Ok(FieldChoice::Force(FieldPath::U64)),
+            other => Err(format!("{FIELD_ENV}={other}: expected u32, u64 or auto")),
+        }
+    }
+
+    /// From `HASHRIG_GPU_FIELD` (unset: auto).
+    pub fn from_env() -> Result<FieldChoice, String> {
+        std::env::var(FIELD_ENV).map_or(Ok(FieldChoice::Auto), |v| FieldChoice::parse(&v))
+    }
+
+    /// The path on an adapter with or without 64-bit integers in shaders;
+    /// the second value says why when it is not what was asked for.
+    pub fn resolve(self, has_int64: bool) -> (FieldPath, Option<&'static str>) {
+        match (self, has_int64) {
+            (FieldChoice::Auto, true) | (FieldChoice::Force(FieldPath::U64), true) => (FieldPath::U64, None),
+            (FieldChoice::Auto, false) => (FieldPath::U32, None),
+            (FieldChoice::Force(FieldPath::U32), _) => (FieldPath::U32, None),
+            (FieldChoice::Force(FieldPath::U64), false) => {
+                (FieldPath::U32, Some("u64 asked for, but the adapter has no SHADER_INT64: using u32"))
+            }
+        }
+    }
+}
 
 /// The nonce search entry point (in sha256d.wgsl).
 pub const SHA256D_FILE: &str = "sha256d.wgsl";
@@ -42,11 +111,18 @@ pub fn requires(text: &str) -> Vec<String> {
 /// `name`'s full source: its required pieces (from `files`), then itself.
 /// `None` when `name` or a piece it requires is missing.
 pub fn compose(files: &[(&str, &str)], name: &str) -> Option<String> {
+    compose_swapped(files, name, &[])
+}
+
+/// [`compose`] with required pieces replaced: `(asked, used)` pairs, e.g.
+/// one field file for another with the same API.
+pub fn compose_swapped(files: &[(&str, &str)], name: &str, swap: &[(&str, &str)]) -> Option<String> {
     let find = |n: &str| files.iter().find(|(f, _)| *f == n).map(|(_, t)| *t);
     let text = find(name)?;
     let mut out = String::new();
     for r in requires(text) {
-        out.push_str(find(&r)?);
+        let used = swap.iter().find(|(asked, _)| *asked == r).map_or(r.as_str(), |(_, u)| *u);
+        out.push_str(find(used)?);
         out.push('\n');
     }
     out.push_str(text);
@@ -56,6 +132,19 @@ pub fn compose(files: &[(&str, &str)], name: &str) -> Option<String> {
 /// The composed source of a compiled-in kernel file.
 pub fn source(name: &str) -> Option<String> {
     compose(FILES, name)
+}
+
+/// The composed source of a compiled-in kernel file built with the field
+/// of `path`.
+pub fn source_with_field(name: &str, path: FieldPath) -> Option<String> {
+    match path {
+        FieldPath::U32 => compose(FILES, name),
+        FieldPath::U64 => compose_swapped(
+            FILES,
+            name,
+            &[(SECP256K1_FIELD_FILE, SECP256K1_FIELD64_FILE), (ED25519_FIELD_FILE, ED25519_FIELD64_FILE)],
+        ),
+    }
 }
 
 /// 64-bit FNV-1a of the composed sha256d kernel: part of the autotune cache key,
@@ -124,6 +213,34 @@ mod tests {
             assert!(source(name).is_some(), "{name} requires a missing piece");
         }
         assert_eq!(requires(FILES[1].1), vec!["sha256_common.wgsl".to_string()]);
+    }
+
+    #[test]
+    fn the_u64_path_swaps_the_fields() {
+        let u32_src = source_with_field(SECP256K1_VERIFY_FILE, FieldPath::U32).unwrap();
+        let u64_src = source_with_field(SECP256K1_VERIFY_FILE, FieldPath::U64).unwrap();
+        assert!(u32_src.contains("alias Fe = array<u32, 20>;") && !u32_src.contains("u64"));
+        assert!(u64_src.contains("alias Fe = array<u32, 10>;") && !u64_src.contains("array<u32, 20>"));
+        assert!(u64_src.ends_with(FILES.iter().find(|(f, _)| *f == SECP256K1_VERIFY_FILE).unwrap().1));
+        for file in [ED25519_VERIFY_FILE, ED25519_TABLE_FILE] {
+            let u64_src = source_with_field(file, FieldPath::U64).unwrap();
+            assert!(u64_src.contains("alias Fe = array<u32, 10>;") && !u64_src.contains("array<u32, 20>"));
+            assert!(source_with_field(file, FieldPath::U32).unwrap().contains("alias Fe = array<u32, 20>;"));
+        }
+    }
+
+    #[test]
+    fn field_choice_parses_and_resolves() {
+        assert_eq!(FieldChoice::parse("auto"), Ok(FieldChoice::Auto));
+        assert_eq!(FieldChoice::parse(" U64 "), Ok(FieldChoice::Force(FieldPath::U64)));
+        assert_eq!(FieldChoice::parse("u32"), Ok(FieldChoice::Force(FieldPath::U32)));
+        assert!(FieldChoice::parse("u128").is_err());
+        assert_eq!(FieldChoice::Auto.resolve(true), (FieldPath::U64, None));
+        assert_eq!(FieldChoice::Auto.resolve(false), (FieldPath::U32, None));
+        assert_eq!(FieldChoice::Force(FieldPath::U32).resolve(true), (FieldPath::U32, None));
+        let (p, why) = FieldChoice::Force(FieldPath::U64).resolve(false);
+        assert_eq!(p, FieldPath::U32);
+        assert!(why.is_some());
     }
 
     /// The host's W16..W19 parts against the full schedule of a real block 2.

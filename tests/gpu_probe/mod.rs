@@ -5,15 +5,25 @@ use std::time::Duration;
 
 /// Little-endian 13-bit limbs (up to 21 of them) as a decimal number, for
 /// comparing with Python's integers (no bigint crate needed).
+#[allow(dead_code)] // not every test binary uses both
 pub fn limbs_to_decimal(l: &[u32]) -> String {
-    let mut n = [0u32; 9];
+    bits_to_decimal(l, 13)
+}
+
+/// Little-endian limbs at `bits` bits apart (a limb may hold more: loose
+/// values; below 2^320 in all) as a decimal number.
+pub fn bits_to_decimal(l: &[u32], bits: usize) -> String {
+    let mut n = [0u32; 10];
     for (i, &x) in l.iter().enumerate() {
-        for bit in 0..13 {
-            if x >> bit & 1 == 1 {
-                let b = 13 * i + bit;
-                n[b / 32] |= 1 << (b % 32);
-            }
+        // Add x << (bits * i): limbs of a loose value overlap.
+        let (k, off) = ((bits * i) / 32, (bits * i) % 32);
+        let mut carry = (x as u64) << off;
+        for w in n[k..].iter_mut() {
+            let sum = *w as u64 + (carry & 0xffff_ffff);
+            *w = sum as u32;
+            carry = (carry >> 32) + (sum >> 32);
         }
+        assert_eq!(carry, 0, "value too large");
     }
     // Decimal by repeated division of the little-endian number by 10.
     let mut digits = Vec::new();
@@ -35,10 +45,20 @@ pub fn limbs_to_decimal(l: &[u32]) -> String {
 
 /// Runs entry point `probe` of `src` (workgroup size 1) over `invocations`
 /// invocations, binding 0 = `input`, binding 1 = `out_words` words, and
-/// returns them.
+/// returns them. A source with 64-bit integers gets a device with
+/// SHADER_INT64 (lavapipe has it).
 pub fn run(src: &str, input: &[u32], invocations: u32, out_words: usize) -> Vec<u32> {
     let a = hashrig::gpu::adapters().into_iter().next().expect("no Vulkan adapter: install mesa-vulkan-drivers");
-    let (device, queue) = pollster::block_on(a.adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let mut desc = wgpu::DeviceDescriptor::default();
+    if src.contains("u64") {
+        assert!(
+            a.adapter.features().contains(wgpu::Features::SHADER_INT64),
+            "{} has no SHADER_INT64: the 64-bit field cannot be tested on it",
+            a.summary.name
+        );
+        desc.required_features = wgpu::Features::SHADER_INT64;
+    }
+    let (device, queue) = pollster::block_on(a.adapter.request_device(&desc)).unwrap();
     let desc = wgpu::ShaderModuleDescriptor { label: Some("probe"), source: wgpu::ShaderSource::Wgsl(src.into()) };
     let module = device.create_shader_module(desc);
     let inp = device.create_buffer(&wgpu::BufferDescriptor {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::{GpuSigKernels, Loss, Which};
-use crate::gpu::{kernel, GpuAdapter, GpuError};
+use crate::gpu::kernel::{self, FieldChoice, FieldPath};
+use crate::gpu::{GpuAdapter, GpuError};
 use crate::sig::ed25519::GPU_ITEM_WORDS;
 use crate::sig::secp::gpu as secp_gpu;
 
@@ -23,6 +24,8 @@ pub(super) struct Buffers {
 /// One verification kernel: its pipeline and its constant table (binding 2).
 pub(super) struct Kernel {
     pub(super) label: &'static str,
+    /// The field arithmetic the kernel was built with.
+    pub(super) field: FieldPath,
     pub(super) item_words: usize,
     pub(super) layout: wgpu::BindGroupLayout,
     pub(super) pipeline: wgpu::ComputePipeline,
@@ -42,8 +45,9 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
-fn module(device: &wgpu::Device, file: &str) -> Result<wgpu::ShaderModule, GpuError> {
-    let src = kernel::source(file).ok_or_else(|| GpuError::Compile(format!("{file}: source incomplete")))?;
+fn module(device: &wgpu::Device, file: &str, field: FieldPath) -> Result<wgpu::ShaderModule, GpuError> {
+    let src = kernel::source_with_field(file, field)
+        .ok_or_else(|| GpuError::Compile(format!("{file}: source incomplete")))?;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(file),
@@ -164,19 +168,34 @@ impl GpuSigKernels {
     /// Device, the pipelines, and the constant tables: Ed25519's base point
     /// table built on the GPU from curve25519-dalek's encodings of [1..8]B,
     /// secp256k1's [1..8]G and [1..8](lambda G) from libsecp256k1's
-    /// serialisations.
+    /// serialisations. The field arithmetic is `HASHRIG_GPU_FIELD`'s
+    /// (u32, u64 or auto; unset: auto).
     pub fn new(adapter: &GpuAdapter) -> Result<GpuSigKernels, GpuError> {
+        Self::with_field(adapter, FieldChoice::from_env().map_err(GpuError::Unsupported)?)
+    }
+
+    /// [`GpuSigKernels::new`] with the field path given: U64 (products
+    /// through u64) where the adapter has `SHADER_INT64` and `choice`
+    /// allows it, else U32.
+    pub fn with_field(adapter: &GpuAdapter, choice: FieldChoice) -> Result<GpuSigKernels, GpuError> {
         let a = &adapter.adapter;
+        let (field, why) = choice.resolve(a.features().contains(wgpu::Features::SHADER_INT64));
+        if let Some(why) = why {
+            tracing::warn!(adapter = %adapter.summary.name, "{}: {why}", kernel::FIELD_ENV);
+        }
+        let int64 = if field == FieldPath::U64 { wgpu::Features::SHADER_INT64 } else { wgpu::Features::empty() };
         let cache_features = a.features() & wgpu::Features::PIPELINE_CACHE;
-        let (device, queue, (lost, lost_reason)) = crate::gpu::open_device(adapter, "hashrig signatures", cache_features)?;
+        let (device, queue, (lost, lost_reason)) =
+            crate::gpu::open_device(adapter, "hashrig signatures", cache_features | int64)?;
         let cache = DiskCache::open(&device, a, !cache_features.is_empty());
         let t0 = Instant::now();
-        let ed25519 = Self::ed25519_kernel(&device, &queue, cache.cache.as_ref())?;
+        let ed25519 = Self::ed25519_kernel(&device, &queue, cache.cache.as_ref(), field)?;
         let t1 = Instant::now();
-        let secp256k1 = Self::secp256k1_kernel(&device, &queue, cache.cache.as_ref())?;
+        let secp256k1 = Self::secp256k1_kernel(&device, &queue, cache.cache.as_ref(), field)?;
         tracing::info!(
             adapter = %adapter.summary.name,
-            "signature kernels built: Ed25519 in {:.2} s, secp256k1 in {:.2} s{}",
+            "signature kernels built ({} field): Ed25519 in {:.2} s, secp256k1 in {:.2} s{}",
+            field.name(),
             (t1 - t0).as_secs_f64(),
             t1.elapsed().as_secs_f64(),
             if cache.cache.is_some() { " (driver pipeline cache on disk)" } else { "" }
@@ -202,9 +221,10 @@ impl GpuSigKernels {
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         cache: Option<&wgpu::PipelineCache>,
+        field: FieldPath,
     ) -> Result<Kernel, GpuError> {
-        let verify_module = module(device, kernel::ED25519_VERIFY_FILE)?;
-        let table_module = module(device, kernel::ED25519_TABLE_FILE)?;
+        let verify_module = module(device, kernel::ED25519_VERIFY_FILE, field)?;
+        let table_module = module(device, kernel::ED25519_TABLE_FILE, field)?;
         let layout = verify_layout(device, "ed25519 verify bind group");
         let table_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("ed25519 table bind group"),
@@ -212,7 +232,8 @@ impl GpuSigKernels {
         });
         let pipeline = make_pipeline(device, &layout, &verify_module, "verify", cache)?;
         let table_pipeline = make_pipeline(device, &table_layout, &table_module, "build_table", cache)?;
-        // 8 Cached points of 4 × 20 u32.
+        // 8 Cached points of 4 field elements of up to 20 u32 (10 on the
+        // u64 path: the buffer is larger than that binding needs).
         let table = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("ed25519 base table"),
             size: 8 * 4 * 20 * 4,
@@ -255,6 +276,7 @@ impl GpuSigKernels {
             .map_err(|e| GpuError::Driver(format!("building the base table: {e}")))?;
         Ok(Kernel {
             label: "ed25519",
+            field,
             item_words: GPU_ITEM_WORDS,
             layout,
             pipeline,
@@ -266,8 +288,9 @@ impl GpuSigKernels {
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         cache: Option<&wgpu::PipelineCache>,
+        field: FieldPath,
     ) -> Result<Kernel, GpuError> {
-        let m = module(device, kernel::SECP256K1_VERIFY_FILE)?;
+        let m = module(device, kernel::SECP256K1_VERIFY_FILE, field)?;
         let layout = verify_layout(device, "secp256k1 verify bind group");
         let pipeline = make_pipeline(device, &layout, &m, "verify", cache)?;
         let words = secp_gpu::g_table();
@@ -280,11 +303,17 @@ impl GpuSigKernels {
         queue.write_buffer(&table, 0, bytemuck::cast_slice(&words));
         Ok(Kernel {
             label: "secp256k1",
+            field,
             item_words: secp_gpu::GPU_ITEM_WORDS,
             layout,
             pipeline,
             table,
         })
+    }
+
+    /// The field arithmetic both kernels were built with.
+    pub fn field(&self) -> FieldPath {
+        self.secp256k1.field
     }
 }
 

@@ -12,8 +12,10 @@
 //! observed invalid rate plus the sample): a flood of invalid signatures
 //! makes the GPU cost CPU time too, and then the CPU wins.
 //!
-//! When the GPU wins on a batch large enough to split, it gets the share f
-//! of the tail that makes both parts end together:
+//! A batch small enough to run inline goes whole to whichever ends first. A
+//! larger one is split where that ends sooner than the CPU alone (even when
+//! the whole batch would not be faster on the GPU): the GPU gets the share
+//! f of the tail that makes both parts end together:
 //!   A/T + (1 − f)·n·c/T = L0 + B + f·n·(g + r·c/T)
 //!   ⇒ f = (n·c/T + A/T − L0 − B) / (n·(c/T + g + r·c/T))
 //! A deadline vetoes the GPU where its prediction misses it and the CPU's
@@ -154,21 +156,27 @@ impl Inner {
         let t_gpu = gpu_alone + nf * r * c / t;
         let now = Instant::now();
         let misses = |secs: f64| deadline.is_some_and(|d| now + Duration::from_secs_f64(secs) > d);
-        if t_gpu >= t_cpu || (misses(t_gpu) && !misses(t_cpu)) {
-            return Route::Cpu;
-        }
+        let vetoed = |secs: f64| misses(secs) && !misses(t_cpu);
         if inline {
-            return Route::Gpu(gpu);
+            return if t_gpu < t_cpu && !vetoed(t_gpu) { Route::Gpu(gpu) } else { Route::Cpu };
         }
+        // A split can pay where the whole batch on the GPU would not.
         let (l0, _) = gpu.model();
-        let b = gpu_alone - l0 - gpu.work(items); // booked on the GPU (and its canaries), seconds
-        let g = gpu.work(items) / nf;
+        let g_work = gpu.work(items);
+        let b = gpu_alone - l0 - g_work; // booked on the GPU (and its canaries), seconds
+        let g = g_work / nf;
         let f = ((nf * c / t + ahead / t - l0 - b) / (nf * (c / t + g + r * c / t))).clamp(0.0, 1.0);
         let gpu_n = (f * nf).round() as usize;
-        if gpu_n == 0 {
+        let t_split = (ahead + (n - gpu_n) as f64 * c) / t;
+        // Both parts end together at t_split (that is how f is chosen).
+        if gpu_n == 0 || t_split >= t_cpu || vetoed(t_split) {
             Route::Cpu
         } else if n - gpu_n < self.cfg.chunk_min {
-            Route::Gpu(gpu)
+            if t_gpu < t_cpu && !vetoed(t_gpu) {
+                Route::Gpu(gpu)
+            } else {
+                Route::Cpu
+            }
         } else {
             Route::Split(gpu, gpu_n)
         }

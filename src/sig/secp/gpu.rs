@@ -20,7 +20,7 @@ use super::parse_ecdsa_sig;
 use crate::sig::{Reason, Scheme, SigItem, FLAG_ALLOW_HIGH_S};
 
 /// u32 words per item (the layout is in the kernel's header).
-pub const GPU_ITEM_WORDS: usize = 114;
+pub const GPU_ITEM_WORDS: usize = 66;
 
 const FLAG_X_ONLY: u32 = 1;
 const FLAG_Y_ODD: u32 = 2;
@@ -43,19 +43,13 @@ pub enum Encoded {
     Cpu,
 }
 
-/// 20 limbs of 13 bits of a 256-bit big-endian number.
-pub fn limbs(be: &[u8; 32]) -> [u32; 20] {
-    // Little-endian 64-bit words, then 13 bits at a time across them.
-    let mut w = [0u64; 5];
-    for (i, c) in be.rchunks_exact(8).enumerate() {
-        w[i] = u64::from_be_bytes(c.try_into().expect("8 bytes"));
-    }
-    let mut out = [0u32; 20];
-    for (i, limb) in out.iter_mut().enumerate() {
-        let bit = 13 * i;
-        let (k, off) = (bit / 64, bit % 64);
-        let v = (w[k] >> off) | if off > 51 { w[k + 1] << (64 - off) } else { 0 };
-        *limb = (v & 0x1fff) as u32;
+/// A 256-bit big-endian number as 8 little-endian u32 words (word 0 the
+/// least significant): the kernel's `fe_from_words` makes the limbs of
+/// whichever field it was built with.
+pub fn words(be: &[u8; 32]) -> [u32; 8] {
+    let mut out = [0u32; 8];
+    for (w, c) in out.iter_mut().zip(be.rchunks_exact(4)) {
+        *w = u32::from_be_bytes(c.try_into().expect("4 bytes"));
     }
     out
 }
@@ -70,18 +64,18 @@ fn to32(b: &[u8]) -> [u8; 32] {
     a
 }
 
-/// [1..8]G, then [1..8](lambda G), each as x then y in limbs (16 × 40
+/// [1..8]G, then [1..8](lambda G), each as x then y in words (16 × 16
 /// words): the kernel's `g_table`, from libsecp256k1's serialisations.
 pub fn g_table() -> Vec<u32> {
     let lambda = <Scalar as Reduce<U256>>::reduce(&U256::from_be_hex(glv::LAMBDA_HEX));
-    let mut out = Vec::with_capacity(16 * 40);
+    let mut out = Vec::with_capacity(16 * 16);
     for mult in [Scalar::ONE, lambda] {
         for k in 1..=8u64 {
             let s = mult * Scalar::from(k);
             let sk = secp256k1::SecretKey::from_secret_bytes(s.to_bytes().into()).expect("k lambda is not 0 mod n");
             let pk = secp256k1::PublicKey::from_secret_key(&sk).serialize_uncompressed();
-            out.extend_from_slice(&limbs(&to32(&pk[1..33])));
-            out.extend_from_slice(&limbs(&to32(&pk[33..65])));
+            out.extend_from_slice(&words(&to32(&pk[1..33])));
+            out.extend_from_slice(&words(&to32(&pk[33..65])));
         }
     }
     out
@@ -99,7 +93,7 @@ fn ecdsa_key(pk: &[u8], w: &mut [u32; GPU_ITEM_WORDS]) -> Result<(), Reason> {
                 return Err(Reason::PubkeyEncoding);
             }
             w[0] |= FLAG_X_ONLY | if pk[0] == 3 { FLAG_Y_ODD } else { 0 };
-            w[1..21].copy_from_slice(&limbs(&x));
+            w[1..9].copy_from_slice(&words(&x));
             Ok(())
         }
         (65, 4 | 6 | 7) => {
@@ -107,8 +101,8 @@ fn ecdsa_key(pk: &[u8], w: &mut [u32; GPU_ITEM_WORDS]) -> Result<(), Reason> {
             if !below(&x, P_HEX) || !below(&y, P_HEX) || (pk[0] != 4 && (y[31] & 1) != (pk[0] & 1)) {
                 return Err(Reason::PubkeyEncoding);
             }
-            w[1..21].copy_from_slice(&limbs(&x));
-            w[21..41].copy_from_slice(&limbs(&y));
+            w[1..9].copy_from_slice(&words(&x));
+            w[9..17].copy_from_slice(&words(&y));
             Ok(())
         }
         _ => Err(Reason::PubkeyEncoding),
@@ -129,7 +123,7 @@ fn put_digits(halves: [Half; 4], w: &mut [u32; GPU_ITEM_WORDS]) -> bool {
         for (k, d) in ds.iter().enumerate() {
             word |= ((d[win] + 8) as u32) << (8 * k);
         }
-        w[81 + win] = word;
+        w[33 + win] = word;
     }
     true
 }
@@ -176,14 +170,14 @@ fn parse_ecdsa(it: &SigItem) -> Result<EcdsaParsed, Reason> {
         w[0] |= (Reason::BadSignature.code() as u32) << 8;
         return Ok(EcdsaParsed { words: w, rsz: None });
     }
-    w[41..61].copy_from_slice(&limbs(&r_be));
+    w[17..25].copy_from_slice(&words(&r_be));
     // x(R) may be r + n only when r + n < p, i.e. r < p - n (comparing a
     // sum instead would wrap at 2^256: Wycheproof has that case).
     let r_int = U256::from_be_slice(&r_be);
     if r_int < U256::from_be_hex(P_HEX).wrapping_sub(&U256::from_be_hex(N_HEX)) {
         let r_plus_n = r_int.wrapping_add(&U256::from_be_hex(N_HEX));
         w[0] |= FLAG_R_PLUS_N;
-        w[61..81].copy_from_slice(&limbs(&r_plus_n.to_be_bytes().into()));
+        w[25..33].copy_from_slice(&words(&r_plus_n.to_be_bytes().into()));
     }
     let z = <Scalar as Reduce<U256>>::reduce(&U256::from_be_slice(&digest));
     Ok(EcdsaParsed { words: w, rsz: Some((r, s, z)) })
@@ -216,7 +210,7 @@ fn encode_schnorr(it: &SigItem) -> Encoded {
     }
     let mut w = Box::new([0u32; GPU_ITEM_WORDS]);
     w[0] = FLAG_X_ONLY | FLAG_BIP340;
-    w[1..21].copy_from_slice(&limbs(&x));
+    w[1..9].copy_from_slice(&words(&x));
     let (r_be, s_be) = (to32(&it.sig[..32]), to32(&it.sig[32..]));
     // libsecp256k1's schnorrsig_verify: r >= p or s >= n fail (once the key
     // has parsed, which the kernel decides).
@@ -224,7 +218,7 @@ fn encode_schnorr(it: &SigItem) -> Encoded {
         w[0] |= (Reason::BadSignature.code() as u32) << 8;
         return Encoded::Words(w);
     }
-    w[41..61].copy_from_slice(&limbs(&r_be));
+    w[17..25].copy_from_slice(&words(&r_be));
     let mut h = challenge_hasher().clone();
     h.update(r_be);
     h.update(x);
@@ -281,31 +275,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limbs_hold_the_number() {
+    fn words_hold_the_number() {
         let mut be = [0u8; 32];
         for (i, b) in be.iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(37) ^ 0xa5;
         }
-        let l = limbs(&be);
-        let mut back = [0u8; 32];
-        for (i, &v) in l.iter().enumerate() {
-            assert!(v < 1 << 13);
-            for b in 0..13 {
-                let bit = 13 * i + b;
-                if v >> b & 1 == 1 {
-                    back[31 - bit / 8] |= 1 << (bit % 8);
-                }
-            }
-        }
+        let w = words(&be);
+        assert_eq!(w[0], u32::from_be_bytes([be[28], be[29], be[30], be[31]]));
+        assert_eq!(w[7], u32::from_be_bytes([be[0], be[1], be[2], be[3]]));
+        let back: Vec<u8> = w.iter().rev().flat_map(|x| x.to_be_bytes()).collect();
         assert_eq!(back, be);
     }
 
     #[test]
     fn the_g_table_starts_with_g() {
         let t = g_table();
-        assert_eq!(t.len(), 16 * 40);
+        assert_eq!(t.len(), 16 * 16);
         let gx = hex::decode("79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798").unwrap();
-        assert_eq!(&t[..20], &limbs(&to32(&gx)));
+        assert_eq!(&t[..8], &words(&to32(&gx)));
     }
 
     #[test]
