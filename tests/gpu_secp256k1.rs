@@ -179,6 +179,12 @@ fn mixed_batch_with_ed25519_and_empty() {
     }
     let v = assert_same("mixed", &items);
     assert_eq!(v.iter().filter(|v| v.is_valid()).count(), 24);
+    // Both kernels' items in one submission: a mixed batch pays one fixed
+    // latency, not one per kernel.
+    let dev = gpu(PATHS[0]).lock().unwrap();
+    let before = dev.submissions();
+    dev.verify_items(&items, Duration::from_secs(60)).unwrap();
+    assert_eq!(dev.submissions() - before, 1);
 }
 
 /// BIP340 signatures built by hand so that R = s G - e P has an odd y (and

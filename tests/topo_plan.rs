@@ -413,6 +413,26 @@ mod xml {
         let plan = PinPlan::build(&topo, &PlanOptions::default()).unwrap();
         assert_eq!(per_group(&plan), [(0, 2), (1, 2)]);
     }
+
+    /// A GPU signature engine fed from the second H200's node does its host
+    /// work (encoding, re-checks) on a pool of that node's PUs (a simulated
+    /// device stands in for the GPU; where the PUs do not exist, as here,
+    /// the threads run unpinned and say so).
+    #[cfg(feature = "numa")]
+    #[test]
+    fn a_gpu_signature_engine_works_on_its_gpus_node() {
+        use hashrig::sched::sig::gpu::SimDevice;
+        use hashrig::sched::{GpuSigEngine, TrustPolicy};
+        let topo = two_gpu_machine();
+        let id = PciIdentity { vendor: 0x10de, device: 0x2335, bus_id: "0000:9a:00.0" };
+        let feeder = topo.feeder_affinity(&id);
+        let dev = SimDevice::new("0.1:1000000".parse().unwrap(), 0);
+        let g = GpuSigEngine::with_device(Box::new(dev), TrustPolicy::default(), None, feeder).unwrap();
+        assert_eq!((g.host_node, g.host_threads), (Some(1), 4));
+        let items: Vec<_> = (0..300).map(|i| hashrig::sig::demo::valid_item(hashrig::sig::Scheme::Ecdsa, i)).collect();
+        assert_eq!(g.verify(&items).unwrap().verdicts, hashrig::sig::verify_batch(&items));
+        g.shutdown();
+    }
 }
 
 /// Synthetic and fallback topologies have no PCI devices, so no adapter

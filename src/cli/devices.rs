@@ -28,6 +28,9 @@ fn gpu_adapters(topo: &Topology) -> (Vec<serde_json::Value>, Vec<String>) {
             let mut v = serde_json::to_value(&a.summary).unwrap_or_default();
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("numa_node".into(), crate::topo::gpu_numa_node(topo, &a.summary).into());
+                // The signature engine's host pool (encoding, re-checks) on that node.
+                let host = crate::topo::gpu_feeder_affinity(topo, &a.summary).map(|f| f.pus.len());
+                obj.insert("sig_host_threads".into(), host.into());
             }
             v
         })
@@ -40,12 +43,17 @@ fn gpu_adapters(topo: &Topology) -> (Vec<serde_json::Value>, Vec<String>) {
     (json, lines)
 }
 
-/// `"fed from NUMA node 1 (PCI 0000:9a:00.0)"`, or why the node is unknown.
+/// `"fed from NUMA node 1 (4 host threads; PCI 0000:9a:00.0)"`, or why the
+/// node is unknown. The host threads are the GPU signature engine's pool
+/// for encoding and re-checks, pinned to the node's PUs.
 #[cfg(feature = "gpu")]
 fn feeder_text(topo: &Topology, a: &crate::gpu::AdapterSummary) -> String {
     let bus = if a.pci_bus_id.is_empty() { "no PCI bus id".to_string() } else { format!("PCI {}", a.pci_bus_id) };
     match crate::topo::gpu_numa_node(topo, a) {
-        Some(node) => format!("fed from NUMA node {node} ({bus})"),
+        Some(node) => {
+            let threads = crate::topo::gpu_feeder_affinity(topo, a).map_or(0, |f| f.pus.len());
+            format!("fed from NUMA node {node} ({threads} host threads; {bus})")
+        }
         None => format!("fed from NUMA node unknown ({bus})"),
     }
 }

@@ -212,6 +212,7 @@ impl GpuSigKernels {
             slots: (0..RING_SLOTS).map(|_| Mutex::new(Slot::default())).collect(),
             free: Mutex::new((0..RING_SLOTS).rev().collect()),
             freed: Condvar::new(),
+            submissions: std::sync::atomic::AtomicU64::new(0),
         };
         me.loss.check()?;
         Ok(me)

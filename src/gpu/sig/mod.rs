@@ -69,6 +69,8 @@ pub struct GpuSigKernels {
     slots: Vec<Mutex<build::Slot>>,
     free: Mutex<Vec<usize>>,
     freed: Condvar,
+    /// Queue submissions made (a mixed batch is one).
+    submissions: std::sync::atomic::AtomicU64,
 }
 
 impl GpuSigKernels {
@@ -78,6 +80,11 @@ impl GpuSigKernels {
 
     /// Dispatches this device keeps in flight at most (buffer sets in its
     /// ring): one being encoded and written, one running, one being read.
+    /// Queue submissions so far: one per dispatch, whatever kernels it runs.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.slots.len()
     }
@@ -175,6 +182,7 @@ impl GpuSigKernels {
             used.push((which, verdict_bytes));
         }
         let sub = queue.submit([cmd.finish()]);
+        self.submissions.fetch_add(1, Ordering::Relaxed);
         let mapped = Arc::new(Mapped { left: Mutex::new(used.len()), error: Mutex::new(None), ready: Mutex::new(None) });
         if used.is_empty() {
             *mapped.ready.lock() = Some(Instant::now());
