@@ -107,6 +107,8 @@ mod imp {
             let (engine, metrics) = (engine.clone(), metrics.clone());
             // Hashing, packing and re-checks on the NUMA node nearest the GPU.
             let feeder = crate::topo::gpu_feeder_affinity(&topo, &ad.summary);
+            // /readyz waits for a background start, built or given up.
+            let pending = metrics.as_ref().filter(|_| background).map(|m| m.probes.start_pending());
             let start = move || match GpuSigEngine::start(&ad, TrustPolicy::default(), metrics, feeder) {
                 Ok(g) => {
                     tracing::info!(
@@ -125,6 +127,7 @@ mod imp {
             if background {
                 std::thread::Builder::new().name("sig-gpu-start".into()).spawn(move || {
                     start();
+                    drop(pending);
                 })?;
             } else if start() {
                 started += 1;

@@ -19,6 +19,7 @@
 //! enabled = true                  # live
 //! [sigserve]                      # restart (or live upgrade)
 //! addr = "unix:/run/hashrig/sig.sock"
+//! drain_secs = 5                  # live: on SIGTERM, /readyz 503 this long first
 //! tls_cert = "server.pem"
 //! tls_key = "server.key"
 //! client_ca = "validators-ca.pem"
@@ -79,7 +80,11 @@ pub struct MetricsSection {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SigserveSection {
-    pub addr: String,
+    /// None: sigserve only when the command line asks for it (the other
+    /// keys then apply to that address).
+    pub addr: Option<String>,
+    /// Seconds of drain on SIGTERM.
+    pub drain_secs: Option<f64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
