@@ -120,9 +120,11 @@ impl Backend {
         .map(str::to_owned)
         .to_vec();
         if tls {
-            for (flag, file) in
-                [("--sigserve-tls-cert", "pool.pem"), ("--sigserve-tls-key", "pool.key"), ("--sigserve-client-ca", "ca.pem")]
-            {
+            for (flag, file) in [
+                ("--sigserve-tls-cert", "pool.pem"),
+                ("--sigserve-tls-key", "pool.key"),
+                ("--sigserve-client-ca", "ca.pem"),
+            ] {
                 args.push(flag.into());
                 args.push(tls_file(file));
             }
@@ -319,7 +321,12 @@ fn validator(addr: ServeAddr, tls: Option<ClientTls>, seed: u64, stop: Arc<Atomi
     seen
 }
 
-fn validators(lb: &Balancer, tls: Option<ClientTls>, n: u64, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Seen>> {
+fn validators(
+    lb: &Balancer,
+    tls: Option<ClientTls>,
+    n: u64,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Seen>> {
     (0..n)
         .map(|i| {
             let (addr, tls, stop) = (lb.addr(), tls.clone(), stop.clone());

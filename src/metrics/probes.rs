@@ -84,7 +84,8 @@ impl Probes {
             r.register(Box::new(g.clone())).expect("metric registered once");
             g
         };
-        let ready = gauge("hashrig_ready", "1 while /readyz answers 200 (engines started, sigserve listening, not draining).");
+        let ready =
+            gauge("hashrig_ready", "1 while /readyz answers 200 (engines started, sigserve listening, not draining).");
         let draining = gauge("hashrig_draining", "1 while the process drains before a stop or after a handover.");
         let requests = super::counter(
             r,

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
-use super::conn::{count_error, guarded, read_budgeted, send_ctrl, send_fatal, submit, wait_more, Encoding, Halt, Link};
+use super::conn::{
+    count_error, guarded, read_budgeted, send_ctrl, send_fatal, submit, wait_more, Encoding, Halt, Link,
+};
 use super::Ctx;
 use crate::node::sigserve::frame::{self, ErrorCode, Frame, FrameError, HEADER_LEN};
 

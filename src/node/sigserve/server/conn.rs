@@ -53,7 +53,11 @@ pub(super) async fn raised(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Runs `f` unless the server stops, the writer gives up, or `limit` passes.
-pub(super) async fn guarded<F: std::future::Future>(link: &mut Link, limit: Option<Duration>, f: F) -> Result<F::Output, Halt> {
+pub(super) async fn guarded<F: std::future::Future>(
+    link: &mut Link,
+    limit: Option<Duration>,
+    f: F,
+) -> Result<F::Output, Halt> {
     let sleep = async {
         match limit {
             Some(d) => tokio::time::sleep(d).await,
@@ -69,7 +73,11 @@ pub(super) async fn guarded<F: std::future::Future>(link: &mut Link, limit: Opti
     }
 }
 
-pub(super) async fn serve_conn<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, ctx: &Arc<Ctx>, stop: watch::Receiver<bool>) {
+pub(super) async fn serve_conn<S: AsyncRead + AsyncWrite + Send + 'static>(
+    s: S,
+    ctx: &Arc<Ctx>,
+    stop: watch::Receiver<bool>,
+) {
     let (rd, wr) = tokio::io::split(s);
     let (tx, rx) = mpsc::unbounded_channel();
     let (dead_tx, dead) = watch::channel(false);
@@ -156,7 +164,11 @@ pub(super) async fn take(sem: &Arc<Semaphore>, n: usize, link: &mut Link) -> Opt
 
 /// Waits for the next byte of a new frame or line. Only a connection with
 /// nothing in flight can be idle.
-pub(super) async fn wait_more<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, ctx: &Ctx, link: &mut Link) -> Result<(), Halt> {
+pub(super) async fn wait_more<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
+    ctx: &Ctx,
+    link: &mut Link,
+) -> Result<(), Halt> {
     loop {
         match guarded(link, Some(ctx.cfg.idle_timeout), rd.fill_buf()).await {
             Ok(Ok(b)) if !b.is_empty() => return Ok(()),

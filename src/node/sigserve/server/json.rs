@@ -12,7 +12,6 @@ use super::write::Out;
 use super::Ctx;
 use crate::sig::{jsonl, Reason, SigItem, Verdict};
 
-
 pub(super) fn json_error(id: Option<u64>, msg: &str) -> Vec<u8> {
     let mut s = serde_json::json!({"id": id, "error": msg}).to_string();
     s.push('\n');
