@@ -80,7 +80,7 @@ pub fn run(mut rt: Runtime, sup: Supervisor) -> Result<(), RuntimeError> {
             drain_until = Some(Instant::now() + d);
         }
         if drain_until.is_some_and(|t| Instant::now() >= t) {
-            tracing::info!("stopping (signal, drained): engines, then the node adapter, then sigserve");
+            tracing::info!("stopping (signal): drained; engines, then the node adapter, then sigserve");
             break;
         }
         let mut reload = false;
