@@ -235,6 +235,10 @@ mod tests {
         let p = RuntimeConfig { cpu: CpuSettings { priority: WorkerPriority::Normal, ..a.cpu.clone() }, ..a.clone() };
         let d = diff(&a, &p);
         assert!(d.cpu && d.need_restart.is_empty(), "priority is live");
+        let mut e = c.clone();
+        e.sigserve.as_mut().unwrap().drain = Duration::from_secs(9);
+        let d = diff(&c, &e);
+        assert!(d.sigserve_drain && d.need_restart.is_empty(), "the drain period is live: {d:?}");
         let m = RuntimeConfig { metrics: None, sig_demo_rate: 5.0, ..a.clone() };
         let d = diff(&a, &m);
         assert!(d.metrics && d.sig_demo_rate && d.need_restart.is_empty());
@@ -247,6 +251,9 @@ mod tests {
         assert!(ok.validate(&topo).is_ok());
         let bad = RuntimeConfig { sig_demo_rate: f64::NAN, ..ok.clone() };
         assert!(bad.validate(&topo).is_err());
+        let long = SigserveSettings { addr: "unix:/x".parse().unwrap(), tls: None, drain: MAX_DRAIN * 2 };
+        let bad = RuntimeConfig { sigserve: Some(long), ..ok.clone() };
+        assert!(bad.validate(&topo).unwrap_err().to_string().contains("drain_secs"));
         let bad = RuntimeConfig { log_level: Some("[[[".into()), ..ok.clone() };
         assert!(bad.validate(&topo).is_err());
         let bad = RuntimeConfig { cpu: CpuSettings { numa_nodes: Some(vec![77]), ..ok.cpu.clone() }, ..ok.clone() };

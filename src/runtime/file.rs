@@ -130,6 +130,8 @@ mod tests {
         assert_eq!((f.cpu.threads, f.cpu.priority), (Some(2), Some(WorkerPriority::Low)));
         assert_eq!(f.metrics.addr, Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(f.sig.demo_rate, Some(5.0));
+        let s = parse(p, "[sigserve]\ndrain_secs = 2.5\n").unwrap().sigserve.unwrap();
+        assert_eq!((s.addr, s.drain_secs), (None, Some(2.5)), "a drain for --sigserve's address");
         assert!(parse(p, "[cpu]\nthreads = \"many\"\n").is_err());
         assert!(parse(p, "[cpu]\npriority = \"urgent\"\n").unwrap_err().contains("urgent"));
         assert!(parse(p, "[metrics]\nport = 1\n").is_err(), "unknown keys are errors");
