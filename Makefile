@@ -9,8 +9,10 @@ CARGO ?= cargo
 # prometheus) checks the /metrics exposition and tools/monitoring/'s alert
 # rules (check and unit tests) and dashboard queries in the tests; python3 is the
 # second SHA-256 implementation the scan tests compare against;
-# mesa-vulkan-drivers is lavapipe, the CPU Vulkan driver the GPU tests run on.
-APT_PACKAGES := build-essential pkg-config libhwloc-dev libudev-dev prometheus python3 mesa-vulkan-drivers
+# mesa-vulkan-drivers is lavapipe, the CPU Vulkan driver the GPU tests run on;
+# haproxy is the load balancer tests/sigserve_balanced.rs puts in front of
+# two verification servers (with tools/haproxy/hashrig-sigserve.cfg).
+APT_PACKAGES := build-essential pkg-config libhwloc-dev libudev-dev prometheus python3 mesa-vulkan-drivers haproxy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_ARGS ?=
 # Mesa's Vulkan drivers (lavapipe, probed by the GPU engine and its tests)

@@ -6,9 +6,11 @@
 //! never from job or connection ids; rates are left to PromQL.
 
 mod catalog;
+mod probes;
 mod summary;
 
 pub use catalog::Family;
+pub use probes::{Probe, Probes, StartGuard};
 pub use summary::Summary;
 
 use std::net::SocketAddr;
@@ -117,6 +119,8 @@ pub struct Metrics {
     pub health: crate::health::metrics::HealthMetrics,
     /// Config reloads and live upgrades (issue 12).
     pub runtime: RuntimeMetrics,
+    /// Liveness and readiness (/healthz, /readyz) and draining.
+    pub probes: Probes,
 }
 
 // ── runtime operations (issue 12) ────────────────────────────────────────────
@@ -454,7 +458,9 @@ impl Metrics {
         let sig_gpu = SigGpuMetrics::register(&r);
         let runtime = RuntimeMetrics::register(&r);
         let health = crate::health::metrics::HealthMetrics::register(&r);
+        let probes = Probes::register(&r);
         Arc::new(Metrics {
+            probes,
             gpu,
             sig_gpu,
             runtime,
@@ -610,10 +616,12 @@ fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics, summary:
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
         ("GET", "/api/summary") => ("200 OK", "application/json", summary.json().to_string()),
+        ("GET", "/healthz") => probe(metrics, Probe::Live),
+        ("GET", "/readyz") => probe(metrics, Probe::Ready),
         ("GET", "/") => (
             "200 OK",
             "text/plain; charset=utf-8",
-            "hashrig: metrics at /metrics, a summary at /api/summary\n".to_owned(),
+            "hashrig: metrics at /metrics, a summary at /api/summary, probes at /healthz and /readyz\n".to_owned(),
         ),
         _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
     };
@@ -624,6 +632,11 @@ fn serve_metrics_conn(mut conn: std::net::TcpStream, metrics: &Metrics, summary:
     // A client that hung up is not our problem.
     let _ = conn.write_all(resp.as_bytes());
     let _ = conn.flush();
+}
+
+fn probe(metrics: &Metrics, which: Probe) -> (&'static str, &'static str, String) {
+    let (code, body) = metrics.probes.answer(which);
+    (if code == 200 { "200 OK" } else { "503 Service Unavailable" }, "application/json", body)
 }
 
 impl Drop for MetricsServer {

@@ -1,6 +1,7 @@
-//! How `hashrig run` stops: SIGTERM (systemd, docker, kill(1)) exactly as
-//! SIGINT, with exit status 0, the final summary and every accepted sigserve
-//! batch answered; SIGHUP does not kill it. And numbers on the command line
+//! How `hashrig run` stops: SIGTERM (systemd, docker, kill(1)) as SIGINT
+//! after sigserve's drain (batches answered meanwhile), with exit status 0,
+//! the final summary and every accepted sigserve batch answered; SIGHUP
+//! does not kill it. And numbers on the command line
 //! that used to panic are clear errors.
 
 use std::process::Command;

@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// Require client certificates signed by the CAs in this PEM file (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "sigserve_tls_cert")]
     pub sigserve_client_ca: Option<PathBuf>,
+    /// On SIGTERM, seconds /readyz answers 503 while sigserve keeps serving,
+    /// so that a load balancer moves new connections first (a second
+    /// SIGTERM, or SIGINT, stops at once) [default: 5, or [sigserve]
+    /// drain_secs in the config file].
+    #[arg(long, value_name = "SECS")]
+    pub sigserve_drain_secs: Option<f64>,
     /// Demo: signatures per second the demo feed sends through the engine
     /// (0 = no feed) [default: 2000, or [sig] demo_rate in the config file].
     #[arg(long)]
@@ -117,16 +123,24 @@ pub fn config(a: &RunArgs) -> anyhow::Result<RuntimeConfig> {
         (false, None, Some(false)) => None,
         (false, None, _) => Some(file.metrics.addr.unwrap_or(super::default_metrics_addr())),
     };
-    let sigserve = match (&a.sigserve, &file.sigserve) {
-        (Some(addr), _) => Some(SigserveSettings {
+    let drain_secs = a.sigserve_drain_secs.or(file.sigserve.as_ref().and_then(|s| s.drain_secs));
+    let drain = match drain_secs {
+        Some(s) => super::args::duration("--sigserve-drain-secs", s, true)?,
+        None => runtime::DEFAULT_DRAIN,
+    };
+    let file_addr = file.sigserve.as_ref().and_then(|s| s.addr.as_ref());
+    let sigserve = match (&a.sigserve, file_addr, &file.sigserve) {
+        (Some(addr), _, _) => Some(SigserveSettings {
             addr: addr.clone(),
             tls: tls(a.sigserve_tls_cert.clone(), a.sigserve_tls_key.clone(), a.sigserve_client_ca.clone())?,
+            drain,
         }),
-        (None, Some(s)) => Some(SigserveSettings {
-            addr: s.addr.parse().map_err(|e| anyhow::anyhow!("[sigserve] addr: {e}"))?,
+        (None, Some(addr), Some(s)) => Some(SigserveSettings {
+            addr: addr.parse().map_err(|e| anyhow::anyhow!("[sigserve] addr: {e}"))?,
             tls: tls(s.tls_cert.clone(), s.tls_key.clone(), s.client_ca.clone())?,
+            drain,
         }),
-        (None, None) => None,
+        _ => None,
     };
     let sig_demo_rate = a.sig_demo_rate.or(file.sig.demo_rate).unwrap_or(d.sig_demo_rate);
     let sig_engines = match (a.sig_engines.contains(&EngineKind::Cpu), a.sig_engines.contains(&EngineKind::Gpu)) {
@@ -175,7 +189,8 @@ pub fn main(a: RunArgs, mut inherited: Inherited, ready_pipe: Option<std::fs::Fi
     for w in adapter_config::secret_warnings(&a.adapter) {
         tracing::warn!("{w}");
     }
-    // SIGINT and SIGTERM stop cleanly, SIGHUP reloads, SIGUSR2 upgrades.
+    // SIGINT stops cleanly, SIGTERM too after sigserve's drain, SIGHUP
+    // reloads, SIGUSR2 upgrades.
     if let Err(e) = runtime::signals::install() {
         tracing::warn!("{e}");
     }

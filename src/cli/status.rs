@@ -94,6 +94,14 @@ pub fn render(v: &Value, addr: &str) -> String {
         v["version"].as_str().unwrap_or("?"),
         uptime(f(&v["uptime_seconds"]).unwrap_or(0.0))
     );
+    let r = &v["readiness"];
+    if r.is_object() {
+        let waiting: Vec<&str> = r["waiting_for"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
+        let _ = match r["ready"].as_bool() {
+            Some(true) => writeln!(o, "ready (/readyz 200) | sigserve {}", r["sigserve"].as_str().unwrap_or("?")),
+            _ => writeln!(o, "not ready (/readyz 503): {}", waiting.join(", ")),
+        };
+    }
     let hw = &v["hashrate"];
     let _ = writeln!(o, "hashrate 10s / 60s / 15m: {}", windows(&hw["total"], &["10s", "60s", "15m"], "H/s"));
     for e in hw["engines"].as_array().into_iter().flatten() {
@@ -237,6 +245,8 @@ mod tests {
     fn renders_what_it_is_given_and_survives_what_it_is_not() {
         let v = serde_json::json!({
             "version": "9.9.9", "uptime_seconds": 3725.0,
+            "readiness": {"live": true, "ready": false, "draining": true, "sigserve": "listening",
+                          "waiting_for": ["draining"]},
             "hashrate": {"total": {"10s": 2.5e6, "60s": null, "15m": null},
                          "engines": [{"engine": "cpu", "device": "numa0", "hashes_total": 1e7,
                                       "hashes_per_second": {"10s": 2.5e6, "60s": null, "15m": null}}]},
@@ -253,6 +263,7 @@ mod tests {
         let t = render(&v, "127.0.0.1:9787");
         assert!(t.contains("hashrig 9.9.9 at 127.0.0.1:9787, up 0d 01h 02m 05s"), "{t}");
         assert!(t.contains("hashrate 10s / 60s / 15m: 2.50 MH/s / n/a / n/a"), "{t}");
+        assert!(t.contains("\nnot ready (/readyz 503): draining\n"), "{t}");
         assert!(t.contains("shares: accepted 4 | blocks: none"), "{t}");
         assert!(
             t.contains("  ecdsa           1.50 k/s / n/a | valid 5 invalid 1 malformed 0 | deadline missed 0\n"),

@@ -6,7 +6,7 @@ use prometheus::core::Collector;
 use prometheus::proto::MetricType;
 use serde::Serialize;
 
-use super::{GpuMetrics, Metrics, RuntimeMetrics, SigGpuMetrics};
+use super::{GpuMetrics, Metrics, Probes, RuntimeMetrics, SigGpuMetrics};
 use crate::health::metrics::HealthMetrics;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -74,7 +74,10 @@ impl Metrics {
             sig_gpu,
             runtime,
             health,
+            probes,
         } = self;
+        // `..`: the probes' private state, which is not a metric.
+        let Probes { ready, draining, requests, .. } = probes;
         let RuntimeMetrics { config_reloads, upgrades } = runtime;
         let GpuMetrics { adapter_info, device_lost, dispatch_seconds, hit_overflows } = gpu;
         let SigGpuMetrics {
@@ -100,7 +103,10 @@ impl Metrics {
             thermal_guard,
             temp_limit_celsius,
         } = health;
-        let all: [&dyn Collector; 62] = [
+        let all: [&dyn Collector; 65] = [
+            ready,
+            draining,
+            requests,
             config_reloads,
             upgrades,
             hashes,

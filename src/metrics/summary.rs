@@ -423,6 +423,7 @@ impl Summary {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": uptime,
+            "readiness": self.metrics.probes.json(),
             "hashrate": hashrate,
             "shares": by_label("hashrig_shares_total", "result"),
             "pool": pool,

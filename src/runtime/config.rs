@@ -63,7 +63,18 @@ impl CpuSettings {
 pub struct SigserveSettings {
     pub addr: ServeAddr,
     pub tls: Option<ServerTls>,
+    /// On SIGTERM: how long `/readyz` answers 503 while sigserve still
+    /// serves, before the stop (live).
+    pub drain: Duration,
 }
+
+/// The default drain period: longer than a load balancer's checks take to
+/// notice a 503 with the shipped settings (HAProxy: 2 checks 1 s apart;
+/// Kubernetes: one failed probe 2 s apart, then the endpoint update).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+
+/// The longest drain accepted: systemd's default stop timeout is 90 s.
+pub const MAX_DRAIN: Duration = Duration::from_secs(60);
 
 /// A config that failed validation; the message says which key and why.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +115,9 @@ impl RuntimeConfig {
             tracing_subscriber::EnvFilter::try_new(l).map_err(|e| bad(format!("log_level {l:?}: {e}")))?;
         }
         if let Some(s) = &self.sigserve {
+            if s.drain > MAX_DRAIN {
+                return Err(bad(format!("sigserve drain_secs: at most {} s", MAX_DRAIN.as_secs())));
+            }
             if let Some(t) = &s.tls {
                 if matches!(s.addr, ServeAddr::Unix(_)) {
                     return Err(bad("sigserve: TLS is for TCP addresses".into()));
@@ -135,6 +149,8 @@ pub struct Changes {
     pub log_level: bool,
     pub metrics: bool,
     pub status_interval: bool,
+    /// `[sigserve] drain_secs` (read at the stop).
+    pub sigserve_drain: bool,
     /// Keys that changed and take effect only after a restart (or a live
     /// upgrade, which is one).
     pub need_restart: Vec<&'static str>,
@@ -171,6 +187,9 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> Changes {
         log_level: old.log_level != new.log_level,
         metrics: old.metrics != new.metrics,
         status_interval: old.status_interval != new.status_interval,
+        sigserve_drain: old.sigserve.as_ref().map(|s| s.drain) != new.sigserve.as_ref().map(|s| s.drain)
+            && old.sigserve.is_some()
+            && new.sigserve.is_some(),
         need_restart: restart,
     }
 }
@@ -210,13 +229,17 @@ mod tests {
         assert!(d.cpu && !d.adapter);
         assert_eq!(d.need_restart, vec!["cpu (signature pools keep their threads)"]);
         let c = RuntimeConfig {
-            sigserve: Some(SigserveSettings { addr: "unix:/x".parse().unwrap(), tls: None }),
+            sigserve: Some(SigserveSettings { addr: "unix:/x".parse().unwrap(), tls: None, drain: DEFAULT_DRAIN }),
             ..a.clone()
         };
         assert_eq!(diff(&a, &c).need_restart, vec!["sigserve.addr"]);
         let p = RuntimeConfig { cpu: CpuSettings { priority: WorkerPriority::Normal, ..a.cpu.clone() }, ..a.clone() };
         let d = diff(&a, &p);
         assert!(d.cpu && d.need_restart.is_empty(), "priority is live");
+        let mut e = c.clone();
+        e.sigserve.as_mut().unwrap().drain = Duration::from_secs(9);
+        let d = diff(&c, &e);
+        assert!(d.sigserve_drain && d.need_restart.is_empty(), "the drain period is live: {d:?}");
         let m = RuntimeConfig { metrics: None, sig_demo_rate: 5.0, ..a.clone() };
         let d = diff(&a, &m);
         assert!(d.metrics && d.sig_demo_rate && d.need_restart.is_empty());
@@ -229,6 +252,9 @@ mod tests {
         assert!(ok.validate(&topo).is_ok());
         let bad = RuntimeConfig { sig_demo_rate: f64::NAN, ..ok.clone() };
         assert!(bad.validate(&topo).is_err());
+        let long = SigserveSettings { addr: "unix:/x".parse().unwrap(), tls: None, drain: MAX_DRAIN * 2 };
+        let bad = RuntimeConfig { sigserve: Some(long), ..ok.clone() };
+        assert!(bad.validate(&topo).unwrap_err().to_string().contains("drain_secs"));
         let bad = RuntimeConfig { log_level: Some("[[[".into()), ..ok.clone() };
         assert!(bad.validate(&topo).is_err());
         let bad = RuntimeConfig { cpu: CpuSettings { numa_nodes: Some(vec![77]), ..ok.cpu.clone() }, ..ok.clone() };

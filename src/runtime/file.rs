@@ -19,6 +19,7 @@
 //! enabled = true                  # live
 //! [sigserve]                      # restart (or live upgrade)
 //! addr = "unix:/run/hashrig/sig.sock"
+//! drain_secs = 5                  # live: on SIGTERM, /readyz 503 this long first
 //! tls_cert = "server.pem"
 //! tls_key = "server.key"
 //! client_ca = "validators-ca.pem"
@@ -79,7 +80,11 @@ pub struct MetricsSection {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SigserveSection {
-    pub addr: String,
+    /// None: sigserve only when the command line asks for it (the other
+    /// keys then apply to that address).
+    pub addr: Option<String>,
+    /// Seconds of drain on SIGTERM.
+    pub drain_secs: Option<f64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
@@ -125,6 +130,8 @@ mod tests {
         assert_eq!((f.cpu.threads, f.cpu.priority), (Some(2), Some(WorkerPriority::Low)));
         assert_eq!(f.metrics.addr, Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(f.sig.demo_rate, Some(5.0));
+        let s = parse(p, "[sigserve]\ndrain_secs = 2.5\n").unwrap().sigserve.unwrap();
+        assert_eq!((s.addr, s.drain_secs), (None, Some(2.5)), "a drain for --sigserve's address");
         assert!(parse(p, "[cpu]\nthreads = \"many\"\n").is_err());
         assert!(parse(p, "[cpu]\npriority = \"urgent\"\n").unwrap_err().contains("urgent"));
         assert!(parse(p, "[metrics]\nport = 1\n").is_err(), "unknown keys are errors");

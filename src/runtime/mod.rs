@@ -39,7 +39,9 @@ use crate::sched::{CpuConfig, CpuEngine, Hit, PowScheduler, RateMeter, SigEngine
 use crate::topo::Topology;
 
 pub use adapter::ADAPTER_STOP_DEADLINE;
-pub use config::{diff, Changes, ConfigInvalid, CpuSettings, Resolved, RuntimeConfig, SigserveSettings};
+pub use config::{
+    diff, Changes, ConfigInvalid, CpuSettings, Resolved, RuntimeConfig, SigserveSettings, DEFAULT_DRAIN, MAX_DRAIN,
+};
 pub use listeners::Inherited;
 
 #[cfg(feature = "gpu")]
@@ -139,6 +141,9 @@ impl Runtime {
             set(Some(l)).map_err(start_err("log_level"))?;
         }
         let metrics = Metrics::new();
+        if cfg.sigserve.is_some() {
+            metrics.probes.expect_sigserve();
+        }
         metrics.build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), resolved.backend.name()]).set(1);
         let metrics_server = match cfg.metrics {
             None => None,
@@ -188,6 +193,7 @@ impl Runtime {
             Some(s) => Some(start_sigserve(s, inherited, &sig_engine, &metrics)?),
             None => None,
         };
+        metrics.probes.set_sigserve_listening(sigserve.is_some());
         let left = inherited.leftover();
         if !left.is_empty() {
             tracing::warn!("inherited sockets not configured here, closed: {}", left.join(", "));
@@ -198,6 +204,9 @@ impl Runtime {
         let status = spawn_status(&cfg, &stats, &metrics, &sig_engine, &status_stop, &status_every)?;
         let done = Arc::new(AtomicBool::new(false));
         let adapter = if cfg.mine { Some(start_adapter(&cfg, &sched, &hits, &stats, &metrics, &done)?) } else { None };
+        // Ready once GPU signature starts under way (each holds a guard)
+        // have finished too.
+        metrics.probes.engines_started();
         Ok(Runtime {
             cfg,
             topo,
@@ -232,6 +241,22 @@ impl Runtime {
     /// The run should end: its adapter gave up.
     pub fn finished(&self) -> bool {
         self.done.load(Ordering::Relaxed)
+    }
+
+    /// `/readyz` answers 503 from now on; everything keeps serving. The
+    /// first step of a stop that lets a load balancer move new connections
+    /// elsewhere first.
+    pub fn begin_drain(&self) {
+        self.metrics.probes.begin_drain();
+    }
+
+    /// How long a stop on SIGTERM keeps serving after turning unready (zero:
+    /// no sigserve, nothing to drain).
+    pub fn drain_period(&self) -> Duration {
+        match (&self.cfg.sigserve, &self.sigserve) {
+            (Some(s), Some(_)) => s.drain,
+            _ => Duration::ZERO,
+        }
     }
 
     /// Where sigserve and /metrics listen (after binding port 0).
@@ -275,7 +300,13 @@ impl Runtime {
         new.sig_engines = self.cfg.sig_engines;
         new.sig_gpu = self.cfg.sig_gpu.clone();
         new.demo = self.cfg.demo.clone();
+        // sigserve's address and TLS need a restart; its drain period is
+        // read at the stop, so it is live.
+        let drain = new.sigserve.as_ref().map(|s| s.drain);
         new.sigserve = self.cfg.sigserve.clone();
+        if let (Some(s), Some(d)) = (new.sigserve.as_mut(), drain) {
+            s.drain = d;
+        }
         let mut failed = Vec::new();
         let mut applied = Vec::new();
         if changes.log_level {
@@ -298,6 +329,9 @@ impl Runtime {
                     new.metrics = self.cfg.metrics;
                 }
             }
+        }
+        if changes.sigserve_drain {
+            applied.push("sigserve.drain_secs");
         }
         if changes.status_interval {
             self.status_every.store(new.status_interval.as_secs().max(1), Ordering::Relaxed);
@@ -438,6 +472,8 @@ impl Runtime {
     /// Stops every part in order and logs the summary; the adapter's error
     /// if it gave up on its own.
     pub fn stop(mut self, mode: StopMode) -> Result<(), RuntimeError> {
+        // Not ready from the first step of any stop (already, after a drain).
+        self.metrics.probes.begin_drain();
         let mut sigserve = self.sigserve.take();
         if mode == StopMode::Handover {
             // Clients move to the successor at once; what was read here is

@@ -1,6 +1,7 @@
-//! Process signals for `hashrig run`: SIGINT and SIGTERM (what systemd,
-//! docker and kill(1) send) both ask for the same clean stop; SIGHUP
-//! reloads the config file; SIGUSR2 starts a live binary upgrade.
+//! Process signals for `hashrig run`: SIGINT asks for a clean stop now;
+//! SIGTERM (what systemd, docker, Kubernetes and kill(1) send) for the same
+//! stop after sigserve's drain (a second SIGTERM: now); SIGHUP reloads the
+//! config file; SIGUSR2 starts a live binary upgrade.
 //!
 //! The handlers only set flags (all an async-signal handler may do); the
 //! run loop polls them with [`take`].
@@ -8,14 +9,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static TERM: AtomicBool = AtomicBool::new(false);
 static HUP: AtomicBool = AtomicBool::new(false);
 static USR2: AtomicBool = AtomicBool::new(false);
 
 /// What arrived since the last call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
-    /// SIGINT or SIGTERM.
+    /// SIGINT.
     pub stop: bool,
+    /// SIGTERM.
+    pub terminate: bool,
     /// SIGHUP.
     pub hangup: bool,
     /// SIGUSR2.
@@ -25,6 +29,11 @@ pub struct Pending {
 #[cfg(unix)]
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+}
+
+#[cfg(unix)]
+extern "C" fn on_term(_: libc::c_int) {
+    TERM.store(true, Ordering::SeqCst);
 }
 
 #[cfg(unix)]
@@ -56,7 +65,7 @@ pub fn install() -> Result<(), String> {
         Ok(())
     };
     set(libc::SIGINT, "SIGINT", on_stop)?;
-    set(libc::SIGTERM, "SIGTERM", on_stop)?;
+    set(libc::SIGTERM, "SIGTERM", on_term)?;
     set(libc::SIGHUP, "SIGHUP", on_hup)?;
     set(libc::SIGUSR2, "SIGUSR2", on_usr2)?;
     Ok(())
@@ -71,6 +80,7 @@ pub fn install() -> Result<(), String> {
 pub fn take() -> Pending {
     Pending {
         stop: STOP.swap(false, Ordering::SeqCst),
+        terminate: TERM.swap(false, Ordering::SeqCst),
         hangup: HUP.swap(false, Ordering::SeqCst),
         upgrade: USR2.swap(false, Ordering::SeqCst),
     }

@@ -52,6 +52,8 @@ pub fn run(mut rt: Runtime, sup: Supervisor) -> Result<(), RuntimeError> {
     let mut seen = applied;
     let mut last_watch = Instant::now();
     let mut mode = StopMode::Normal;
+    // Set by the first SIGTERM: the stop waits until then, unready.
+    let mut drain_until: Option<Instant> = None;
     loop {
         if rt.finished() {
             break;
@@ -60,8 +62,25 @@ pub fn run(mut rt: Runtime, sup: Supervisor) -> Result<(), RuntimeError> {
             break;
         }
         let sig = signals::take();
-        if sig.stop {
+        if sig.stop || (sig.terminate && drain_until.is_some()) {
             tracing::info!("stopping (signal): engines, then the node adapter, then sigserve");
+            break;
+        }
+        if sig.terminate {
+            let d = rt.drain_period();
+            if d.is_zero() {
+                tracing::info!("stopping (signal): engines, then the node adapter, then sigserve");
+                break;
+            }
+            rt.begin_drain();
+            tracing::info!(
+                "SIGTERM: draining for {:.1} s: /readyz answers 503, sigserve serves on (SIGTERM again: stop now)",
+                d.as_secs_f64()
+            );
+            drain_until = Some(Instant::now() + d);
+        }
+        if drain_until.is_some_and(|t| Instant::now() >= t) {
+            tracing::info!("stopping (signal): drained; engines, then the node adapter, then sigserve");
             break;
         }
         let mut reload = false;
@@ -89,7 +108,13 @@ pub fn run(mut rt: Runtime, sup: Supervisor) -> Result<(), RuntimeError> {
                 Err(e) => rt.reload_rejected(&e),
             }
         }
-        if sig.upgrade && upgrade_now(&rt, sup.exec.as_ref()) {
+        if sig.upgrade && drain_until.is_some() {
+            tracing::warn!("SIGUSR2 while draining for a stop: no upgrade");
+        } else if sig.upgrade && upgrade_now(&rt, sup.exec.as_ref()) {
+            // Unready first; the successor answers /readyz on the same
+            // socket from now on, and the listeners never close, so a
+            // balancer has nothing to wait for: no drain period.
+            rt.begin_drain();
             mode = StopMode::Handover;
             break;
         }

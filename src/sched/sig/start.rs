@@ -94,6 +94,8 @@ impl SigEngine {
             let feeder = crate::topo::gpu_feeder_affinity(&topo, &ad.summary);
             let (engine, policy) = (Arc::downgrade(&self.inner), sel.policy.clone());
             let metrics = self.inner.metrics.clone();
+            // /readyz waits for a background start, built or given up.
+            let pending = metrics.as_ref().filter(|_| mode == StartMode::Background).map(|m| m.probes.start_pending());
             let start = move || {
                 let s = &ad.summary;
                 match GpuSigEngine::start(&ad, policy, metrics, feeder) {
@@ -120,6 +122,7 @@ impl SigEngine {
                         .name("sig-gpu-start".into())
                         .spawn(move || {
                             start();
+                            drop(pending);
                         })
                         .map_err(|e| GpuStartError::Thread(e.to_string()))?;
                     self.inner.threads.lock().push(t);
