@@ -195,7 +195,7 @@ impl GpuMetrics {
     }
 }
 
-// ── Signature checks on GPUs (src/sched/sig_gpu.rs) ─────────────────────────
+// ── Signature checks on GPUs (src/sched/sig/gpu/) ─────────────────────────
 pub struct SigGpuMetrics {
     /// Items verified, by engine ("cpu", or "gpu0", "gpu1", … by adapter index).
     pub engine_items: IntCounterVec,

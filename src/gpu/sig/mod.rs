@@ -3,7 +3,7 @@
 //! kernels/secp256k1_verify.wgsl) on one device, with their pipelines and
 //! buffers. This layer runs dispatches and nothing else: which items come
 //! here, the canaries and the CPU re-checks are the scheduler's
-//! (`sched::sig_gpu`); building the kernels is `build.rs`, the item encodings are
+//! (`sched::sig::gpu`); building the kernels is `build.rs`, the item encodings are
 //! [`crate::sig::ed25519::gpu_encode`] and [`crate::sig::secp::gpu`].
 //!
 //! A dispatch is: write the items → clear the verdict words → one compute
