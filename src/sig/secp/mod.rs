@@ -6,8 +6,11 @@ use secp256k1::{ecdsa, schnorr, Message, PublicKey, XOnlyPublicKey};
 use super::cache::KeyCache;
 use super::Reason;
 
+pub mod batch;
 pub mod glv;
 pub mod gpu;
+pub mod msm;
+pub mod point;
 
 /// Parsed ECDSA keys (33 or 65 bytes): 16 × 1024 entries.
 fn ecdsa_keys() -> &'static KeyCache<Box<[u8]>, Option<PublicKey>> {
@@ -96,13 +99,17 @@ pub fn parse_ecdsa_sig(sig: &[u8], allow_high_s: bool) -> Result<ecdsa::Signatur
     Ok(s)
 }
 
+/// An x-only key decoded through the cache (the decoding's square root is
+/// paid once per key), `None` when it is not an x coordinate.
+pub(crate) fn xonly_key(pk: &[u8; 32]) -> Option<XOnlyPublicKey> {
+    xonly_keys().get_or_insert(pk, pk[0], |b| XOnlyPublicKey::from_byte_array(*b).ok())
+}
+
 /// BIP340 Schnorr: 32-byte x-only key, 64-byte signature, message of any length.
 pub fn verify_schnorr(pubkey: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), Reason> {
     let pk: [u8; 32] = pubkey.try_into().map_err(|_| Reason::PubkeyLength)?;
     let sig: [u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
-    let pk = xonly_keys()
-        .get_or_insert(&pk, pk[0], |b| XOnlyPublicKey::from_byte_array(*b).ok())
-        .ok_or(Reason::PubkeyEncoding)?;
+    let pk = xonly_key(&pk).ok_or(Reason::PubkeyEncoding)?;
     schnorr::verify(&schnorr::Signature::from_byte_array(sig), msg, &pk).map_err(|_| Reason::BadSignature)
 }
 
