@@ -16,7 +16,10 @@
 //! one: small batches (below [`MIN_BATCH`], measured), and while the
 //! observed share of invalid items is high enough that a batch would likely
 //! fail (an attacker flooding invalid items then costs what per-item checks
-//! cost, plus at most one failed equation before the rate is learnt).
+//! cost, plus at most one failed equation before the rate is learnt). A
+//! failed equation is bisected only where that costs less than checking
+//! the failing set item by item (the measured [`equation_cost`]), and not
+//! once two invalid items are known.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,13 +34,30 @@ use super::msm;
 use super::point::Affine;
 use crate::sig::Reason;
 
-/// Below this many well-formed items the batch equation costs more per item
-/// than libsecp256k1's single verification (measured: docs/cpu-paths.md).
-pub const MIN_BATCH: usize = 8;
+/// Below this many items the batch equation costs more per item than
+/// libsecp256k1's single verification (measured crossover between 16 and
+/// 32: docs/cpu-paths.md).
+pub const MIN_BATCH: usize = 32;
 
-/// Batch-equation cost per item relative to a single verification, at the
-/// sizes where it is used (measured: docs/cpu-paths.md); the policy's model.
-const EQUATION_COST: f64 = 0.55;
+/// Cost per item of the batch equation over `n` items, relative to one
+/// single verification: measured on one core (docs/cpu-paths.md), linear
+/// in log2(n) between the points, the last one held beyond.
+fn equation_cost(n: usize) -> f64 {
+    const MEASURED: [(f64, f64); 4] = [(32.0, 0.84), (256.0, 0.64), (1024.0, 0.56), (4096.0, 0.50)];
+    let x = (n.max(1) as f64).log2();
+    let mut prev = (MEASURED[0].0.log2(), MEASURED[0].1);
+    if x <= prev.0 {
+        return prev.1;
+    }
+    for (m, c) in MEASURED.iter().skip(1) {
+        let (lx, lc) = (m.log2(), *c);
+        if x <= lx {
+            return prev.1 + (lc - prev.1) * (x - prev.0) / (lx - prev.0);
+        }
+        prev = (lx, lc);
+    }
+    prev.1
+}
 
 /// How a batch is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +102,15 @@ fn p_fail(p: f64, n: usize) -> f64 {
 /// The batch equation is worth trying for `n` items: its cost plus the
 /// per-item checks a failure leads to stays below per-item checks alone.
 fn equation_pays(n: usize, opts: &BatchOptions) -> bool {
-    n >= opts.min_batch && (!opts.adaptive || EQUATION_COST + p_fail(invalid_rate(), n) < 1.0)
+    n >= opts.min_batch && (!opts.adaptive || equation_cost(n) + p_fail(invalid_rate(), n) < 1.0)
+}
+
+/// Bisecting a failing set of `n` items (one invalid item expected) beats
+/// per-item checks of all `n`: the left half's equation, the right half's
+/// in half the cases, then per-item checks of the failing half, against
+/// `n` single verifications.
+fn bisection_pays(n: usize) -> bool {
+    0.75 * equation_cost(n / 2) + 0.5 < 1.0
 }
 
 /// One well-formed item, ready for the equation.
@@ -118,12 +146,9 @@ fn decode(it: &Item) -> Result<(Affine, Affine, Scalar, Scalar), Reason> {
     let (pk, msg, sig) = *it;
     let pk: &[u8; 32] = pk.try_into().map_err(|_| Reason::PubkeyLength)?;
     let sig: &[u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
-    let p = super::xonly_key(pk).ok_or(Reason::PubkeyEncoding)?;
-    let xy = p.public_key(secp256k1::Parity::Even).serialize_uncompressed();
-    let p = Affine::from_xy(xy[1..33].try_into().expect("32"), xy[33..].try_into().expect("32"))
-        .ok_or(Reason::PubkeyEncoding)?;
+    let p = super::xonly_point(pk).ok_or(Reason::PubkeyEncoding)?;
     let r_bytes: &[u8; 32] = sig[..32].try_into().expect("32");
-    let r = Affine::lift_x(r_bytes).ok_or(Reason::BadSignature)?;
+    let r = Affine::lift_x_libsecp(r_bytes).ok_or(Reason::BadSignature)?;
     let s_bytes: [u8; 32] = sig[32..].try_into().expect("32");
     let s: Scalar = Option::from(Scalar::from_repr(s_bytes.into())).ok_or(Reason::BadSignature)?;
     let mut h = challenge_prefix().clone();
@@ -261,7 +286,7 @@ impl Bisect<'_> {
 
     /// Name the invalid items of `set`, which holds at least one.
     fn bisect(&mut self, set: &[usize]) {
-        if set.len() < self.opts.min_batch.max(1) {
+        if set.len() < self.opts.min_batch.max(1) || (self.opts.adaptive && !bisection_pays(set.len())) {
             self.per_item(set);
             return;
         }
@@ -307,5 +332,15 @@ mod tests {
         assert_eq!(p_fail(0.0, 256), 0.0);
         assert!((p_fail(0.5, 1) - 0.5).abs() < 1e-12);
         assert!(p_fail(0.01, 256) > 0.9);
+    }
+
+    #[test]
+    fn cost_model_follows_the_table() {
+        assert_eq!(equation_cost(1), 0.84);
+        assert!((equation_cost(256) - 0.64).abs() < 1e-12);
+        assert!(equation_cost(64) < 0.84 && equation_cost(64) > 0.64);
+        assert_eq!(equation_cost(1 << 20), 0.50);
+        // A clean stream uses the equation from the crossover on.
+        assert!(equation_cost(MIN_BATCH) < 1.0);
     }
 }

@@ -101,8 +101,16 @@ pub fn parse_ecdsa_sig(sig: &[u8], allow_high_s: bool) -> Result<ecdsa::Signatur
 
 /// An x-only key decoded through the cache (the decoding's square root is
 /// paid once per key), `None` when it is not an x coordinate.
-pub(crate) fn xonly_key(pk: &[u8; 32]) -> Option<XOnlyPublicKey> {
+fn xonly_key(pk: &[u8; 32]) -> Option<XOnlyPublicKey> {
     xonly_keys().get_or_insert(pk, pk[0], |b| XOnlyPublicKey::from_byte_array(*b).ok())
+}
+
+/// An x-only key as a point for the batch equation (lift_x, once per key
+/// through the cache), `None` when it is not an x coordinate: exactly the
+/// keys libsecp256k1's parser rejects (x ≥ p, or x³ + 7 not a square).
+pub(crate) fn xonly_point(pk: &[u8; 32]) -> Option<point::Affine> {
+    static C: std::sync::OnceLock<KeyCache<[u8; 32], Option<point::Affine>>> = std::sync::OnceLock::new();
+    C.get_or_init(|| KeyCache::new(1024)).get_or_insert(pk, pk[0], point::Affine::lift_x_libsecp)
 }
 
 /// BIP340 Schnorr: 32-byte x-only key, 64-byte signature, message of any length.

@@ -20,7 +20,7 @@ use super::point::{Affine, Fe, Jacobian};
 
 /// Rough costs in field products, for picking the window.
 const AFFINE_ADD: usize = 6;
-const BUCKET_REDUCE: usize = 25;
+const BUCKET_REDUCE: usize = 21;
 
 /// The window width that minimises the estimated cost for `m` points whose
 /// scalars have at most `bits` bits.
@@ -114,20 +114,24 @@ pub fn sum(terms: &[(Affine, Scalar)]) -> Option<Jacobian> {
         start[b + 1] += start[b];
     }
     let total = start[nw * nb] as usize;
+    // Bucket entries as point indices (bit 0: negated); the first round of
+    // sums reads the points through them, so no copy of every point per
+    // window is made.
     let mut fill: Vec<u32> = start[..nw * nb].to_vec();
-    let mut buf = vec![Affine { x: Fe::ZERO, y: Fe::ZERO }; total];
+    let mut idx = vec![0u32; total];
     for i in 0..m {
-        let neg = pts[i].neg();
         for (j, &d) in digits[i * nw..(i + 1) * nw].iter().enumerate() {
             if d != 0 {
                 let b = bucket_of(d, j);
-                buf[fill[b] as usize] = if d > 0 { pts[i] } else { neg };
+                idx[fill[b] as usize] = (i as u32) << 1 | (d < 0) as u32;
                 fill[b] += 1;
             }
         }
     }
+    let negs: Vec<Affine> = pts.iter().map(Affine::neg).collect();
+    let mut buf = vec![Affine { x: Fe::ZERO, y: Fe::ZERO }; total];
     let mut len: Vec<u32> = (0..nw * nb).map(|b| start[b + 1] - start[b]).collect();
-    reduce_buckets(&mut buf, &start, &mut len)?;
+    reduce_buckets(Src::Indexed(&idx, &pts, &negs), &mut buf, &start, &mut len)?;
 
     // Running sums per window, windows by Horner.
     let mut acc = Jacobian::INFINITY;
@@ -171,19 +175,44 @@ enum Pair {
     Vanish,
 }
 
-/// Sum each bucket `b` (points `buf[start[b] .. start[b] + len[b]]`) down
-/// to at most one point, in place; `len[b]` becomes 0 or 1.
-fn reduce_buckets(buf: &mut [Affine], start: &[u32], len: &mut [u32]) -> Option<()> {
+/// Where a round reads its points.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// Through bucket entries (index << 1 | negated) into the points.
+    Indexed(&'a [u32], &'a [Affine], &'a [Affine]),
+    /// From the output buffer itself (every round after the first).
+    InPlace,
+}
+
+fn load(src: Src, buf: &[Affine], pos: usize) -> Affine {
+    match src {
+        Src::Indexed(idx, pts, negs) => {
+            let e = idx[pos] as usize;
+            if e & 1 == 1 {
+                negs[e >> 1]
+            } else {
+                pts[e >> 1]
+            }
+        }
+        Src::InPlace => buf[pos],
+    }
+}
+
+/// Sum each bucket `b` (points `start[b] .. start[b] + len[b]` of `first`)
+/// down to at most one point, left at `buf[start[b]]`; `len[b]` becomes 0
+/// or 1.
+fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]) -> Option<()> {
     let mut kinds: Vec<Pair> = Vec::new();
     let mut den: Vec<Fe> = Vec::new();
     let mut pre: Vec<Fe> = Vec::new();
+    let mut src = first;
     loop {
         kinds.clear();
         den.clear();
         for (b, &l) in len.iter().enumerate() {
             let s = start[b] as usize;
             for k in 0..(l as usize) / 2 {
-                let (p, q) = (&buf[s + 2 * k], &buf[s + 2 * k + 1]);
+                let (p, q) = (load(src, buf, s + 2 * k), load(src, buf, s + 2 * k + 1));
                 let dx = q.x + &p.x.negate(1);
                 if !bool::from(dx.normalizes_to_zero()) {
                     kinds.push(Pair::Chord);
@@ -197,6 +226,14 @@ fn reduce_buckets(buf: &mut [Affine], start: &[u32], len: &mut [u32]) -> Option<
             }
         }
         if kinds.is_empty() {
+            if let Src::Indexed(..) = src {
+                // No bucket had two points: move the single ones over.
+                for (b, &l) in len.iter().enumerate() {
+                    if l == 1 {
+                        buf[start[b] as usize] = load(src, buf, start[b] as usize);
+                    }
+                }
+            }
             return Some(());
         }
         // Montgomery's trick: one inversion for the whole round.
@@ -223,7 +260,7 @@ fn reduce_buckets(buf: &mut [Affine], start: &[u32], len: &mut [u32]) -> Option<
             let pairs = *l as usize / 2;
             let mut out = s;
             for k in 0..pairs {
-                let (p, q) = (buf[s + 2 * k], buf[s + 2 * k + 1]);
+                let (p, q) = (load(src, buf, s + 2 * k), load(src, buf, s + 2 * k + 1));
                 let kind = kinds[ki];
                 ki += 1;
                 let num = match kind {
@@ -239,11 +276,12 @@ fn reduce_buckets(buf: &mut [Affine], start: &[u32], len: &mut [u32]) -> Option<
                 out += 1;
             }
             if *l % 2 == 1 {
-                buf[out] = buf[s + *l as usize - 1];
+                buf[out] = load(src, buf, s + *l as usize - 1);
                 out += 1;
             }
             *l = (out - s) as u32;
         }
+        src = Src::InPlace;
     }
 }
 
