@@ -156,9 +156,7 @@ fn schnorr_batch(c: &mut Criterion) {
         });
     }
     g.throughput(Throughput::Elements(256));
-    g.bench_function("per_item_256", |b| {
-        b.iter(|| black_box(items.iter().map(verify_one).collect::<Vec<_>>()))
-    });
+    g.bench_function("per_item_256", |b| b.iter(|| black_box(items.iter().map(verify_one).collect::<Vec<_>>())));
     // One invalid item (a flipped message bit) in the middle.
     let mut one_bad = items.clone();
     one_bad[131].msg[0] ^= 1;
@@ -167,9 +165,7 @@ fn schnorr_batch(c: &mut Criterion) {
         b.iter(|| black_box(batch_verify(black_box(&plain), &BatchOptions::default())))
     });
     let equation = BatchOptions { min_batch: MIN_BATCH, adaptive: false };
-    g.bench_function("one_invalid_256_bisected", |b| {
-        b.iter(|| black_box(batch_verify(black_box(&plain), &equation)))
-    });
+    g.bench_function("one_invalid_256_bisected", |b| b.iter(|| black_box(batch_verify(black_box(&plain), &equation))));
     g.finish();
 
     let mut g = c.benchmark_group("schnorr_batch_sizes");

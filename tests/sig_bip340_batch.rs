@@ -45,8 +45,7 @@ fn check(items: &[SigItem], what: &str) -> usize {
     let want: Vec<Verdict> = items.iter().map(reference).collect();
     // The batch API takes flag-free items (flags are checked before it).
     let plain: Vec<Item> = items.iter().map(|it| (&it.pubkey[..], &it.msg[..], &it.sig[..])).collect();
-    let no_flags: Vec<Verdict> =
-        items.iter().map(|it| expect_schnorr(&SigItem { flags: 0, ..it.clone() })).collect();
+    let no_flags: Vec<Verdict> = items.iter().map(|it| expect_schnorr(&SigItem { flags: 0, ..it.clone() })).collect();
     for (opts, name) in [(EQUATION, "equation"), (BatchOptions::default(), "adaptive")] {
         let got = verify(&plain, &opts);
         assert_eq!(got.len(), items.len());
@@ -70,7 +69,8 @@ fn unhex(s: &str) -> Vec<u8> {
 
 #[test]
 fn bip340_vectors_in_batches() {
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bip340_test_vectors.csv")).unwrap();
+    let csv =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bip340_test_vectors.csv")).unwrap();
     let mut items = Vec::new();
     let mut valid = Vec::new();
     for line in csv.lines().skip(1).filter(|l| !l.trim().is_empty()) {

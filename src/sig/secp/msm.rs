@@ -13,6 +13,10 @@
 //! the usual running sum in Jacobian coordinates, and the windows by
 //! doubling (Horner).
 
+// Field operations written as k256 writes its own (right side by
+// reference, `a = a * b`), so the lazy-normalisation rules read the same.
+#![allow(clippy::op_ref, clippy::assign_op_pattern)]
+
 use k256::Scalar;
 
 use super::glv;
@@ -25,9 +29,7 @@ const BUCKET_REDUCE: usize = 21;
 /// The window width that minimises the estimated cost for `m` points whose
 /// scalars have at most `bits` bits.
 fn window(m: usize, bits: usize) -> usize {
-    (1..=12)
-        .min_by_key(|&c| (bits + 1).div_ceil(c) * (AFFINE_ADD * m + BUCKET_REDUCE * (1 << (c - 1))))
-        .unwrap_or(4)
+    (1..=12).min_by_key(|&c| (bits + 1).div_ceil(c) * (AFFINE_ADD * m + BUCKET_REDUCE * (1 << (c - 1)))).unwrap_or(4)
 }
 
 /// Little-endian 64-bit words of a scalar magnitude.
@@ -289,8 +291,8 @@ fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]
 mod tests {
     use super::*;
     use k256::elliptic_curve::group::Group;
-    use k256::elliptic_curve::sec1::ToSec1Point;
     use k256::elliptic_curve::ops::Reduce;
+    use k256::elliptic_curve::sec1::ToSec1Point;
     use k256::ProjectivePoint;
     use rand::{RngCore, SeedableRng};
 
