@@ -6,6 +6,16 @@
 //! * `ecdsa`, `schnorr`: ours (single, and per item in a batch of 256) vs
 //!   libsecp256k1's single verify through the `secp256k1` crate, and the
 //!   host's share of a GPU verification per item (`gpu_encode_256`).
+//! * `schnorr_batch`: BIP340 per item through `verify_batch` at batch 1
+//!   vs batch 256 (the batch equation), per-item checks of the same 256,
+//!   and batches of 256 with one invalid item (the adaptive policy, and the
+//!   equation bisected); `schnorr_batch_sizes`: the equation vs per-item at
+//!   small sizes (the crossover, `MIN_BATCH`).
+//! * `msm_513`: the multi-scalar multiplication of a 256-item batch
+//!   (513 points): ours (Pippenger, batch-affine buckets) vs k256's
+//!   `lincomb_vartime` (Straus, GLV + wNAF). libsecp256k1's
+//!   `ecmult_multi_var` is static in its C code, not reachable through the
+//!   `secp256k1` crate.
 //! * `scaling`: the engine on 1 thread vs all threads, n = 4096.
 //!
 //! `cargo bench --bench sig -- --warm-up-time 1 --measurement-time 3`
@@ -135,6 +145,76 @@ fn secp(c: &mut Criterion) {
     }
 }
 
+fn schnorr_batch(c: &mut Criterion) {
+    use hashrig::sig::secp::batch::{verify as batch_verify, BatchOptions, Item, MIN_BATCH};
+    let items: Vec<SigItem> = (0..256).map(|i| valid_item(Scheme::Schnorr, i)).collect();
+    let mut g = c.benchmark_group("schnorr_batch");
+    for n in [1usize, 256] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("verify_batch", n), &items[..n], |b, it| {
+            b.iter(|| black_box(verify_batch(black_box(it))))
+        });
+    }
+    g.throughput(Throughput::Elements(256));
+    g.bench_function("per_item_256", |b| b.iter(|| black_box(items.iter().map(verify_one).collect::<Vec<_>>())));
+    // One invalid item (a flipped message bit) in the middle.
+    let mut one_bad = items.clone();
+    one_bad[131].msg[0] ^= 1;
+    let plain: Vec<Item> = one_bad.iter().map(|it| (&it.pubkey[..], &it.msg[..], &it.sig[..])).collect();
+    g.bench_function("one_invalid_256_adaptive", |b| {
+        b.iter(|| black_box(batch_verify(black_box(&plain), &BatchOptions::default())))
+    });
+    let equation = BatchOptions { min_batch: MIN_BATCH, adaptive: false };
+    g.bench_function("one_invalid_256_bisected", |b| b.iter(|| black_box(batch_verify(black_box(&plain), &equation))));
+    g.finish();
+
+    let mut g = c.benchmark_group("schnorr_batch_sizes");
+    let always = BatchOptions { min_batch: 1, adaptive: false };
+    let never = BatchOptions { min_batch: usize::MAX, adaptive: false };
+    let plain: Vec<Item> = items.iter().map(|it| (&it.pubkey[..], &it.msg[..], &it.sig[..])).collect();
+    for n in [2usize, 4, 8, 16, 32] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("equation", n), &plain[..n], |b, it| {
+            b.iter(|| black_box(batch_verify(black_box(it), &always)))
+        });
+        g.bench_with_input(BenchmarkId::new("per_item", n), &plain[..n], |b, it| {
+            b.iter(|| black_box(batch_verify(black_box(it), &never)))
+        });
+    }
+    g.finish();
+}
+
+fn msm(c: &mut Criterion) {
+    use hashrig::sig::secp::{msm, point::Affine};
+    use k256::elliptic_curve::ops::{LinearCombination, Reduce};
+    use k256::elliptic_curve::sec1::ToSec1Point;
+    use k256::{ProjectivePoint, Scalar};
+    let scalar = |i: u64, tag: &[u8]| {
+        use sha2::Digest;
+        let h = sha2::Sha256::new().chain_update(tag).chain_update(i.to_le_bytes()).finalize();
+        <Scalar as Reduce<k256::FieldBytes>>::reduce(&h)
+    };
+    let pts: Vec<ProjectivePoint> = (0..513).map(|i| ProjectivePoint::GENERATOR * scalar(i, b"point")).collect();
+    let ks: Vec<Scalar> = (0..513).map(|i| scalar(i, b"scalar")).collect();
+    let ours: Vec<(Affine, Scalar)> = pts
+        .iter()
+        .zip(&ks)
+        .map(|(p, k)| {
+            let e = p.to_affine().to_sec1_point(false);
+            let b = e.as_bytes();
+            (Affine::from_xy(b[1..33].try_into().unwrap(), b[33..65].try_into().unwrap()).unwrap(), *k)
+        })
+        .collect();
+    let theirs: Vec<(ProjectivePoint, Scalar)> = pts.iter().copied().zip(ks.iter().copied()).collect();
+    let mut g = c.benchmark_group("msm_513");
+    g.throughput(Throughput::Elements(513));
+    g.bench_function("hashrig_pippenger_batch_affine", |b| b.iter(|| black_box(msm::sum(black_box(&ours)))));
+    g.bench_function("k256_lincomb_vartime", |b| {
+        b.iter(|| black_box(ProjectivePoint::lincomb_vartime(black_box(&theirs[..]))))
+    });
+    g.finish();
+}
+
 fn engine(threads: usize) -> SigEngine {
     let topo = Topology::discover_or_fallback();
     let plan = PinPlan::build(&topo, &PlanOptions { threads: Some(threads), ..PlanOptions::default() }).unwrap();
@@ -163,5 +243,5 @@ fn scaling(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, ed25519, secp, scaling);
+criterion_group!(benches, ed25519, secp, schnorr_batch, msm, scaling);
 criterion_main!(benches);

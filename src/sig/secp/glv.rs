@@ -54,13 +54,35 @@ fn half(x: Scalar) -> Half {
     }
 }
 
+/// The constants as numbers, parsed once (split runs for every scalar of
+/// a batch equation: parsing them per call cost as much as the split).
+struct Consts {
+    g1: U256,
+    g2: U256,
+    minus_b1: Scalar,
+    minus_b2: Scalar,
+    lambda: Scalar,
+}
+
+fn consts() -> &'static Consts {
+    static C: std::sync::OnceLock<Consts> = std::sync::OnceLock::new();
+    C.get_or_init(|| Consts {
+        g1: U256::from_be_hex(G1),
+        g2: U256::from_be_hex(G2),
+        minus_b1: scalar(MINUS_B1),
+        minus_b2: scalar(MINUS_B2),
+        lambda: scalar(LAMBDA_HEX),
+    })
+}
+
 /// (k1, k2) with k = k1 + k2 lambda (mod n).
 pub fn split(k: &Scalar) -> (Half, Half) {
+    let c = consts();
     let kk = U256::from(k);
-    let c1 = <Scalar as Reduce<U256>>::reduce(&mul_shift_384(&kk, &U256::from_be_hex(G1)));
-    let c2 = <Scalar as Reduce<U256>>::reduce(&mul_shift_384(&kk, &U256::from_be_hex(G2)));
-    let k2 = c1 * scalar(MINUS_B1) + c2 * scalar(MINUS_B2);
-    let k1 = *k - k2 * scalar(LAMBDA_HEX);
+    let c1 = <Scalar as Reduce<U256>>::reduce(&mul_shift_384(&kk, &c.g1));
+    let c2 = <Scalar as Reduce<U256>>::reduce(&mul_shift_384(&kk, &c.g2));
+    let k2 = c1 * c.minus_b1 + c2 * c.minus_b2;
+    let k1 = *k - k2 * c.lambda;
     (half(k1), half(k2))
 }
 

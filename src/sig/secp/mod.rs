@@ -6,8 +6,11 @@ use secp256k1::{ecdsa, schnorr, Message, PublicKey, XOnlyPublicKey};
 use super::cache::KeyCache;
 use super::Reason;
 
+pub mod batch;
 pub mod glv;
 pub mod gpu;
+pub mod msm;
+pub mod point;
 
 /// Parsed ECDSA keys (33 or 65 bytes): 16 × 1024 entries.
 fn ecdsa_keys() -> &'static KeyCache<Box<[u8]>, Option<PublicKey>> {
@@ -96,13 +99,25 @@ pub fn parse_ecdsa_sig(sig: &[u8], allow_high_s: bool) -> Result<ecdsa::Signatur
     Ok(s)
 }
 
+/// An x-only key decoded through the cache (the decoding's square root is
+/// paid once per key), `None` when it is not an x coordinate.
+fn xonly_key(pk: &[u8; 32]) -> Option<XOnlyPublicKey> {
+    xonly_keys().get_or_insert(pk, pk[0], |b| XOnlyPublicKey::from_byte_array(*b).ok())
+}
+
+/// An x-only key as a point for the batch equation (lift_x, once per key
+/// through the cache), `None` when it is not an x coordinate: exactly the
+/// keys libsecp256k1's parser rejects (x ≥ p, or x³ + 7 not a square).
+pub(crate) fn xonly_point(pk: &[u8; 32]) -> Option<point::Affine> {
+    static C: std::sync::OnceLock<KeyCache<[u8; 32], Option<point::Affine>>> = std::sync::OnceLock::new();
+    C.get_or_init(|| KeyCache::new(1024)).get_or_insert(pk, pk[0], point::Affine::lift_x_libsecp)
+}
+
 /// BIP340 Schnorr: 32-byte x-only key, 64-byte signature, message of any length.
 pub fn verify_schnorr(pubkey: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), Reason> {
     let pk: [u8; 32] = pubkey.try_into().map_err(|_| Reason::PubkeyLength)?;
     let sig: [u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
-    let pk = xonly_keys()
-        .get_or_insert(&pk, pk[0], |b| XOnlyPublicKey::from_byte_array(*b).ok())
-        .ok_or(Reason::PubkeyEncoding)?;
+    let pk = xonly_key(&pk).ok_or(Reason::PubkeyEncoding)?;
     schnorr::verify(&schnorr::Signature::from_byte_array(sig), msg, &pk).map_err(|_| Reason::BadSignature)
 }
 

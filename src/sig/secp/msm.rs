@@ -1,0 +1,370 @@
+//! Multi-scalar multiplication on secp256k1: is Σ kᵢ Pᵢ the point at
+//! infinity? Variable time (everything here is public data).
+//!
+//! Pippenger's bucket method over GLV halves: each kᵢ Pᵢ becomes
+//! k1 Pᵢ + k2 λ(Pᵢ) with |k1|, |k2| < 2^128 ([`super::glv::split`]), so
+//! twice the points and half the windows; each half is cut into signed
+//! c-bit digits. Filling the buckets is the bulk of the work, and there
+//! every point is affine: the points of one bucket are summed as a tree, one
+//! round of pairs after another, each pair an affine addition, and all
+//! pairs of a round (every bucket of every window) share one field
+//! inversion by Montgomery's trick (~6 products per addition instead of ~11
+//! for a mixed Jacobian one). Each window's buckets are then combined by
+//! the usual running sum in Jacobian coordinates, and the windows by
+//! doubling (Horner).
+
+// Field operations written as k256 writes its own (right side by
+// reference, `a = a * b`), so the lazy-normalisation rules read the same.
+#![allow(clippy::op_ref, clippy::assign_op_pattern)]
+
+use k256::Scalar;
+
+use super::glv;
+use super::point::{Affine, Fe, Jacobian};
+
+/// Rough costs in field products, for picking the window.
+const AFFINE_ADD: usize = 6;
+const BUCKET_REDUCE: usize = 21;
+
+/// The window width that minimises the estimated cost for `m` points whose
+/// scalars have at most `bits` bits.
+fn window(m: usize, bits: usize) -> usize {
+    (1..=12).min_by_key(|&c| (bits + 1).div_ceil(c) * (AFFINE_ADD * m + BUCKET_REDUCE * (1 << (c - 1)))).unwrap_or(4)
+}
+
+/// Little-endian 64-bit words of a scalar magnitude.
+fn words(m: &k256::U256) -> [u64; 4] {
+    let b = m.to_be_bytes();
+    std::array::from_fn(|i| u64::from_be_bytes(b[24 - 8 * i..32 - 8 * i].try_into().expect("8 bytes")))
+}
+
+fn bits_at(w: &[u64; 4], at: usize, c: usize) -> i32 {
+    if at >= 256 {
+        return 0;
+    }
+    let (i, o) = (at / 64, at % 64);
+    let mut v = w[i] >> o;
+    if o + c > 64 && i + 1 < 4 {
+        v |= w[i + 1] << (64 - o);
+    }
+    (v & ((1u64 << c) - 1)) as i32
+}
+
+/// Signed digits d in [−2^(c−1), 2^(c−1)], least significant first, with
+/// Σ d·2^(c·j) = the magnitude, into `out` (n_windows of them).
+fn recode(w: &[u64; 4], c: usize, out: &mut [i16]) {
+    let half = 1i32 << (c - 1);
+    let mut carry = 0;
+    let last = out.len() - 1;
+    for (j, d) in out.iter_mut().enumerate() {
+        let mut v = bits_at(w, j * c, c) + carry;
+        carry = 0;
+        if j < last && v > half {
+            v -= 1 << c;
+            carry = 1;
+        }
+        *d = v as i16;
+    }
+}
+
+/// True iff Σ scalar·point is the point at infinity.
+pub fn is_identity(terms: &[(Affine, Scalar)]) -> bool {
+    sum(terms).is_some_and(|s| s.is_infinity())
+}
+
+/// Σ scalar·point; `None` only if a field inversion that cannot fail did
+/// (a caller then treats the sum as unknown, never as infinity).
+pub fn sum(terms: &[(Affine, Scalar)]) -> Option<Jacobian> {
+    // GLV halves, the sign folded into the point.
+    let mut pts = Vec::with_capacity(2 * terms.len());
+    let mut mags = Vec::with_capacity(2 * terms.len());
+    for (p, k) in terms {
+        let (k1, k2) = glv::split(k);
+        for (q, h) in [(*p, k1), (p.endo(), k2)] {
+            if h.magnitude == k256::U256::ZERO {
+                continue;
+            }
+            pts.push(if h.negative { q.neg() } else { q });
+            mags.push(words(&h.magnitude));
+        }
+    }
+    let m = pts.len();
+    if m == 0 {
+        return Some(Jacobian::INFINITY);
+    }
+    let bits = mags.iter().map(|w| 256 - w.iter().rev().fold((0u32, true), leading).0 as usize).max().unwrap_or(1);
+    let c = window(m, bits);
+    // One more bit than the magnitudes have, for the last digit's carry.
+    let nw = (bits + 1).div_ceil(c);
+    let nb = 1usize << (c - 1);
+    let mut digits = vec![0i16; m * nw];
+    for (i, w) in mags.iter().enumerate() {
+        recode(w, c, &mut digits[i * nw..(i + 1) * nw]);
+    }
+
+    // Counting sort of (point, digit) into buckets (window-major).
+    let bucket_of = |d: i16, j: usize| j * nb + d.unsigned_abs() as usize - 1;
+    let mut start = vec![0u32; nw * nb + 1];
+    for i in 0..m {
+        for (j, &d) in digits[i * nw..(i + 1) * nw].iter().enumerate() {
+            if d != 0 {
+                start[bucket_of(d, j) + 1] += 1;
+            }
+        }
+    }
+    for b in 0..nw * nb {
+        start[b + 1] += start[b];
+    }
+    let total = start[nw * nb] as usize;
+    // Bucket entries as point indices (bit 0: negated); the first round of
+    // sums reads the points through them, so no copy of every point per
+    // window is made.
+    let mut fill: Vec<u32> = start[..nw * nb].to_vec();
+    let mut idx = vec![0u32; total];
+    for i in 0..m {
+        for (j, &d) in digits[i * nw..(i + 1) * nw].iter().enumerate() {
+            if d != 0 {
+                let b = bucket_of(d, j);
+                idx[fill[b] as usize] = (i as u32) << 1 | (d < 0) as u32;
+                fill[b] += 1;
+            }
+        }
+    }
+    let negs: Vec<Affine> = pts.iter().map(Affine::neg).collect();
+    let mut buf = vec![Affine { x: Fe::ZERO, y: Fe::ZERO }; total];
+    let mut len: Vec<u32> = (0..nw * nb).map(|b| start[b + 1] - start[b]).collect();
+    reduce_buckets(Src::Indexed(&idx, &pts, &negs), &mut buf, &start, &mut len)?;
+
+    // Running sums per window, windows by Horner.
+    let mut acc = Jacobian::INFINITY;
+    for j in (0..nw).rev() {
+        for _ in 0..c {
+            acc = acc.double();
+        }
+        let mut running = Jacobian::INFINITY;
+        let mut win = Jacobian::INFINITY;
+        for k in (0..nb).rev() {
+            let b = j * nb + k;
+            if len[b] == 1 {
+                running = running.add_affine(&buf[start[b] as usize]);
+            }
+            win = win.add(&running);
+        }
+        acc = acc.add(&win);
+    }
+    Some(acc)
+}
+
+/// Fold for counting leading zero bits over words, most significant first.
+fn leading((n, still): (u32, bool), w: &u64) -> (u32, bool) {
+    if !still {
+        (n, false)
+    } else if *w == 0 {
+        (n + 64, true)
+    } else {
+        (n + w.leading_zeros(), false)
+    }
+}
+
+/// One pair of a round: the two points at `a` and `a + 1`.
+#[derive(Clone, Copy)]
+enum Pair {
+    /// x differ: the usual chord.
+    Chord,
+    /// The same point: the tangent.
+    Tangent,
+    /// P + (−P): nothing left.
+    Vanish,
+}
+
+/// Where a round reads its points.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// Through bucket entries (index << 1 | negated) into the points.
+    Indexed(&'a [u32], &'a [Affine], &'a [Affine]),
+    /// From the output buffer itself (every round after the first).
+    InPlace,
+}
+
+fn load(src: Src, buf: &[Affine], pos: usize) -> Affine {
+    match src {
+        Src::Indexed(idx, pts, negs) => {
+            let e = idx[pos] as usize;
+            if e & 1 == 1 {
+                negs[e >> 1]
+            } else {
+                pts[e >> 1]
+            }
+        }
+        Src::InPlace => buf[pos],
+    }
+}
+
+/// Sum each bucket `b` (points `start[b] .. start[b] + len[b]` of `first`)
+/// down to at most one point, left at `buf[start[b]]`; `len[b]` becomes 0
+/// or 1.
+fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]) -> Option<()> {
+    let mut kinds: Vec<Pair> = Vec::new();
+    let mut den: Vec<Fe> = Vec::new();
+    let mut pre: Vec<Fe> = Vec::new();
+    let mut src = first;
+    loop {
+        kinds.clear();
+        den.clear();
+        for (b, &l) in len.iter().enumerate() {
+            let s = start[b] as usize;
+            for k in 0..(l as usize) / 2 {
+                let (p, q) = (load(src, buf, s + 2 * k), load(src, buf, s + 2 * k + 1));
+                let dx = q.x + &p.x.negate(1);
+                if !bool::from(dx.normalizes_to_zero()) {
+                    kinds.push(Pair::Chord);
+                    den.push(dx);
+                } else if bool::from((q.y + &p.y.negate(1)).normalizes_to_zero()) {
+                    kinds.push(Pair::Tangent);
+                    den.push(p.y.double());
+                } else {
+                    kinds.push(Pair::Vanish);
+                }
+            }
+        }
+        if kinds.is_empty() {
+            if let Src::Indexed(..) = src {
+                // No bucket had two points: move the single ones over.
+                for (b, &l) in len.iter().enumerate() {
+                    if l == 1 {
+                        buf[start[b] as usize] = load(src, buf, start[b] as usize);
+                    }
+                }
+            }
+            return Some(());
+        }
+        // Montgomery's trick: one inversion for the whole round.
+        pre.clear();
+        let mut acc = Fe::ONE;
+        for d in &den {
+            acc = acc * d;
+            pre.push(acc);
+        }
+        // Never None: every denominator is a non-zero x difference or
+        // 2y ≠ 0 (secp256k1 has no point of order 2).
+        let mut inv: Fe = Option::from(acc.invert_vartime())?;
+        for i in (0..den.len()).rev() {
+            let d = den[i];
+            den[i] = if i > 0 { inv * &pre[i - 1] } else { inv };
+            inv = inv * &d;
+        }
+        // Results in place, bucket by bucket, in increasing order (pair k of
+        // a bucket lands at or before its own first point).
+        let mut di = 0;
+        let mut ki = 0;
+        for (b, l) in len.iter_mut().enumerate() {
+            let s = start[b] as usize;
+            let pairs = *l as usize / 2;
+            let mut out = s;
+            for k in 0..pairs {
+                let (p, q) = (load(src, buf, s + 2 * k), load(src, buf, s + 2 * k + 1));
+                let kind = kinds[ki];
+                ki += 1;
+                let num = match kind {
+                    Pair::Vanish => continue,
+                    Pair::Chord => q.y + &p.y.negate(1),
+                    Pair::Tangent => p.x.square().mul_single(3),
+                };
+                let lambda = num * &den[di];
+                di += 1;
+                let x3 = (lambda.square() + &p.x.negate(1) + &q.x.negate(1)).normalize_weak();
+                let y3 = (lambda * &(p.x + &x3.negate(1)) + &p.y.negate(1)).normalize_weak();
+                buf[out] = Affine { x: x3, y: y3 };
+                out += 1;
+            }
+            if *l % 2 == 1 {
+                buf[out] = load(src, buf, s + *l as usize - 1);
+                out += 1;
+            }
+            *l = (out - s) as u32;
+        }
+        src = Src::InPlace;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k256::elliptic_curve::group::Group;
+    use k256::elliptic_curve::ops::Reduce;
+    use k256::elliptic_curve::sec1::ToSec1Point;
+    use k256::ProjectivePoint;
+    use rand::{RngCore, SeedableRng};
+
+    fn rand_scalar(rng: &mut rand::rngs::StdRng) -> Scalar {
+        let mut b = [0u8; 32];
+        rng.fill_bytes(&mut b);
+        <Scalar as Reduce<k256::FieldBytes>>::reduce(&b.into())
+    }
+
+    fn ours(p: &ProjectivePoint) -> Affine {
+        let e = p.to_affine().to_sec1_point(false);
+        let b = e.as_bytes();
+        Affine::from_xy(b[1..33].try_into().unwrap(), b[33..65].try_into().unwrap()).unwrap()
+    }
+
+    fn same(j: &Jacobian, p: &ProjectivePoint) -> bool {
+        match j.to_affine() {
+            None => bool::from(p.is_identity()),
+            Some(a) => ours(p).x.normalize() == a.x && ours(p).y.normalize() == a.y,
+        }
+    }
+
+    #[test]
+    fn recode_sums_back() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for c in 1..=12 {
+            for _ in 0..50 {
+                let w = [rng.next_u64(), rng.next_u64(), 0, 0];
+                let nw = 130usize.div_ceil(c);
+                let mut d = vec![0i16; nw];
+                recode(&w, c, &mut d);
+                let half = 1i32 << (c - 1);
+                assert!(d.iter().all(|&x| (x as i32).abs() <= half), "c={c} {d:?}");
+                let v = d.iter().rev().fold(0i128, |a, &x| (a << c) + x as i128);
+                assert_eq!(v as u128, w[0] as u128 | (w[1] as u128) << 64, "c={c}");
+            }
+        }
+    }
+
+    #[test]
+    fn sums_match_k256() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let g = ProjectivePoint::GENERATOR;
+        for n in [1usize, 2, 3, 5, 17, 64, 200] {
+            let base: Vec<ProjectivePoint> = (0..n).map(|_| g * rand_scalar(&mut rng)).collect();
+            // Repeated points and opposite points, so buckets see tangents
+            // and vanishing pairs.
+            let pts: Vec<ProjectivePoint> = (0..n)
+                .map(|i| match i % 4 {
+                    0 => base[0],
+                    1 => -base[0],
+                    _ => base[i],
+                })
+                .collect();
+            let ks: Vec<Scalar> = (0..n)
+                .map(|i| if i % 5 == 3 { Scalar::from(1u64 << (i % 60)) } else { rand_scalar(&mut rng) })
+                .collect();
+            let want = pts.iter().zip(&ks).fold(ProjectivePoint::IDENTITY, |a, (p, k)| a + p * k);
+            let terms: Vec<(Affine, Scalar)> = pts.iter().map(ours).zip(ks.iter().copied()).collect();
+            assert!(same(&sum(&terms).unwrap(), &want), "n={n}");
+            // The same with one more term that cancels the sum.
+            let mut zero = terms.clone();
+            zero.push((Affine::generator(), Scalar::ZERO));
+            let neg = -want;
+            if !bool::from(neg.is_identity()) {
+                zero.push((ours(&neg), Scalar::ONE));
+                assert!(is_identity(&zero), "n={n}");
+            }
+        }
+        // All points equal, scalars equal: every bucket is one point repeated.
+        let p = ours(&(g * Scalar::from(12345u64)));
+        let terms: Vec<(Affine, Scalar)> = (0..300).map(|_| (p, Scalar::from(0xdead_beefu64))).collect();
+        assert!(same(&sum(&terms).unwrap(), &(g * Scalar::from(12345u64 * 0xdead_beef * 300))));
+    }
+}

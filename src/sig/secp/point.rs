@@ -1,0 +1,291 @@
+//! secp256k1 points in affine and Jacobian coordinates over k256's field
+//! arithmetic (its 5×52-bit `FieldElement`, reached through
+//! `elliptic_curve::hazmat::FieldArithmetic`), for the BIP340 batch
+//! equation's multi-scalar multiplication.
+//!
+//! Why not k256's `ProjectivePoint`: its complete addition formulas cost
+//! 12 products whether or not one side is affine, and it offers no affine
+//! addition; a Pippenger sum spends most of its time adding affine points
+//! into buckets, where an affine addition sharing one inversion with a
+//! whole round (Montgomery's trick) costs about 6 products. Measured side by
+//! side in docs/cpu-paths.md.
+//!
+//! Formulas: doubling dbl-2009-l (a = 0), additions as libsecp256k1's
+//! `gej_add_ge_var` / `gej_add_var` (variable time: only public data goes
+//! through here). Magnitudes follow k256's lazy-normalisation rules
+//! (products take inputs of magnitude ≤ 8 and give 1; debug builds check
+//! every one); each result leaves with magnitude 1.
+
+// Field operations written as k256 writes its own (right side by
+// reference, `a = a * b`), so the lazy-normalisation rules read the same.
+#![allow(clippy::op_ref, clippy::assign_op_pattern)]
+
+use k256::elliptic_curve::hazmat::FieldArithmetic;
+
+/// k256's field element mod p.
+pub type Fe = <k256::Secp256k1 as FieldArithmetic>::FieldElement;
+
+/// beta, a cube root of unity mod p: lambda (x, y) = (beta x, y).
+pub fn beta() -> Fe {
+    static B: std::sync::OnceLock<Fe> = std::sync::OnceLock::new();
+    *B.get_or_init(|| {
+        let bytes = hex32(super::glv::BETA_HEX);
+        Fe::from_bytes(&bytes.into()).expect("beta < p")
+    })
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex constant");
+    }
+    out
+}
+
+/// A finite affine point; both coordinates of magnitude 1.
+#[derive(Clone, Copy, Debug)]
+pub struct Affine {
+    pub x: Fe,
+    pub y: Fe,
+}
+
+impl Affine {
+    /// The generator G.
+    pub fn generator() -> Affine {
+        static G: std::sync::OnceLock<Affine> = std::sync::OnceLock::new();
+        *G.get_or_init(|| {
+            let x = hex32("79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798");
+            let y = hex32("483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8");
+            Affine { x: Fe::from_bytes(&x.into()).expect("G.x"), y: Fe::from_bytes(&y.into()).expect("G.y") }
+        })
+    }
+
+    /// The point with x = `x` and even y (BIP340's lift_x), `None` when
+    /// `x` ≥ p or x³ + 7 is not a square.
+    pub fn lift_x(x: &[u8; 32]) -> Option<Affine> {
+        let x: Fe = Option::from(Fe::from_bytes(&(*x).into()))?;
+        let c = x.square() * &x + &Fe::from_u64(7);
+        let y: Fe = Option::from(c.sqrt())?;
+        let y = y.normalize();
+        let y = if bool::from(y.is_odd()) { y.negate(1).normalize() } else { y };
+        Some(Affine { x, y })
+    }
+
+    /// lift_x through libsecp256k1: the compressed key 02‖x parsed (its
+    /// square root is ~1.6× faster than k256's here, measured in
+    /// docs/cpu-paths.md), y read back from its uncompressed form. The same
+    /// point and the same `None`s as [`Affine::lift_x`] (tested).
+    pub fn lift_x_libsecp(x: &[u8; 32]) -> Option<Affine> {
+        let mut c = [2u8; 33];
+        c[1..].copy_from_slice(x);
+        let pk = secp256k1::PublicKey::from_slice(&c).ok()?;
+        let u = pk.serialize_uncompressed();
+        Affine::from_xy(x, u[33..].try_into().ok()?)
+    }
+
+    /// A point from its coordinates, as big-endian bytes (taken as given:
+    /// the caller has them from a decoded key).
+    pub fn from_xy(x: &[u8; 32], y: &[u8; 32]) -> Option<Affine> {
+        Some(Affine { x: Option::from(Fe::from_bytes(&(*x).into()))?, y: Option::from(Fe::from_bytes(&(*y).into()))? })
+    }
+
+    pub fn neg(&self) -> Affine {
+        Affine { x: self.x, y: self.y.negate(1).normalize_weak() }
+    }
+
+    /// lambda(self) = (beta x, y).
+    pub fn endo(&self) -> Affine {
+        Affine { x: self.x * &beta(), y: self.y }
+    }
+}
+
+/// A Jacobian point (X/Z², Y/Z³), or infinity.
+#[derive(Clone, Copy, Debug)]
+pub struct Jacobian {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+    inf: bool,
+}
+
+impl Jacobian {
+    pub const INFINITY: Jacobian = Jacobian { x: Fe::ZERO, y: Fe::ZERO, z: Fe::ZERO, inf: true };
+
+    pub fn from_affine(a: &Affine) -> Jacobian {
+        Jacobian { x: a.x, y: a.y, z: Fe::ONE, inf: false }
+    }
+
+    pub fn is_infinity(&self) -> bool {
+        self.inf
+    }
+
+    /// 2·self. secp256k1 has no point of order 2, so a finite point
+    /// doubles to a finite point.
+    pub fn double(&self) -> Jacobian {
+        if self.inf {
+            return *self;
+        }
+        let a = self.x.square();
+        let b = self.y.square();
+        let c = b.square();
+        let t = (self.x + &b).square();
+        let d = (t + &a.negate(1) + &c.negate(1)).normalize_weak().double();
+        let e = a.mul_single(3);
+        let f = e.square();
+        let x3 = (f + &d.double().negate(4)).normalize_weak();
+        let y3 = (e * &(d + &x3.negate(1)) + &c.mul_single(8).negate(8)).normalize_weak();
+        let z3 = (self.y * &self.z).double().normalize_weak();
+        Jacobian { x: x3, y: y3, z: z3, inf: false }
+    }
+
+    /// self + b, b affine.
+    pub fn add_affine(&self, b: &Affine) -> Jacobian {
+        if self.inf {
+            return Jacobian::from_affine(b);
+        }
+        let z12 = self.z.square();
+        let u1 = self.x;
+        let u2 = b.x * &z12;
+        let s1 = self.y;
+        let s2 = b.y * &z12 * &self.z;
+        let h = u2 + &u1.negate(1);
+        let i = s1 + &s2.negate(1);
+        if bool::from(h.normalizes_to_zero()) {
+            return if bool::from(i.normalizes_to_zero()) { self.double() } else { Jacobian::INFINITY };
+        }
+        let z3 = self.z * &h;
+        Self::finish(u1, s1, h, i, z3)
+    }
+
+    /// self + b.
+    pub fn add(&self, b: &Jacobian) -> Jacobian {
+        if self.inf {
+            return *b;
+        }
+        if b.inf {
+            return *self;
+        }
+        let z22 = b.z.square();
+        let z12 = self.z.square();
+        let u1 = self.x * &z22;
+        let u2 = b.x * &z12;
+        let s1 = self.y * &z22 * &b.z;
+        let s2 = b.y * &z12 * &self.z;
+        let h = u2 + &u1.negate(1);
+        let i = s1 + &s2.negate(1);
+        if bool::from(h.normalizes_to_zero()) {
+            return if bool::from(i.normalizes_to_zero()) { self.double() } else { Jacobian::INFINITY };
+        }
+        let z3 = self.z * &b.z * &h;
+        Self::finish(u1, s1, h, i, z3)
+    }
+
+    /// The common tail of both additions (h = u2 − u1, i = s1 − s2, both
+    /// of magnitude ≤ 3): x3 = i² − h³ − 2 u1 h², y3 = −i (u1 h² − x3)·(−1)
+    /// − s1 h³, as libsecp256k1 writes it.
+    fn finish(u1: Fe, s1: Fe, h: Fe, i: Fe, z3: Fe) -> Jacobian {
+        let h2 = h.square().negate(1);
+        let h3 = h2 * &h;
+        let t = u1 * &h2;
+        let x3 = (i.square() + &h3 + &t.double()).normalize_weak();
+        let y3 = ((x3 + &t) * &i + &(h3 * &s1)).normalize_weak();
+        Jacobian { x: x3, y: y3, z: z3, inf: false }
+    }
+
+    /// The affine form (one inversion), `None` for infinity.
+    pub fn to_affine(&self) -> Option<Affine> {
+        if self.inf {
+            return None;
+        }
+        let zi: Fe = Option::from(self.z.invert_vartime())?;
+        let zi2 = zi.square();
+        Some(Affine { x: (self.x * &zi2).normalize(), y: (self.y * &zi2 * &zi).normalize() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k256::elliptic_curve::group::Group;
+    use k256::elliptic_curve::point::AffineCoordinates;
+    use k256::elliptic_curve::sec1::ToSec1Point;
+    use k256::{ProjectivePoint, Scalar};
+
+    /// (x, y) bytes of a k256 point, the reference.
+    fn k256_xy(p: &ProjectivePoint) -> ([u8; 32], [u8; 32]) {
+        let e = p.to_affine().to_sec1_point(false);
+        let b = e.as_bytes();
+        (b[1..33].try_into().unwrap(), b[33..65].try_into().unwrap())
+    }
+
+    fn ours(p: &ProjectivePoint) -> Affine {
+        let (x, y) = k256_xy(p);
+        Affine::from_xy(&x, &y).unwrap()
+    }
+
+    fn same(j: &Jacobian, p: &ProjectivePoint) -> bool {
+        match j.to_affine() {
+            None => bool::from(p.is_identity()),
+            Some(a) => {
+                let (x, y) = k256_xy(p);
+                a.x.to_bytes().as_slice() == x && a.y.to_bytes().as_slice() == y
+            }
+        }
+    }
+
+    #[test]
+    fn both_lift_x_agree() {
+        // Random x (about half are on the curve), x = 0, p − 1, p, 2^256 − 1.
+        let mut xs: Vec<[u8; 32]> = (0u64..300)
+            .map(|i| {
+                use sha2::Digest;
+                sha2::Sha256::digest(i.to_le_bytes()).into()
+            })
+            .collect();
+        let p_minus_1 = hex32("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2E");
+        xs.extend([
+            [0; 32],
+            p_minus_1,
+            hex32("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F"),
+            [0xff; 32],
+        ]);
+        let mut some = 0;
+        for x in &xs {
+            let (a, b) = (Affine::lift_x(x), Affine::lift_x_libsecp(x));
+            assert_eq!(a.is_some(), b.is_some(), "{x:?}");
+            if let (Some(a), Some(b)) = (a, b) {
+                assert!(a.x.normalize() == b.x.normalize() && a.y.normalize() == b.y.normalize());
+                assert!(!bool::from(b.y.normalize().is_odd()));
+                some += 1;
+            }
+        }
+        assert!(some > 100 && some < 250, "{some}");
+    }
+
+    #[test]
+    fn formulas_match_k256() {
+        let g = ProjectivePoint::GENERATOR;
+        for k in 1u64..40 {
+            let p = g * Scalar::from(k * 7919 + 3);
+            let q = g * Scalar::from(k * 104729 + 11);
+            let jp = Jacobian::from_affine(&ours(&p)).double().add(&Jacobian::INFINITY);
+            let jq = Jacobian::from_affine(&ours(&q)).double();
+            assert!(same(&jp.double(), &(p.double().double())), "double {k}");
+            assert!(same(&jp.add(&jq), &(p.double() + q.double())), "add {k}");
+            assert!(same(&jp.add_affine(&ours(&q)), &(p.double() + q)), "add_affine {k}");
+            // The special cases: P + P, P + (−P), through both additions.
+            assert!(same(&jp.add(&jp), &p.double().double()), "add doubling {k}");
+            let j2p = Jacobian::from_affine(&ours(&p.double()));
+            assert!(same(&j2p.add_affine(&ours(&p.double())), &p.double().double()));
+            assert!(j2p.add_affine(&ours(&p.double()).neg()).is_infinity());
+            assert!(jp.add(&Jacobian::from_affine(&ours(&-p.double()))).is_infinity());
+            let e = ours(&p).endo();
+            assert!(same(&Jacobian::from_affine(&e), &p.endomorphism()), "endo {k}");
+        }
+        let lx = Affine::lift_x(&g.to_affine().x().into()).unwrap();
+        assert!(same(&Jacobian::from_affine(&lx), &g));
+        let lx = Affine::lift_x_libsecp(&g.to_affine().x().into()).unwrap();
+        assert!(same(&Jacobian::from_affine(&lx), &g));
+        assert!(same(&Jacobian::from_affine(&Affine::generator()), &g));
+    }
+}
