@@ -79,7 +79,7 @@ pub struct RunArgs {
     /// Write the pid here; a live upgrade's new process rewrites it.
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
-    /// Node adapter: --pool / --node / --config (issue 5).
+    /// Node adapter: --pool / --node / --config (none: the embedded demo node).
     #[command(flatten)]
     pub adapter: adapter_config::AdapterArgs,
     /// --cpu-priority was given (it then wins over the file's [cpu] priority).
