@@ -1,9 +1,21 @@
 //! hashrig: proof-of-work hashing and batch signature checks on NUMA-pinned
 //! CPU cores and GPUs, fed by thin node adapters.
 //!
-//! Layers, kept apart as in xmrig and Firedancer: pure algorithms (`chain`,
-//! `pow`), workers and scheduling (`sched`), topology (`topo`), and the node
-//! adapters that speak to the outside (`node`).
+//! Layers (docs/architecture.md has them with what each may know about):
+//! - pure algorithms: `chain` (consensus types), `pow` (sha256d paths), `sig`
+//!   (signature semantics and CPU batch verifiers);
+//! - devices: `gpu` (one adapter: contexts, kernels, dispatch, autotune) and
+//!   `health` (GPU health from NVML, the thermal guard);
+//! - workers and scheduling: `sched` (PoW job sequence and engines, the
+//!   signature engine and its CPU/GPU routing), placed by `topo` (hwloc
+//!   discovery and the pinning plan);
+//! - node adapters that speak to the outside: `node` (the demo chain,
+//!   Stratum V1/V2, getblocktemplate, sigserve);
+//! - `runtime`, which starts, reloads and stops all of the above from one
+//!   config;
+//! - the edge: `cli` (arguments → config → library calls), `metrics` (one
+//!   Registry, `/metrics`), `profile` and `plot` (measured hardware profiles,
+//!   sizing, plots).
 
 pub mod chain;
 pub mod cli;

@@ -118,6 +118,95 @@ fn demo_run_mines_serves_metrics_and_stops_cleanly() {
     assert!(run.printed("stopped:"), "{}", run.lines().join("\n"));
 }
 
+/// The counts of a status line ("speed 10s/60s/15m 27.00 n/a n/a MH/s |
+/// accepted 133 rejected 0 stale 1 | … | share diff 6.250001e-4").
+#[derive(Debug)]
+struct Status {
+    /// The first figure in H/s (None: "n/a").
+    speed: Option<f64>,
+    accepted: u64,
+    rejected: u64,
+    stale: u64,
+    share_diff: f64,
+}
+
+fn parse_status(line: &str) -> Status {
+    let after = |key: &str| line.split(key).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("");
+    let words: Vec<&str> = line.split("speed 10s/60s/15m ").nth(1).unwrap_or("").split_whitespace().collect();
+    let unit = match words.get(3).map(|u| u.trim_end_matches("H/s")) {
+        Some("k") => 1e3,
+        Some("M") => 1e6,
+        Some("G") => 1e9,
+        Some("T") => 1e12,
+        _ => 1.0,
+    };
+    let count = |key: &str| after(key).parse::<u64>().unwrap_or_else(|_| panic!("no {key:?} in {line:?}"));
+    Status {
+        speed: words.first().and_then(|w| w.parse::<f64>().ok()).map(|v| v * unit),
+        accepted: count("accepted "),
+        rejected: count("rejected "),
+        stale: count("stale "),
+        share_diff: after("share diff ").parse().unwrap_or_else(|_| panic!("no share diff in {line:?}")),
+    }
+}
+
+/// `hashrig run --duration 16` on the demo at two CPU speeds far apart (the
+/// scalar SHA-256d path and the fastest one here): each sets its share
+/// difficulty from its own hashrate, and stale shares stay at 5% or less.
+/// The counts come from the summary line and do not depend on how busy the
+/// machine is: the difficulty follows whatever rate the engines get.
+#[test]
+fn demo_difficulty_follows_the_hashrate_and_stale_stays_low() {
+    let args = |backend: Option<&'static str>| {
+        let mut a = vec!["--engines", "cpu", "--sig-demo-rate", "0", "--demo-block-time", "5", "--duration", "16"];
+        if let Some(b) = backend {
+            a.extend(["--backend", b]);
+        }
+        a
+    };
+    // Both at once: the test takes one run's time.
+    let mut runs =
+        [HashrigRun::start_small(&args(Some("scalar")), |_| {}), HashrigRun::start_small(&args(None), |_| {})];
+    let mut finals = Vec::new();
+    for run in &mut runs {
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = run.try_wait() {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(90), "--duration 16 still running after 90 s");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let lines = run.lines();
+        let all = lines.join("\n");
+        assert!(status.success(), "exit status {status}:\n{all}");
+        // The start-up measurement, and the first status line after it
+        // already shows a speed.
+        let measured = lines.iter().position(|l| l.contains("demo: engines measured at")).expect(&all);
+        let first = lines[measured..].iter().find(|l| l.contains("speed 10s/60s/15m")).expect(&all);
+        assert!(parse_status(first).speed.is_some_and(|s| s > 0.0), "{first}");
+
+        let last = lines.iter().rev().find(|l| l.contains("stopped: speed")).expect(&all);
+        let s = parse_status(last);
+        let total = s.accepted + s.rejected + s.stale;
+        // About 4 shares a second for 15 s, whatever the speed.
+        assert!(s.accepted >= 10, "{s:?}\n{all}");
+        assert_eq!(s.rejected, 0, "{all}");
+        assert!(s.stale * 20 <= total, "stale above 5%: {s:?}\n{all}");
+        // Shares of difficulty d take d × 2^32 hashes: about 4 per second
+        // at the speed measured (within 3×: the vardiff's estimate and the
+        // 10 s rate cover different spans on a noisy machine).
+        let speed = s.speed.expect(&all);
+        let per_second = speed / (s.share_diff * 4294967296.0);
+        assert!((4.0 / 3.0..12.0).contains(&per_second), "{per_second} shares/s at {s:?}\n{all}");
+        finals.push((speed, s.share_diff));
+    }
+    // The scalar path is several times slower: its difficulty is too.
+    let (slow, fast) = (finals[0], finals[1]);
+    assert!(fast.0 > 3.0 * slow.0, "scalar {} H/s vs {} H/s", slow.0, fast.0);
+    assert!(fast.1 > 1.5 * slow.1, "share difficulty {} (scalar) vs {}", slow.1, fast.1);
+}
+
 /// `--no-mine`: a signature server for a validator, nothing hashed.
 #[test]
 fn no_mine_serves_signatures_and_hashes_nothing() {

@@ -49,12 +49,14 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Demo node: block time the difficulty retargets toward, in seconds.
+    /// Demo node: block time the block difficulty aims at, in seconds (the
+    /// share difficulty aims at a few shares per second).
     #[arg(long, default_value_t = 10.0)]
     pub demo_block_time: f64,
-    /// Demo node: difficulty of the first block (1 = 2^32 hashes per block).
-    #[arg(long, default_value_t = 0.01)]
-    pub demo_difficulty: f64,
+    /// Demo node: difficulty of the first block (1 = 2^32 hashes per block)
+    /// [default: from the engines' hashrate, measured at start].
+    #[arg(long)]
+    pub demo_difficulty: Option<f64>,
     /// Serve signature verification to validators on this address (HOST:PORT, unix:PATH).
     #[arg(long, num_args = 0..=1, default_missing_value = crate::node::sigserve::DEFAULT_ADDR)]
     pub sigserve: Option<ServeAddr>,
@@ -83,7 +85,7 @@ pub struct RunArgs {
     /// Write the pid here; a live upgrade's new process rewrites it.
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
-    /// Node adapter: --pool / --node / --config (issue 5).
+    /// Node adapter: --pool / --node / --config (none: the embedded demo node).
     #[command(flatten)]
     pub adapter: adapter_config::AdapterArgs,
     /// --cpu-priority was given (it then wins over the file's [cpu] priority).

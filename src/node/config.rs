@@ -20,6 +20,9 @@
 //! rpc_cookie = "/home/me/.bitcoin/.cookie"
 //! payout = "bc1q…"
 //! ```
+//!
+//! A V2 pool gets a standard channel (header-only work), or an extended one
+//! when it requires one; docs/stratum.md has the details.
 
 use std::path::{Path, PathBuf};
 

@@ -105,8 +105,11 @@ impl RuntimeConfig {
         if !(self.sig_demo_rate >= 0.0 && self.sig_demo_rate.is_finite()) {
             return Err(bad(format!("sig demo rate must be zero or a positive number, got {}", self.sig_demo_rate)));
         }
-        if !(self.demo.initial_difficulty > 0.0 && self.demo.initial_difficulty.is_finite()) {
+        if self.demo.initial_difficulty.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
             return Err(bad("the demo difficulty must be a positive number".into()));
+        }
+        if !(self.demo.share_rate > 0.0 && self.demo.share_rate.is_finite()) || self.demo.retarget.is_zero() {
+            return Err(bad("the demo's share rate and retarget window must be positive".into()));
         }
         if self.status_interval.is_zero() {
             return Err(bad("the status interval must be at least one second".into()));
@@ -255,6 +258,10 @@ mod tests {
         let long = SigserveSettings { addr: "unix:/x".parse().unwrap(), tls: None, drain: MAX_DRAIN * 2 };
         let bad = RuntimeConfig { sigserve: Some(long), ..ok.clone() };
         assert!(bad.validate(&topo).unwrap_err().to_string().contains("drain_secs"));
+        let demo = DemoParams { initial_difficulty: Some(0.0), ..DemoParams::default() };
+        assert!(RuntimeConfig { demo, ..ok.clone() }.validate(&topo).is_err());
+        let demo = DemoParams { share_rate: f64::INFINITY, ..DemoParams::default() };
+        assert!(RuntimeConfig { demo, ..ok.clone() }.validate(&topo).is_err());
         let bad = RuntimeConfig { log_level: Some("[[[".into()), ..ok.clone() };
         assert!(bad.validate(&topo).is_err());
         let bad = RuntimeConfig { cpu: CpuSettings { numa_nodes: Some(vec![77]), ..ok.cpu.clone() }, ..ok.clone() };

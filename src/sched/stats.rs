@@ -60,9 +60,24 @@ impl Stats {
         Some((h_last - h0) as f64 / dt)
     }
 
+    /// Hashes per second since hashing began (from the last sample at which
+    /// the count had not moved yet: engines start after the counters do), for
+    /// a run shorter than the shortest window. `None` before any hash.
+    pub fn rate_so_far(&self) -> Option<f64> {
+        let q = self.samples.lock();
+        let (t_last, h_last) = *q.back()?;
+        let (_, h_first) = *q.front()?;
+        let (t0, h0) = *q.iter().rev().find(|(_, h)| *h == h_first)?;
+        let dt = t_last.duration_since(t0).as_secs_f64();
+        (dt > 0.0 && h_last > h0).then(|| (h_last - h0) as f64 / dt)
+    }
+
     /// The hashrate part of the status line: "10s/60s/15m 41.2 40.9 n/a MH/s".
+    /// Until the run has lasted 10 s, the first figure is the rate so far,
+    /// so the first status line already shows a speed.
     pub fn speed_line(&self) -> String {
-        let rates = [10, 60, 900].map(|s| self.rate(Duration::from_secs(s)));
+        let mut rates = [10, 60, 900].map(|s| self.rate(Duration::from_secs(s)));
+        rates[0] = rates[0].or_else(|| self.rate_so_far());
         let max = rates.iter().flatten().cloned().fold(0.0, f64::max);
         let (div, prefix) = si_prefix(max);
         let f = |r: Option<f64>| r.map_or("n/a".to_string(), |v| format!("{:.2}", v / div));
@@ -99,5 +114,20 @@ mod tests {
         assert_eq!(s.rate(Duration::from_secs(60)).unwrap(), 70_000.0 / 60.0);
         assert!(s.rate(Duration::from_secs(900)).is_none());
         assert!(s.speed_line().contains("n/a"));
+    }
+
+    #[test]
+    fn a_short_run_shows_its_rate_so_far() {
+        let s = Stats::new();
+        let t0 = Instant::now();
+        s.samples.lock().clear();
+        assert_eq!(s.rate_so_far(), None);
+        // Engines start 1 s after the counters; 2000 hashes in the next second.
+        for (ms, total) in [(0, 0), (500, 0), (1000, 0), (1250, 300), (2000, 2000)] {
+            s.sample_at(t0 + Duration::from_millis(ms), total);
+        }
+        assert!(s.rate(Duration::from_secs(10)).is_none());
+        assert_eq!(s.rate_so_far(), Some(2000.0));
+        assert!(s.speed_line().starts_with("speed 10s/60s/15m 2.00 n/a n/a kH/s"), "{}", s.speed_line());
     }
 }

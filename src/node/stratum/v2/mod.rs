@@ -5,12 +5,15 @@
 //! - `noise`: the connection: Noise NX handshake as initiator against the
 //!   pool's authority key (certificate signature and validity window checked
 //!   by noise_sv2), then encrypted frames both ways.
-//! - `messages`: what hashrig sends (SetupConnection, OpenStandardMiningChannel,
-//!   SubmitSharesStandard) and the pool's messages it acts on, parsed into
+//! - `messages`: what hashrig sends (SetupConnection, OpenStandardMiningChannel
+//!   or OpenExtendedMiningChannel, SubmitSharesStandard or
+//!   SubmitSharesExtended) and the pool's messages it acts on, parsed into
 //!   owned values.
-//! - `channel`: the job book of one standard channel (header-only mining):
-//!   future jobs and SetNewPrevHash, the target per job, the CPU re-check and
-//!   de-duplication of shares.
+//! - `channel`: the job book of one channel, standard (header-only mining:
+//!   the pool fixes the merkle root) or extended (hashrig rolls its part of
+//!   the extranonce and builds the merkle root, as for a V1 job; opened only
+//!   when the pool requires one): future jobs and SetNewPrevHash, the target
+//!   per job, the CPU re-check and de-duplication of shares.
 //!
 //! docs/stratum.md ("Stratum V2") says what is negotiated, checked and logged.
 

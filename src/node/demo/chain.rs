@@ -1,49 +1,16 @@
-//! The embedded demo node: an in-process regtest-style chain that hashrig
-//! mines when nothing else is configured, so `make run` shows real work.
+//! The demo chain itself: genesis, templates, and the independent check of
+//! every block before it joins the chain kept in memory.
 //!
-//! It is a small node, not a mock: its own genesis, a difficulty that retargets
-//! toward a block time, a fresh template (coinbase with BIP34 height, a few
-//! transactions) after every block, and an independent check of every block it
-//! receives (link to the tip, nBits, timestamps, coinbase height, merkle root,
-//! proof of work) before the block joins the chain it keeps in memory.
-//!
-//! Like a pool it also hands out an easier share target (1/16 of the block
-//! difficulty), so the status line shows accepted shares between blocks.
-
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+//! Its rules, simplified from Bitcoin's: the header links to the tip; nBits
+//! is the difficulty the node last set for that height (the node sets it from
+//! the hashrate it measures, see the module above; a block carrying an older
+//! one is refused); timestamps do not go back and are at most 2 h ahead (no
+//! median-time-past rule: demo blocks can come several per second); the
+//! coinbase carries the BIP34 height; the merkle root matches the
+//! transactions; the proof of work meets nBits, itself within regtest's limit.
 
 use crate::chain::coinbase::{self, TxOut};
 use crate::chain::{merkle, BlockHash, CompactTarget, Header, PowError, Target, Txid, WorkTemplate};
-use crate::metrics::Metrics;
-use crate::sched::{Hit, PowJob, PowScheduler, Stats};
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct DemoParams {
-    /// Block time the difficulty retargets toward.
-    pub block_time: Duration,
-    /// Difficulty of the first block after genesis.
-    pub initial_difficulty: f64,
-    /// Blocks between retargets.
-    pub retarget_interval: u32,
-    /// Shares per block on average (share difficulty = block difficulty / this).
-    pub shares_per_block: f64,
-}
-
-impl Default for DemoParams {
-    fn default() -> Self {
-        DemoParams {
-            block_time: Duration::from_secs(10),
-            initial_difficulty: 0.01,
-            retarget_interval: 5,
-            shares_per_block: 16.0,
-        }
-    }
-}
 
 /// A block: header and transactions (legacy serialisation, coinbase first).
 #[derive(Clone, Debug)]
@@ -57,7 +24,7 @@ pub struct Block {
 pub enum Reject {
     #[error("does not build on the tip (prev {0})")]
     NotOnTip(BlockHash),
-    #[error("nBits {got} where the chain requires {want}")]
+    #[error("nBits {got} where the chain now requires {want}")]
     BadBits { got: CompactTarget, want: CompactTarget },
     #[error("timestamp {0} is before its parent's or too far in the future")]
     BadTime(u32),
@@ -77,11 +44,9 @@ struct Stored {
     header: Header,
     hash: BlockHash,
     txs: usize,
-    received: Instant,
 }
 
 pub struct DemoChain {
-    params: DemoParams,
     blocks: Vec<Stored>,
     next_bits: CompactTarget,
 }
@@ -93,9 +58,10 @@ const BLOCK_REWARD: u64 = 50 * 100_000_000;
 const MAX_FUTURE_SECS: u32 = 2 * 60 * 60;
 
 fn unix_now() -> u32 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
 }
 
+/// nBits for `difficulty`, never easier than the proof-of-work limit.
 fn bits_for(difficulty: f64) -> CompactTarget {
     let t = Target::from_difficulty(difficulty).unwrap_or(POW_LIMIT);
     t.min(POW_LIMIT).to_compact()
@@ -103,7 +69,7 @@ fn bits_for(difficulty: f64) -> CompactTarget {
 
 /// A few deterministic, well-formed transactions per height so blocks have a
 /// real merkle tree. They spend made-up outputs: the demo keeps no UTXO set.
-fn demo_transactions(height: u32) -> Vec<Vec<u8>> {
+pub fn demo_transactions(height: u32) -> Vec<Vec<u8>> {
     (0..(2 + height % 5))
         .map(|i| {
             let mut tx = Vec::new();
@@ -124,8 +90,9 @@ fn demo_transactions(height: u32) -> Vec<Vec<u8>> {
 }
 
 impl DemoChain {
-    /// A chain holding only a freshly mined genesis block.
-    pub fn new(params: DemoParams) -> DemoChain {
+    /// A chain holding only a freshly mined genesis block; the first block
+    /// after it needs `difficulty`.
+    pub fn new(difficulty: f64) -> DemoChain {
         let cb = coinbase::build(
             0,
             1,
@@ -146,9 +113,8 @@ impl DemoChain {
         while header.check_pow(POW_LIMIT).is_err() {
             header.nonce += 1;
         }
-        let genesis = Stored { hash: header.block_hash(), header, txs: 1, received: Instant::now() };
-        let next_bits = bits_for(params.initial_difficulty);
-        DemoChain { params, blocks: vec![genesis], next_bits }
+        let genesis = Stored { hash: header.block_hash(), header, txs: 1 };
+        DemoChain { blocks: vec![genesis], next_bits: bits_for(difficulty) }
     }
 
     pub fn height(&self) -> u32 {
@@ -159,19 +125,33 @@ impl DemoChain {
         self.blocks.last().expect("genesis").hash
     }
 
+    /// The target the next block must carry (its nBits).
     pub fn next_target(&self) -> Target {
         Target::from_compact(self.next_bits).expect("we only store valid nBits")
     }
 
+    pub fn next_bits(&self) -> CompactTarget {
+        self.next_bits
+    }
+
+    /// Sets the difficulty the next block needs, from now on: blocks of work
+    /// handed out before carry the old nBits and are refused.
+    pub fn set_difficulty(&mut self, difficulty: f64) {
+        self.next_bits = bits_for(difficulty);
+    }
+
     /// Work for the next block: the template miners fill in, and the other
-    /// transactions the block carries.
-    pub fn template(&self, extranonce2_size: usize) -> (WorkTemplate, Vec<Vec<u8>>) {
+    /// transactions the block carries. `job` goes into the coinbase, so that
+    /// every job at one height has headers of its own (an engine restarts at
+    /// nonce 0 on each job; without it two jobs would repeat each other's
+    /// shares).
+    pub fn template(&self, extranonce2_size: usize, job: u32) -> (WorkTemplate, Vec<Vec<u8>>) {
         let height = self.height() + 1;
         let txs = demo_transactions(height);
         let parts = coinbase::build(
             height,
             extranonce2_size,
-            b"/hashrig demo/",
+            format!("/hashrig demo/{job}/").as_bytes(),
             &[TxOut { value: BLOCK_REWARD, script_pubkey: PAYOUT_SCRIPT.to_vec() }],
         )
         .expect("extranonce size checked by caller");
@@ -194,7 +174,8 @@ impl DemoChain {
         (template, txs)
     }
 
-    /// Checks `block` independently of how it was made and appends it.
+    /// Checks `block` independently of how it was made and appends it. The
+    /// next block needs the same difficulty until [`set_difficulty`](Self::set_difficulty).
     pub fn submit(&mut self, block: &Block) -> Result<BlockHash, Reject> {
         let tip = self.blocks.last().expect("genesis");
         let h = &block.header;
@@ -219,26 +200,8 @@ impl DemoChain {
             return Err(Reject::BadMerkleRoot);
         }
         let hash = h.check_pow(POW_LIMIT)?;
-        self.blocks.push(Stored { header: *h, hash, txs: block.txs.len(), received: Instant::now() });
-        self.retarget();
+        self.blocks.push(Stored { header: *h, hash, txs: block.txs.len() });
         Ok(hash)
-    }
-
-    /// Every `retarget_interval` blocks, scale difficulty by how far the
-    /// measured block time was from the goal (at most 4× either way). Measured
-    /// on the node's own clock: header times have one-second resolution and
-    /// demo blocks can come faster than that.
-    fn retarget(&mut self) {
-        let n = self.params.retarget_interval.max(1) as usize;
-        let height = self.height() as usize;
-        if !height.is_multiple_of(n) || height < n + 1 {
-            return;
-        }
-        let span = self.blocks[height].received.duration_since(self.blocks[height - n].received);
-        let actual = span.as_secs_f64() / n as f64;
-        let ratio = (self.params.block_time.as_secs_f64() / actual.max(1e-3)).clamp(0.25, 4.0);
-        let difficulty = self.next_target().difficulty() * ratio;
-        self.next_bits = bits_for(difficulty);
     }
 
     /// Total transactions stored (for the log line).
@@ -247,118 +210,12 @@ impl DemoChain {
     }
 }
 
-/// The demo as a node adapter: publishes jobs, takes hits, checks shares,
-/// submits blocks to the embedded chain.
-pub struct DemoNode {
-    pub chain: DemoChain,
-    extranonce2_size: usize,
-}
-
-impl DemoNode {
-    pub fn new(params: DemoParams) -> DemoNode {
-        DemoNode { chain: DemoChain::new(params), extranonce2_size: 4 }
-    }
-
-    fn publish(&self, sched: &PowScheduler) -> (u64, Vec<Vec<u8>>) {
-        let (template, txs) = self.chain.template(self.extranonce2_size);
-        let block_target = self.chain.next_target();
-        let share_diff = block_target.difficulty() / self.chain.params.shares_per_block.max(1.0);
-        let share_target = Target::from_difficulty(share_diff).unwrap_or(Target::MAX).max(block_target);
-        let height = self.chain.height() + 1;
-        let seq = sched.publish(PowJob {
-            id: format!("demo-{height}"),
-            template,
-            share_target,
-            height: Some(height),
-            source: "demo",
-        });
-        (seq, txs)
-    }
-
-    /// Runs until `stop` is set, then takes the hits still queued (the
-    /// engines are stopped first, so nothing found is left behind).
-    pub fn run(
-        mut self,
-        sched: Arc<PowScheduler>,
-        hits: Receiver<Hit>,
-        stats: Arc<Stats>,
-        metrics: Arc<Metrics>,
-        stop: Arc<AtomicBool>,
-    ) {
-        let (mut seq, mut txs) = self.publish(&sched);
-        let mut seen: HashSet<(u64, u64, u32)> = HashSet::new();
-        loop {
-            let hit = if stop.load(Ordering::Relaxed) {
-                match hits.try_recv() {
-                    Ok(h) => h,
-                    Err(_) => break,
-                }
-            } else {
-                match hits.recv_timeout(Duration::from_millis(200)) {
-                    Ok(h) => h,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            };
-            if hit.job.seq != seq {
-                metrics.shares.with_label_values(&["stale"]).inc();
-                stats.stale.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            // The "pool" side checks the share itself, as a real pool would.
-            let hash = hit.header.block_hash();
-            let dup = !seen.insert((hit.extranonce2, hit.header.time as u64, hit.header.nonce));
-            if dup || !hit.job.job.share_target.is_met_by(&hash) {
-                metrics.shares.with_label_values(&["rejected"]).inc();
-                stats.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(nonce = hit.header.nonce, dup, "demo: share rejected");
-                continue;
-            }
-            metrics.shares.with_label_values(&["accepted"]).inc();
-            stats.accepted.fetch_add(1, Ordering::Relaxed);
-            if !self.chain.next_target().is_met_by(&hash) {
-                continue;
-            }
-            let coinbase = match hit.job.job.template.coinbase(hit.extranonce2) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("demo: cannot rebuild coinbase: {e}");
-                    continue;
-                }
-            };
-            let mut block_txs = vec![coinbase];
-            block_txs.extend(txs.iter().cloned());
-            let block = Block { header: hit.header, txs: block_txs };
-            match self.chain.submit(&block) {
-                Ok(hash) => {
-                    metrics.blocks.with_label_values(&["accepted"]).inc();
-                    stats.blocks.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        height = self.chain.height(),
-                        %hash,
-                        txs = block.txs.len(),
-                        engine = hit.engine,
-                        "demo: block accepted, next difficulty {:.6}",
-                        self.chain.next_target().difficulty()
-                    );
-                    seen.clear();
-                    (seq, txs) = self.publish(&sched);
-                }
-                Err(e) => {
-                    metrics.blocks.with_label_values(&["rejected"]).inc();
-                    tracing::error!("demo: block rejected: {e}");
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn mine(chain: &DemoChain) -> Block {
-        let (t, txs) = chain.template(4);
+    fn mine_job(chain: &DemoChain, job: u32) -> Block {
+        let (t, txs) = chain.template(4, job);
         let target = chain.next_target();
         for en2 in 0.. {
             let mut h = t.header(en2, 0).unwrap();
@@ -374,13 +231,15 @@ mod tests {
         unreachable!()
     }
 
-    fn easy() -> DemoParams {
-        DemoParams { initial_difficulty: 1.0 / 65536.0, ..DemoParams::default() }
+    fn mine(chain: &DemoChain) -> Block {
+        mine_job(chain, 0)
     }
+
+    const EASY: f64 = 1.0 / 65536.0;
 
     #[test]
     fn accepts_mined_blocks_and_links_them() {
-        let mut c = DemoChain::new(easy());
+        let mut c = DemoChain::new(EASY);
         for _ in 0..3 {
             let b = mine(&c);
             let hash = c.submit(&b).unwrap();
@@ -391,7 +250,7 @@ mod tests {
 
     #[test]
     fn rejects_tampered_blocks() {
-        let mut c = DemoChain::new(easy());
+        let mut c = DemoChain::new(EASY);
         let good = mine(&c);
 
         let mut b = good.clone();
@@ -422,5 +281,35 @@ mod tests {
         assert_eq!(c.height(), 0, "nothing bad was appended");
         c.submit(&good).unwrap();
         assert_eq!(c.submit(&good), Err(Reject::NotOnTip(good.header.prev_blockhash)), "no duplicate");
+    }
+
+    #[test]
+    fn jobs_at_one_height_have_their_own_headers_and_each_makes_a_block() {
+        let c = DemoChain::new(EASY);
+        let (a, _) = c.template(4, 0);
+        let (b, _) = c.template(4, 1);
+        assert_ne!(a.header(0, 0).unwrap().merkle_root, b.header(0, 0).unwrap().merkle_root);
+        for job in [0, 1] {
+            let mut c2 = DemoChain::new(EASY);
+            // Same genesis time is not guaranteed: mine on c2's own template.
+            let block = mine_job(&c2, job);
+            c2.submit(&block).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_new_difficulty_applies_at_once_and_refuses_the_old_nbits() {
+        let mut c = DemoChain::new(EASY);
+        let old = mine(&c);
+        c.set_difficulty(EASY * 2.0);
+        assert!(matches!(c.submit(&old), Err(Reject::BadBits { .. })));
+        let new = mine(&c);
+        assert_eq!(new.header.bits, bits_for(EASY * 2.0));
+        c.submit(&new).unwrap();
+        // The difficulty holds for the next height until set again.
+        assert_eq!(c.next_bits(), bits_for(EASY * 2.0));
+        // Never easier than the proof-of-work limit.
+        c.set_difficulty(1e-30);
+        assert_eq!(c.next_target(), Target::from_compact(POW_LIMIT.to_compact()).unwrap());
     }
 }

@@ -76,7 +76,7 @@ pub struct Metrics {
     /// "idle_timeout", "write_timeout", "limit").
     pub sigserve_closed: IntCounterVec,
 
-    // ── node adapters: Stratum pools and getblocktemplate (issue 5) ──────────
+    // ── node adapters: Stratum pools and getblocktemplate ────────────────────
     /// 1 while connected and authorised to a pool, by role ("primary", "backup").
     pub pool_connected: IntGaugeVec,
     /// Difficulty the pool last set (applies from the next job).
@@ -111,19 +111,19 @@ pub struct Metrics {
     /// JSON-RPC calls to the node that failed, by method.
     pub rpc_errors: IntCounterVec,
 
-    /// GPU engine metrics (issue 3).
+    /// GPU engine metrics.
     pub gpu: GpuMetrics,
     /// Signature checks on GPUs: the split and the trust policy.
     pub sig_gpu: SigGpuMetrics,
     /// GPU health from NVML and the thermal guard (src/health/metrics.rs).
     pub health: crate::health::metrics::HealthMetrics,
-    /// Config reloads and live upgrades (issue 12).
+    /// Config reloads and live upgrades.
     pub runtime: RuntimeMetrics,
     /// Liveness and readiness (/healthz, /readyz) and draining.
     pub probes: Probes,
 }
 
-// ── runtime operations (issue 12) ────────────────────────────────────────────
+// ── runtime operations ───────────────────────────────────────────────────────
 pub struct RuntimeMetrics {
     /// Config reloads by result ("applied", "unchanged", "invalid", "failed").
     pub config_reloads: IntCounterVec,
@@ -150,7 +150,7 @@ impl RuntimeMetrics {
     }
 }
 
-// ── GPU engine (issue 3) ─────────────────────────────────────────────────────
+// ── GPU engine ───────────────────────────────────────────────────────────────
 // Hashes, hardware errors and job switch latency of the GPU engine go in the
 // shared series above with engine="gpu"; these are the GPU's own.
 pub struct GpuMetrics {
