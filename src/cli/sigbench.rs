@@ -254,7 +254,10 @@ fn saturate_remote(
     Ok(total as f64 / elapsed)
 }
 
-/// Items per second with `2 × threads` batches always queued, for `secs`.
+/// Items per second with `2 × threads` batches always queued (fewer for
+/// large batches: at most 2^18 items in flight, at least two batches), for
+/// `secs` and at least as many completions as batches in flight, so a
+/// point at batch 65536 takes seconds, not minutes.
 fn saturate(engine: &SigEngine, items: &[SigItem], secs: f64) -> f64 {
     let (tx, rx) = crossbeam_channel::unbounded::<usize>();
     let submit = |tx: &crossbeam_channel::Sender<usize>| {
@@ -263,14 +266,14 @@ fn saturate(engine: &SigEngine, items: &[SigItem], secs: f64) -> f64 {
             let _ = tx.send(r.verdicts.len());
         });
     };
-    let inflight = engine.threads() * 2;
+    let inflight = (engine.threads() * 2).min((1 << 18) / items.len().max(1)).max(2);
     let t0 = Instant::now();
     for _ in 0..inflight {
         submit(&tx);
     }
     let budget = Duration::from_secs_f64(secs);
     let (mut done, mut batches, mut last) = (0usize, 0usize, t0);
-    while batches < 3 * inflight || t0.elapsed() < budget {
+    while batches < inflight || t0.elapsed() < budget {
         let Ok(n) = rx.recv() else { break };
         (done, batches, last) = (done + n, batches + 1, Instant::now());
         submit(&tx);
