@@ -62,6 +62,7 @@ impl Metrics {
             pool_shares,
             pool_protocol_shares,
             pool_role_shares,
+            pool_block_candidates,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,
@@ -100,7 +101,7 @@ impl Metrics {
             thermal_guard,
             temp_limit_celsius,
         } = health;
-        let all: [&dyn Collector; 62] = [
+        let all: [&dyn Collector; 63] = [
             config_reloads,
             upgrades,
             hashes,
@@ -132,6 +133,7 @@ impl Metrics {
             pool_shares,
             pool_protocol_shares,
             pool_role_shares,
+            pool_block_candidates,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,

@@ -47,8 +47,11 @@ impl AdapterRun {
                         "node: Stratum pool(s) {}",
                         cfg.pools.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(", ")
                     );
-                    crate::node::stratum::run(cfg, sched, hits, stats, metrics, astop.clone())
-                        .map_err(|e| e.to_string())
+                    // The pool is told the engines' live rate.
+                    let live = stats.clone();
+                    let rate: crate::node::stratum::RateSource = Arc::new(move || live.live_rate());
+                    let env = crate::node::stratum::ClientEnv { sched, stats, metrics, rate, stop: astop.clone() };
+                    crate::node::stratum::run(cfg, hits, env).map_err(|e| e.to_string())
                 }
                 Adapter::Solo(cfg) => {
                     tracing::info!("node: solo mining on {} (getblocktemplate)", cfg.url);

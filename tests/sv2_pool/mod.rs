@@ -108,6 +108,22 @@ pub fn accept_as(
     cert_now: Option<u32>,
     extended_only: bool,
 ) -> Accepted {
+    let mut c = accept_noise(l, authority, cert_now);
+    c.extended_only = extended_only;
+    // The client's first frame, or its refusal (a closed connection).
+    match c.next_frame(Instant::now() + Duration::from_secs(30)) {
+        Some(first) => {
+            c.handle(first);
+            Accepted::Conn(Box::new(c))
+        }
+        None => Accepted::ClosedAfterHandshake,
+    }
+}
+
+/// Accepts one connection and runs the responder side of the Noise
+/// handshake with `authority`, skipping connections that close before their
+/// first handshake message; the connection, ready for transport frames.
+pub fn accept_noise(l: &TcpListener, authority: ([u8; 32], [u8; 32]), cert_now: Option<u32>) -> PoolConn {
     loop {
         let (mut stream, _) = l.accept().unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -133,7 +149,7 @@ pub fn accept_as(
         };
         stream.write_all(enc.encode_handshake(reply).as_ref()).unwrap();
         let (tx, rx) = transport.split();
-        let mut c = PoolConn {
+        return PoolConn {
             stream,
             enc,
             dec,
@@ -141,21 +157,13 @@ pub fn accept_as(
             rx: Some(rx),
             channel: None,
             extended: None,
-            extended_only,
+            extended_only: false,
             allocator: ExtranonceAllocator::new(b"hr".to_vec(), 8, 256).unwrap(),
             template_id: 0,
             accepted: Vec::new(),
             rejected: Vec::new(),
             setup: None,
             user: None,
-        };
-        // The client's first frame, or its refusal (a closed connection).
-        return match c.next_frame(Instant::now() + Duration::from_secs(30)) {
-            Some(first) => {
-                c.handle(first);
-                Accepted::Conn(Box::new(c))
-            }
-            None => Accepted::ClosedAfterHandshake,
         };
     }
 }
@@ -164,6 +172,13 @@ pub fn accept_as(
 pub struct Frame {
     header: framing_sv2::header::Header,
     payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The frame's message, parsed.
+    pub fn message(&mut self) -> AnyMessage<'_> {
+        AnyMessage::try_from((self.header, self.payload.as_mut_slice())).expect("the peer sends valid frames")
+    }
 }
 
 impl PoolConn {
