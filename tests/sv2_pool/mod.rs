@@ -76,6 +76,8 @@ pub struct PoolConn {
     pub rejected: Vec<String>,
     pub setup: Option<(u32, String)>,
     pub user: Option<String>,
+    /// Nominal hash rates of the miner's UpdateChannel messages.
+    pub nominal_rates: Vec<f32>,
 }
 
 /// What a handshake attempt ended as, seen from the pool.
@@ -164,6 +166,7 @@ pub fn accept_noise(l: &TcpListener, authority: ([u8; 32], [u8; 32]), cert_now: 
             rejected: Vec::new(),
             setup: None,
             user: None,
+            nominal_rates: Vec::new(),
         };
     }
 }
@@ -307,6 +310,9 @@ impl PoolConn {
                 self.new_block();
             }
             AnyMessage::Mining(Mining::SubmitSharesStandard(s)) => self.check_share(s),
+            // The miner's measured rate, once it has one; the pool keeps its
+            // target (it may answer with SetTarget, and need not).
+            AnyMessage::Mining(Mining::UpdateChannel(u)) => self.nominal_rates.push(u.nominal_hash_rate),
             AnyMessage::Mining(Mining::SubmitSharesExtended(s)) => {
                 let (channel_id, seq, job_id, nonce) = (s.channel_id, s.sequence_number, s.job_id, s.nonce);
                 let ch = self.extended.as_mut().expect("extended shares only on an extended channel");
