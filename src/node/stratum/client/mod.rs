@@ -144,6 +144,9 @@ pub struct Client {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     rate: RateSource,
+    /// The last non-zero rate measured: what a channel opened while the
+    /// engines idle (between sessions) is told.
+    last_rate: Option<f64>,
     stop: Arc<AtomicBool>,
     book: JobBook,
     /// The pool the book's jobs came from.
@@ -194,6 +197,7 @@ impl Client {
             stats,
             metrics,
             rate,
+            last_rate: None,
             stop,
             book: JobBook::new(),
             book_pool: None,
@@ -370,7 +374,13 @@ impl Client {
     /// at other version bits, so that rolling shows from the first share
     /// rather than only after a header's 2^32 nonces (the scheduler rolls
     /// the rest). The job's sequence number, for the book.
-    fn publish_work(&mut self, id: String, mut template: WorkTemplate, share_target: Target, source: &'static str) -> u64 {
+    fn publish_work(
+        &mut self,
+        id: String,
+        mut template: WorkTemplate,
+        share_target: Target,
+        source: &'static str,
+    ) -> u64 {
         if template.version_mask != 0 {
             self.publishes = self.publishes.wrapping_add(1);
             let m = template.version_mask;
@@ -400,9 +410,17 @@ impl Client {
         true
     }
 
-    /// The engines' measured rate, H/s.
-    fn measured_rate(&self) -> Option<f64> {
-        (self.rate)().filter(|r| r.is_finite() && *r > 0.0)
+    /// The engines' measured rate, H/s (none while they idle).
+    fn measured_rate(&mut self) -> Option<f64> {
+        let r = (self.rate)().filter(|r| r.is_finite() && *r > 0.0);
+        self.last_rate = r.or(self.last_rate);
+        r
+    }
+
+    /// The rate to announce when opening a channel: the measured one, else
+    /// the last measured (the engines idled between sessions).
+    fn rate_to_announce(&mut self) -> Option<f64> {
+        self.measured_rate().or(self.last_rate)
     }
 }
 

@@ -322,7 +322,11 @@ impl Client {
         }
         let (n, accepted) = (covered.len() as u64, accepted as u64);
         if n != accepted {
-            tracing::debug!(accepted, covered = n, "stratum: the pool's accepted count differs from the shares covered");
+            tracing::debug!(
+                accepted,
+                covered = n,
+                "stratum: the pool's accepted count differs from the shares covered"
+            );
         }
         self.outcomes(Wire::V2, ShareResult::Accepted, ShareReason::None, accepted);
         self.outcomes(Wire::V2, ShareResult::Unanswered, ShareReason::NoAnswer, n.saturating_sub(accepted));

@@ -50,7 +50,10 @@ impl Client {
                 self.on_opened(conn, Opened { channel_id, target, extranonce_prefix, extended })?
             }
             FromPool::ChannelError { code, .. } => {
-                tracing::error!("stratum: the pool refused the channel for {:?}: {code}", self.pools[conn.idx].cfg.user);
+                tracing::error!(
+                    "stratum: the pool refused the channel for {:?}: {code}",
+                    self.pools[conn.idx].cfg.user
+                );
                 return Err(End::AuthFailed);
             }
             FromPool::SetExtranoncePrefix { channel_id, extranonce_prefix } if ch == Some(channel_id) => {
@@ -118,9 +121,9 @@ impl Client {
         self.channel.version_mask = mask;
         let user = self.pools[idx].cfg.user.clone();
         let floor = self.floor_target().to_le_bytes();
-        // Nothing measured yet (the first connection of the run, before any
-        // work): 0, and UpdateChannel follows the first measurement.
-        let rate = self.measured_rate().unwrap_or(0.0) as f32;
+        // Nothing measured nor timed (no CPU engine, the first connection
+        // of the run): 0, and UpdateChannel follows the first measurement.
+        let rate = self.rate_to_announce().unwrap_or(0.0) as f32;
         let msg = if extended {
             messages::open_extended_channel(OPEN_REQUEST, &user, rate, &floor, MIN_EXTRANONCE_SIZE)
         } else {
