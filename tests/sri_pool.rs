@@ -274,12 +274,13 @@ fn hashrig_keeps_its_sessions_on_the_reference_pool_with_batched_acknowledgement
             state += &format!("{user}: blocks {ours}/{theirs} accepted {acc}/{pool_acc}; ");
         }
         let valid = tp.counts.valid_solutions.load(Ordering::Relaxed);
+        let invalid = tp.counts.invalid_solutions.load(Ordering::Relaxed);
         let total: u64 = pool.channels().iter().map(|(_, c)| as_u64(c, "blocks_found")).sum();
         equal &= valid == total;
         if equal {
             Ok(())
         } else {
-            Err(format!("{state} solutions at the TP {valid}, blocks at the pool {total}"))
+            Err(format!("{state} solutions at the TP {valid} (invalid {invalid}), blocks at the pool {total}"))
         }
     });
     assert_eq!(tp.counts.invalid_solutions.load(Ordering::Relaxed), 0);

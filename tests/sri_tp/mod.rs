@@ -91,9 +91,10 @@ fn serve(mut c: PoolConn, rx: mpsc::Receiver<Cmd>, counts: &TpCounts, first_bits
             Err(mpsc::TryRecvError::Disconnected) => return,
             Err(mpsc::TryRecvError::Empty) => {}
         }
-        let Some(mut f) = c.next_frame(Instant::now() + Duration::from_millis(100)) else {
+        if !c.readable(Duration::from_millis(100)) {
             continue;
-        };
+        }
+        let Some(mut f) = c.next_frame(Instant::now() + Duration::from_secs(10)) else { return };
         match f.message() {
             AnyMessage::Common(CommonMessages::SetupConnection(s)) => {
                 assert_eq!(s.protocol, Protocol::TemplateDistributionProtocol);

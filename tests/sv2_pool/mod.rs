@@ -197,6 +197,15 @@ impl PoolConn {
         self.stream.write_all(AsRef::<[u8]>::as_ref(&out)).unwrap();
     }
 
+    /// True once bytes wait to be read (within `wait`): then
+    /// [`PoolConn::next_frame`] can be called without a deadline cutting a
+    /// frame in half (the decoder cannot resume a half-read frame).
+    pub fn readable(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).unwrap();
+        // Ok(0) is the end of the stream: next_frame then says so.
+        self.stream.peek(&mut [0u8; 1]).is_ok()
+    }
+
     /// The next frame, or None when the client closed the connection (or
     /// the time is up).
     pub fn next_frame(&mut self, until: Instant) -> Option<Frame> {
