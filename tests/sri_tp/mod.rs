@@ -21,9 +21,10 @@ use template_distribution_sv2::{NewTemplateOwned, RequestTransactionDataSuccessO
 
 use crate::sv2_pool::{accept_noise, keys, PoolConn, AUTHORITY_PUBLIC, AUTHORITY_SECRET};
 
-/// nBits no share meets (mainnet's difficulty 1 would need 2^32 hashes a
-/// block), and nBits every share meets (regtest's limit).
-pub const HARD_BITS: u32 = 0x1d00_ffff;
+/// nBits no share of a test meets (a 2012 mainnet block's, difficulty
+/// ~1.2 million: difficulty 1 is found within a minute of CPU mining), and
+/// nBits every share meets (regtest's limit).
+pub const HARD_BITS: u32 = 0x1903_a30c;
 pub const EASY_BITS: u32 = 0x207f_ffff;
 
 enum Cmd {
