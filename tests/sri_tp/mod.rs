@@ -22,7 +22,7 @@ use template_distribution_sv2::{NewTemplateOwned, RequestTransactionDataSuccessO
 use crate::sv2_pool::{accept_noise, keys, PoolConn, AUTHORITY_PUBLIC, AUTHORITY_SECRET};
 
 /// nBits no share of a test meets (a 2012 mainnet block's, difficulty
-/// ~1.2 million: difficulty 1 is found within a minute of CPU mining), and
+/// ~1.2 million: one core finds a difficulty-1 block every few minutes), and
 /// nBits every share meets (regtest's limit).
 pub const HARD_BITS: u32 = 0x1903_a30c;
 pub const EASY_BITS: u32 = 0x207f_ffff;
