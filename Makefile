@@ -11,8 +11,10 @@ CARGO ?= cargo
 # second SHA-256 implementation the scan tests compare against;
 # mesa-vulkan-drivers is lavapipe, the CPU Vulkan driver the GPU tests run on;
 # haproxy is the load balancer tests/sigserve_balanced.rs puts in front of
-# two verification servers (with tools/haproxy/hashrig-sigserve.cfg).
-APT_PACKAGES := build-essential pkg-config libhwloc-dev libudev-dev prometheus python3 mesa-vulkan-drivers haproxy
+# two verification servers (with tools/haproxy/hashrig-sigserve.cfg);
+# capnproto and libcapnp-dev build SRI's pool (sri-pool, for tests/sri_pool.rs).
+APT_PACKAGES := build-essential pkg-config libhwloc-dev libudev-dev prometheus python3 mesa-vulkan-drivers haproxy \
+	capnproto libcapnp-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_ARGS ?=
 # Mesa's Vulkan drivers (lavapipe, probed by the GPU engine and its tests)
@@ -21,7 +23,7 @@ ifeq ($(XDG_RUNTIME_DIR),)
 export XDG_RUNTIME_DIR := /tmp/hashrig-runtime-$(shell id -u)
 endif
 
-.PHONY: all deps build run test bench check fuzz clean
+.PHONY: all deps build run test bench check fuzz clean sri-pool
 
 all: build
 
@@ -42,9 +44,18 @@ build: deps
 run: build
 	./target/release/hashrig run $(RUN_ARGS)
 
+# The Stratum V2 Reference Implementation's pool role, from the crates
+# registry, run by tests/sri_pool.rs as its own binary. Built once (its own
+# dependency tree, --locked to the versions it was released with).
+SRI_POOL_VERSION := 0.7.0
+SRI_POOL := target/sri-pool/bin/pool_sv2
+sri-pool: deps
+	@[ -x $(SRI_POOL) ] && $(SRI_POOL) --version 2>/dev/null | grep -q '$(SRI_POOL_VERSION)' || \
+		$(CARGO) install pool_sv2 --version $(SRI_POOL_VERSION) --locked --root target/sri-pool
+
 # One build profile for everything the tests need (the test profile is
 # optimised, see Cargo.toml); benches are compiled and run once as tests.
-test: deps
+test: deps sri-pool
 	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
 	$(CARGO) test --all-targets --locked
 	$(CARGO) test --doc --locked

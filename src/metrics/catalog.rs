@@ -62,6 +62,7 @@ impl Metrics {
             pool_shares,
             pool_protocol_shares,
             pool_role_shares,
+            pool_block_candidates,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,
@@ -103,7 +104,7 @@ impl Metrics {
             thermal_guard,
             temp_limit_celsius,
         } = health;
-        let all: [&dyn Collector; 65] = [
+        let all: [&dyn Collector; 66] = [
             ready,
             draining,
             requests,
@@ -138,6 +139,7 @@ impl Metrics {
             pool_shares,
             pool_protocol_shares,
             pool_role_shares,
+            pool_block_candidates,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,

@@ -94,6 +94,9 @@ pub struct Metrics {
     /// Share outcomes by the pool whose job they were for ("primary",
     /// "backup") and result: what each pool credited.
     pub pool_role_shares: IntCounterVec,
+    /// Shares that also met their job's network target (block candidates
+    /// the pool submits), by pool protocol ("v1", "v2").
+    pub pool_block_candidates: IntCounterVec,
     /// Shares that waited for a reconnect (found while disconnected).
     pub pool_shares_queued: prometheus::IntCounter,
     /// stale / (accepted + rejected + stale), over the run.
@@ -423,6 +426,12 @@ impl Metrics {
             "Pool share outcomes, by the pool whose job they were for and result.",
             &["role", "result"],
         );
+        let pool_block_candidates = counter(
+            &r,
+            "hashrig_pool_block_candidates_total",
+            "Shares that met their job's network target (blocks the pool submits), by pool protocol.",
+            &["protocol"],
+        );
         let pool_shares_queued = prometheus::IntCounter::new(
             "hashrig_pool_shares_queued_total",
             "Shares found while disconnected and kept for the reconnect.",
@@ -473,6 +482,7 @@ impl Metrics {
             pool_shares,
             pool_protocol_shares,
             pool_role_shares,
+            pool_block_candidates,
             pool_shares_queued,
             pool_stale_ratio,
             pool_submit_seconds,

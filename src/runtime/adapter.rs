@@ -33,6 +33,9 @@ pub struct AdapterEnv {
     /// Raised when the adapter gives up on its own (e.g. the node refused
     /// our RPC credentials): the whole run stops.
     pub done: Arc<AtomicBool>,
+    /// The engines' rate as timed at start-up, until the live one is
+    /// measured (None on a reload: the live rate exists by then).
+    pub first_rate: Option<f64>,
 }
 
 impl AdapterRun {
@@ -40,15 +43,19 @@ impl AdapterRun {
         let stop = Arc::new(AtomicBool::new(false));
         let astop = stop.clone();
         let thread = std::thread::Builder::new().name("adapter".into()).spawn(move || {
-            let AdapterEnv { sched, hits, stats, metrics, done } = env;
+            let AdapterEnv { sched, hits, stats, metrics, done, first_rate } = env;
             let r: Result<(), String> = match adapter {
                 Adapter::Pool(cfg) => {
                     tracing::info!(
                         "node: Stratum pool(s) {}",
                         cfg.pools.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(", ")
                     );
-                    crate::node::stratum::run(cfg, sched, hits, stats, metrics, astop.clone())
-                        .map_err(|e| e.to_string())
+                    // The pool is told the engines' live rate (the start-up
+                    // timing until there is one).
+                    let live = stats.clone();
+                    let rate: crate::node::stratum::RateSource = Arc::new(move || live.live_rate().or(first_rate));
+                    let env = crate::node::stratum::ClientEnv { sched, stats, metrics, rate, stop: astop.clone() };
+                    crate::node::stratum::run(cfg, hits, env).map_err(|e| e.to_string())
                 }
                 Adapter::Solo(cfg) => {
                     tracing::info!("node: solo mining on {} (getblocktemplate)", cfg.url);

@@ -203,7 +203,13 @@ impl Runtime {
         let status_every = Arc::new(AtomicU64::new(cfg.status_interval.as_secs().max(1)));
         let status = spawn_status(&cfg, &stats, &metrics, &sig_engine, &status_stop, &status_every)?;
         let done = Arc::new(AtomicBool::new(false));
-        let adapter = if cfg.mine { Some(start_adapter(&cfg, &sched, &hits, &stats, &metrics, &done)?) } else { None };
+        // What a pool is told the miner does before the live rate exists.
+        let first_rate = rt_cpu.as_ref().map(|_| cpu_rate_at_start(&resolved));
+        let adapter = if cfg.mine {
+            Some(start_adapter(&cfg, &sched, &hits, &stats, &metrics, &done, first_rate)?)
+        } else {
+            None
+        };
         // Ready once GPU signature starts under way (each holds a guard)
         // have finished too.
         metrics.probes.engines_started();
@@ -442,7 +448,7 @@ impl Runtime {
                 tracing::warn!("the old node adapter ended with: {e}");
             }
         }
-        let a = start_adapter(new, &self.sched, &self.hits, &self.stats, &self.metrics, &self.done)
+        let a = start_adapter(new, &self.sched, &self.hits, &self.stats, &self.metrics, &self.done, None)
             .map_err(|e| e.to_string())?;
         self.adapter = Some(a);
         Ok(())
@@ -524,6 +530,14 @@ impl Runtime {
         }
         adapter_result
     }
+}
+
+/// The CPU workers' rate from the start-up timing of the hashing path (one
+/// core's rate × the workers).
+fn cpu_rate_at_start(resolved: &Resolved) -> f64 {
+    let rates = &crate::pow::selection().rates;
+    let per_core = rates.iter().find(|r| r.backend == resolved.backend).map_or(0.0, |r| r.hashes_per_sec);
+    per_core * resolved.plan.worker_count() as f64
 }
 
 fn cpu_config(cfg: &RuntimeConfig, resolved: &Resolved) -> CpuConfig {
@@ -621,6 +635,7 @@ fn start_adapter(
     stats: &Arc<Stats>,
     metrics: &Arc<Metrics>,
     done: &Arc<AtomicBool>,
+    first_rate: Option<f64>,
 ) -> Result<adapter::AdapterRun, RuntimeError> {
     let env = adapter::AdapterEnv {
         sched: sched.clone(),
@@ -628,6 +643,7 @@ fn start_adapter(
         stats: stats.clone(),
         metrics: metrics.clone(),
         done: done.clone(),
+        first_rate,
     };
     adapter::AdapterRun::start(cfg.adapter.clone(), cfg.demo.clone(), env).map_err(start_err("node adapter"))
 }

@@ -21,6 +21,10 @@ pub struct Stats {
 /// Longest window kept (15 min) plus slack for one sample interval.
 const HISTORY: Duration = Duration::from_secs(15 * 60 + 5);
 
+/// The window of [`Stats::live_rate`], and the least of it that counts.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(10);
+pub const LIVE_MIN_SPAN: Duration = Duration::from_secs(2);
+
 impl Stats {
     pub fn new() -> Stats {
         let s = Stats::default();
@@ -70,6 +74,22 @@ impl Stats {
         let (t0, h0) = *q.iter().rev().find(|(_, h)| *h == h_first)?;
         let dt = t_last.duration_since(t0).as_secs_f64();
         (dt > 0.0 && h_last > h0).then(|| (h_last - h0) as f64 / dt)
+    }
+
+    /// The live hashrate: over the last [`LIVE_WINDOW`], or over what the
+    /// run has of it once that spans [`LIVE_MIN_SPAN`]; `None` before. What
+    /// a pool is told the miner does (Stratum V2 channels, V1's
+    /// mining.suggest_difficulty), so it moves with the engines: a GPU
+    /// joining, a thermal guard lowering its duty cycle.
+    pub fn live_rate(&self) -> Option<f64> {
+        let q = self.samples.lock();
+        let (t_last, h_last) = *q.back()?;
+        let (t0, h0) = *q.iter().find(|(t, _)| t_last.duration_since(*t) <= LIVE_WINDOW)?;
+        let dt = t_last.duration_since(t0);
+        if dt < LIVE_MIN_SPAN {
+            return None;
+        }
+        Some((h_last - h0) as f64 / dt.as_secs_f64())
     }
 
     /// The hashrate part of the status line: "10s/60s/15m 41.2 40.9 n/a MH/s".
@@ -129,5 +149,25 @@ mod tests {
         assert!(s.rate(Duration::from_secs(10)).is_none());
         assert_eq!(s.rate_so_far(), Some(2000.0));
         assert!(s.speed_line().starts_with("speed 10s/60s/15m 2.00 n/a n/a kH/s"), "{}", s.speed_line());
+    }
+
+    #[test]
+    fn the_live_rate_needs_two_seconds_and_follows_the_last_ten() {
+        let s = Stats::new();
+        let t0 = Instant::now();
+        s.samples.lock().clear();
+        s.sample_at(t0, 0);
+        s.sample_at(t0 + Duration::from_secs(1), 500);
+        assert_eq!(s.live_rate(), None, "one second is not a measurement");
+        s.sample_at(t0 + Duration::from_secs(2), 1000);
+        assert_eq!(s.live_rate(), Some(500.0));
+        // 500 H/s to 12 s, then 4000 H/s: the last 10 s are what counts.
+        for i in 3..=12u64 {
+            s.sample_at(t0 + Duration::from_secs(i), i * 500);
+        }
+        for i in 13..=22u64 {
+            s.sample_at(t0 + Duration::from_secs(i), 6000 + (i - 12) * 4000);
+        }
+        assert_eq!(s.live_rate(), Some(4000.0));
     }
 }

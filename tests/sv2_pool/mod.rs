@@ -76,6 +76,8 @@ pub struct PoolConn {
     pub rejected: Vec<String>,
     pub setup: Option<(u32, String)>,
     pub user: Option<String>,
+    /// Nominal hash rates of the miner's UpdateChannel messages.
+    pub nominal_rates: Vec<f32>,
 }
 
 /// What a handshake attempt ended as, seen from the pool.
@@ -108,6 +110,22 @@ pub fn accept_as(
     cert_now: Option<u32>,
     extended_only: bool,
 ) -> Accepted {
+    let mut c = accept_noise(l, authority, cert_now);
+    c.extended_only = extended_only;
+    // The client's first frame, or its refusal (a closed connection).
+    match c.next_frame(Instant::now() + Duration::from_secs(30)) {
+        Some(first) => {
+            c.handle(first);
+            Accepted::Conn(Box::new(c))
+        }
+        None => Accepted::ClosedAfterHandshake,
+    }
+}
+
+/// Accepts one connection and runs the responder side of the Noise
+/// handshake with `authority`, skipping connections that close before their
+/// first handshake message; the connection, ready for transport frames.
+pub fn accept_noise(l: &TcpListener, authority: ([u8; 32], [u8; 32]), cert_now: Option<u32>) -> PoolConn {
     loop {
         let (mut stream, _) = l.accept().unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -133,7 +151,7 @@ pub fn accept_as(
         };
         stream.write_all(enc.encode_handshake(reply).as_ref()).unwrap();
         let (tx, rx) = transport.split();
-        let mut c = PoolConn {
+        return PoolConn {
             stream,
             enc,
             dec,
@@ -141,21 +159,14 @@ pub fn accept_as(
             rx: Some(rx),
             channel: None,
             extended: None,
-            extended_only,
+            extended_only: false,
             allocator: ExtranonceAllocator::new(b"hr".to_vec(), 8, 256).unwrap(),
             template_id: 0,
             accepted: Vec::new(),
             rejected: Vec::new(),
             setup: None,
             user: None,
-        };
-        // The client's first frame, or its refusal (a closed connection).
-        return match c.next_frame(Instant::now() + Duration::from_secs(30)) {
-            Some(first) => {
-                c.handle(first);
-                Accepted::Conn(Box::new(c))
-            }
-            None => Accepted::ClosedAfterHandshake,
+            nominal_rates: Vec::new(),
         };
     }
 }
@@ -164,6 +175,13 @@ pub fn accept_as(
 pub struct Frame {
     header: framing_sv2::header::Header,
     payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The frame's message, parsed.
+    pub fn message(&mut self) -> AnyMessage<'_> {
+        AnyMessage::try_from((self.header, self.payload.as_mut_slice())).expect("the peer sends valid frames")
+    }
 }
 
 impl PoolConn {
@@ -177,6 +195,15 @@ impl PoolConn {
         let frame: MessageFrame<AnyMessage<'_>> = msg.try_into().unwrap();
         let out = self.enc.encode_transport(frame, &mut self.tx).unwrap();
         self.stream.write_all(AsRef::<[u8]>::as_ref(&out)).unwrap();
+    }
+
+    /// True once bytes wait to be read (within `wait`): then
+    /// [`PoolConn::next_frame`] can be called without a deadline cutting a
+    /// frame in half (the decoder cannot resume a half-read frame).
+    pub fn readable(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).unwrap();
+        // Ok(0) is the end of the stream: next_frame then says so.
+        self.stream.peek(&mut [0u8; 1]).is_ok()
     }
 
     /// The next frame, or None when the client closed the connection (or
@@ -292,6 +319,9 @@ impl PoolConn {
                 self.new_block();
             }
             AnyMessage::Mining(Mining::SubmitSharesStandard(s)) => self.check_share(s),
+            // The miner's measured rate, once it has one; the pool keeps its
+            // target (it may answer with SetTarget, and need not).
+            AnyMessage::Mining(Mining::UpdateChannel(u)) => self.nominal_rates.push(u.nominal_hash_rate),
             AnyMessage::Mining(Mining::SubmitSharesExtended(s)) => {
                 let (channel_id, seq, job_id, nonce) = (s.channel_id, s.sequence_number, s.job_id, s.nonce);
                 let ch = self.extended.as_mut().expect("extended shares only on an extended channel");

@@ -99,6 +99,15 @@ pub struct StratumOptions {
     /// are not flooded with "shares" of every nonce. Shares found at the
     /// floor are shares at the pool's lower difficulty too.
     pub min_difficulty: f64,
+    /// Stratum V1: after authorising, send mining.suggest_difficulty for
+    /// one share per this many seconds at the measured hashrate (again when
+    /// the rate moves by more than 2x); 0: never. Off by default: V1 has no
+    /// way for a pool to say it takes the method, and some close the
+    /// connection on a method they do not know.
+    pub suggest_difficulty_secs: u64,
+    /// Stratum V2: open an extended channel (coinbase and merkle root built
+    /// here, extranonce rolled) even where the pool offers standard ones.
+    pub v2_extended_channel: bool,
 }
 
 impl Default for StratumOptions {
@@ -119,6 +128,8 @@ impl Default for StratumOptions {
             ntime_roll_secs: 30,
             max_queued_shares: 1024,
             min_difficulty: DEFAULT_MIN_DIFFICULTY,
+            suggest_difficulty_secs: 0,
+            v2_extended_channel: false,
         }
     }
 }
@@ -245,6 +256,7 @@ impl StratumOptions {
             ("response_timeout_secs", o.response_timeout_secs),
             ("write_timeout_secs", o.write_timeout_secs),
             ("ntime_roll_secs", o.ntime_roll_secs),
+            ("suggest_difficulty_secs", o.suggest_difficulty_secs),
         ];
         for (name, v) in secs {
             if v > MAX_OPTION_SECS {
@@ -345,18 +357,25 @@ impl ShareReason {
     }
 }
 
-/// Mines for the configured pools until `stop` is set.
-pub fn run(
-    cfg: StratumConfig,
-    sched: Arc<PowScheduler>,
-    hits: Receiver<Hit>,
-    stats: Arc<Stats>,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-) -> Result<(), StratumError> {
+/// The engines' measured hashrate (H/s), `None` until there is one: what
+/// the client announces to pools. The adapter knows nothing of devices; the
+/// runtime hands it this.
+pub type RateSource = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
+
+/// What the Stratum client needs from the runtime besides its config.
+pub struct ClientEnv {
+    pub sched: Arc<PowScheduler>,
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    pub rate: RateSource,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Mines for the configured pools until `env.stop` is set.
+pub fn run(cfg: StratumConfig, hits: Receiver<Hit>, env: ClientEnv) -> Result<(), StratumError> {
     cfg.validate()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StratumError::Runtime)?;
-    rt.block_on(client::Client::new(cfg, sched, stats, metrics, stop.clone()).run(hits));
+    rt.block_on(client::Client::new(cfg, env).run(hits));
     Ok(())
 }
 

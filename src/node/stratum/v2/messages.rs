@@ -3,7 +3,9 @@
 //! go back to the decoder at once.
 
 use common_messages_sv2::{Protocol, SetupConnection};
-use mining_sv2::{OpenExtendedMiningChannel, OpenStandardMiningChannel, SubmitSharesExtended, SubmitSharesStandard};
+use mining_sv2::{
+    OpenExtendedMiningChannel, OpenStandardMiningChannel, SubmitSharesExtended, SubmitSharesStandard, UpdateChannel,
+};
 use parsers_sv2::{AnyMessage, CommonMessages, Mining};
 
 use super::channel::JobWork;
@@ -90,6 +92,10 @@ pub enum FromPool {
     CloseChannel {
         channel_id: u32,
         reason: String,
+    },
+    UpdateChannelError {
+        channel_id: u32,
+        code: String,
     },
     /// A valid message a standard-channel miner has no use for (logged).
     Ignored(&'static str),
@@ -182,7 +188,9 @@ pub fn parse(header: framing_sv2::header::Header, payload: &mut [u8]) -> Result<
             FromPool::CloseChannel { channel_id: m.channel_id, reason: text(m.reason_code.as_bytes()) }
         }
         AnyMessage::Mining(Mining::SetGroupChannel(_)) => FromPool::Ignored("SetGroupChannel"),
-        AnyMessage::Mining(Mining::UpdateChannelError(_)) => FromPool::Ignored("UpdateChannelError"),
+        AnyMessage::Mining(Mining::UpdateChannelError(m)) => {
+            FromPool::UpdateChannelError { channel_id: m.channel_id, code: text(m.error_code.as_bytes()) }
+        }
         _ => FromPool::Ignored("a message not meant for a mining client"),
     })
 }
@@ -256,6 +264,16 @@ pub fn open_extended_channel<'a>(
     })))
 }
 
+/// UpdateChannel: the channel's new nominal hash rate, with the same
+/// easiest target as at its opening.
+pub fn update_channel(channel_id: u32, nominal_hash_rate: f32, max_target: &[u8; 32]) -> AnyMessage<'_> {
+    AnyMessage::Mining(Mining::UpdateChannel(UpdateChannel {
+        channel_id,
+        nominal_hash_rate,
+        maximum_target: max_target.into(),
+    }))
+}
+
 /// SubmitSharesExtended; `extranonce` is hashrig's part (at most 32 bytes).
 #[allow(clippy::too_many_arguments)]
 pub fn submit_extended(
@@ -305,6 +323,17 @@ mod tests {
         let (h, mut p) =
             wire(AnyMessage::Mining(Mining::SetTarget(SetTarget { channel_id: 4, maximum_target: (&le).into() })));
         assert_eq!(parse(h, &mut p), Ok(FromPool::SetTarget { channel_id: 4, max_target: Target::DIFF1 }));
+    }
+
+    #[test]
+    fn update_channel_carries_the_rate_and_the_target() {
+        let le = Target::DIFF1.to_le_bytes();
+        let (h, mut p) = wire(update_channel(9, 3.5e7, &le));
+        let AnyMessage::Mining(Mining::UpdateChannel(m)) = AnyMessage::try_from((h, p.as_mut_slice())).unwrap() else {
+            panic!("not an UpdateChannel");
+        };
+        assert_eq!((m.channel_id, m.nominal_hash_rate), (9, 3.5e7));
+        assert_eq!(m.maximum_target.to_array(), le);
     }
 
     #[test]
