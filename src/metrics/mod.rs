@@ -662,8 +662,14 @@ impl Drop for MetricsServer {
 mod tests {
     use super::*;
 
+    /// Connection threads of metrics servers in this process (other tests
+    /// run beside this one, with threads of their own).
     fn threads() -> usize {
-        std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+        std::fs::read_dir("/proc/self/task").map_or(0, |d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim() == "metrics-conn")
+                .count()
+        })
     }
 
     fn get(addr: SocketAddr) -> String {
@@ -686,7 +692,7 @@ mod tests {
         let idle: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(srv.addr).unwrap()).collect();
         std::thread::sleep(std::time::Duration::from_millis(300));
         let during = threads();
-        assert!(during <= before + MAX_METRICS_CONNECTIONS, "{before} threads before, {during} with 64 idle clients");
+        assert!(during <= before + MAX_METRICS_CONNECTIONS, "{before} connection threads before, {during} with 64 idle clients");
         std::thread::sleep(METRICS_IO_TIMEOUT + std::time::Duration::from_millis(500));
         let r = get(srv.addr);
         assert!(r.starts_with("HTTP/1.1 200 OK") && r.contains("hashrig_chain_height"), "{r}");

@@ -44,6 +44,9 @@ pub trait InFlight: Send {
     fn wait(self: Box<Self>, timeout: Duration) -> Result<DeviceAnswer, DeviceError>;
 }
 
+/// Adapter indices of simulated devices start here, clear of real ones.
+pub const SIM_INDEX_BASE: usize = 1000;
+
 /// What a device says about itself.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
@@ -63,7 +66,7 @@ impl DeviceInfo {
     /// for the first simulated device.
     pub fn label(&self) -> String {
         if self.simulated {
-            format!("sim{}", self.index.saturating_sub(super::sim::SIM_INDEX_BASE))
+            format!("sim{}", self.index.saturating_sub(SIM_INDEX_BASE))
         } else {
             format!("gpu{}", self.index)
         }

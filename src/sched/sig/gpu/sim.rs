@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
-use super::device::{DeviceAnswer, DeviceError, DeviceInfo, InFlight, SigDevice};
+use super::device::{DeviceAnswer, DeviceError, DeviceInfo, InFlight, SigDevice, SIM_INDEX_BASE};
 use crate::sig::{verify_one, Reason, SigItem, Verdict};
 
 /// Faults a simulated device injects, counted from the end of the engine's
@@ -108,9 +108,6 @@ pub struct SimDevice {
     armed: std::sync::atomic::AtomicBool,
     memo: Mutex<HashMap<u64, Verdict>>,
 }
-
-/// Adapter indices of simulated devices start here, clear of real ones.
-pub const SIM_INDEX_BASE: usize = 1000;
 
 impl SimDevice {
     pub fn new(spec: SimSpec, n: usize) -> SimDevice {
