@@ -18,6 +18,9 @@
 //! f of the tail that makes both parts end together:
 //!   A/T + (1 − f)·n·c/T = L0 + B + f·n·(g + r·c/T)
 //!   ⇒ f = (n·c/T + A/T − L0 − B) / (n·(c/T + g + r·c/T))
+//! The GPU (whole or split) must win by a tenth of the batch's own CPU
+//! time and 0.2 ms: a marginal win
+//! buys nothing and a prediction's error can turn it into a later answer.
 //! A deadline vetoes the GPU where its prediction misses it and the CPU's
 //! does not.
 
@@ -28,6 +31,19 @@ use std::time::{Duration, Instant};
 use super::gpu::GpuSigEngine;
 use super::{EngineChoice, Inner};
 use crate::sig::SigItem;
+
+/// The GPU must win by this much to be used: a tenth of the batch's own
+/// CPU time, and 0.2 ms. Predictions carry errors (a thread hop or two, a
+/// wake-up, the canaries' share) that can turn a marginal win into a later
+/// answer, and a marginal win buys nothing.
+const GPU_MARGIN: f64 = 0.1;
+const GPU_MARGIN_SECS: f64 = 200e-6;
+
+/// Whether finishing at `t_gpu` instead of `t_cpu` is worth a hand-off,
+/// `own` being the batch's own share of `t_cpu` (without the work ahead).
+fn gpu_wins(t_gpu: f64, t_cpu: f64, own: f64) -> bool {
+    t_cpu - t_gpu > GPU_MARGIN * own + GPU_MARGIN_SECS
+}
 
 /// Seconds per item on one thread until measured, per family: an Ed25519
 /// batch on a 2020s server core ~17 µs, libsecp256k1's ECDSA and BIP340
@@ -150,7 +166,8 @@ impl Inner {
         let c = work / nf; // one thread's seconds per item
         let ahead = self.costs.cpu_booked() + self.heap_items() as f64 * c;
         let inline = n <= self.cfg.inline_max || t == 1.0;
-        let t_cpu = if inline { ahead / t + work } else { (ahead + work) / t };
+        let own = if inline { work } else { work / t };
+        let t_cpu = ahead / t + own;
         // What the trust policy re-verifies on the CPU, after the GPU's answer.
         let r = (self.costs.invalid_share() + 1.0 / gpu.sample_one_in() as f64).min(1.0);
         let t_gpu = gpu_alone + nf * r * c / t;
@@ -158,7 +175,7 @@ impl Inner {
         let misses = |secs: f64| deadline.is_some_and(|d| now + Duration::from_secs_f64(secs) > d);
         let vetoed = |secs: f64| misses(secs) && !misses(t_cpu);
         if inline {
-            return if t_gpu < t_cpu && !vetoed(t_gpu) { Route::Gpu(gpu) } else { Route::Cpu };
+            return if gpu_wins(t_gpu, t_cpu, own) && !vetoed(t_gpu) { Route::Gpu(gpu) } else { Route::Cpu };
         }
         // A split can pay where the whole batch on the GPU would not.
         let (l0, _) = gpu.model();
@@ -169,10 +186,10 @@ impl Inner {
         let gpu_n = (f * nf).round() as usize;
         let t_split = (ahead + (n - gpu_n) as f64 * c) / t;
         // Both parts end together at t_split (that is how f is chosen).
-        if gpu_n == 0 || t_split >= t_cpu || vetoed(t_split) {
+        if gpu_n == 0 || !gpu_wins(t_split, t_cpu, own) || vetoed(t_split) {
             Route::Cpu
         } else if n - gpu_n < self.cfg.chunk_min {
-            if t_gpu < t_cpu && !vetoed(t_gpu) {
+            if gpu_wins(t_gpu, t_cpu, own) && !vetoed(t_gpu) {
                 Route::Gpu(gpu)
             } else {
                 Route::Cpu
