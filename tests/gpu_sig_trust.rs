@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use hashrig::metrics::Metrics;
-use hashrig::sched::sig::EngineChoice;
 use hashrig::sched::sig::gpu::Refused;
+use hashrig::sched::sig::EngineChoice;
 use hashrig::sched::{ExecPath, GpuSigEngine, SigEngine, SigEngineConfig, TrustPolicy};
 use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_batch, Scheme, SigItem};

@@ -87,7 +87,14 @@ fn drive(e: &SigEngine, pool: &[SigItem], n: usize, streams: usize, secs: f64) -
 }
 
 /// Best of three alternating rounds of CPU-only and auto at one point.
-fn compare(cpu: &SigEngine, auto: &SigEngine, pool: &[SigItem], n: usize, streams: usize, secs: f64) -> [(f64, f64); 2] {
+fn compare(
+    cpu: &SigEngine,
+    auto: &SigEngine,
+    pool: &[SigItem],
+    n: usize,
+    streams: usize,
+    secs: f64,
+) -> [(f64, f64); 2] {
     let mut best = [(0.0f64, f64::INFINITY); 2];
     for round in 0..3 {
         for k in [round % 2, 1 - round % 2] {
@@ -112,7 +119,13 @@ fn auto_with_a_simulated_gpu_is_never_worse_than_cpu_only() {
             let auto = engine(EngineChoice::Auto, Some(&spec), TrustPolicy::default());
             drive(&auto, &valid, 256, 8, 0.3); // the models settle
             let g = auto.gpus().pop().unwrap();
-            eprintln!("{spec}: cpu {:.1} us/item (cpu-only engine {:.1}), gpu model {:?}, backlog {:.6}", auto.cpu_item_secs() * 1e6, cpu.cpu_item_secs() * 1e6, g.model(), g.backlog());
+            eprintln!(
+                "{spec}: cpu {:.1} us/item (cpu-only engine {:.1}), gpu model {:?}, backlog {:.6}",
+                auto.cpu_item_secs() * 1e6,
+                cpu.cpu_item_secs() * 1e6,
+                g.model(),
+                g.backlog()
+            );
             for streams in [1usize, 16] {
                 for n in [1usize, 16, 256, 4096] {
                     let secs = (3.0 * (streams * n) as f64 / r_cpu).clamp(0.25, 1.5);
@@ -152,7 +165,11 @@ fn auto_with_a_simulated_gpu_is_never_worse_than_cpu_only() {
             }
         }
     }
-    assert!(failed.is_empty(), "auto below CPU-only (throughput < 0.95x or p99 > 1.05x + 1 ms):\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "auto below CPU-only (throughput < 0.95x or p99 > 1.05x + 1 ms):\n{}",
+        failed.join("\n")
+    );
 }
 
 #[test]
@@ -185,9 +202,11 @@ fn mixed(n: u64, seed: u64) -> Vec<SigItem> {
 fn faults_take_the_simulated_device_off_and_every_answer_stays_right() {
     let _one = serial();
     let quick = TrustPolicy { hung_after: Duration::from_millis(300), ..TrustPolicy::default() };
-    for (spec, what) in
-        [("0.2:1000000:flip=3", "wrong verdicts"), ("0.2:1000000:lose=3", "device loss"), ("0.2:1000000:stall=3", "a stall")]
-    {
+    for (spec, what) in [
+        ("0.2:1000000:flip=3", "wrong verdicts"),
+        ("0.2:1000000:lose=3", "device loss"),
+        ("0.2:1000000:stall=3", "a stall"),
+    ] {
         let e = engine(EngineChoice::Gpu, Some(spec), quick.clone());
         let g = e.gpus().pop().unwrap();
         assert!(g.is_active() && g.simulated, "{what}");
@@ -228,7 +247,6 @@ fn queued_jobs_share_dispatches_and_a_gpu_batch_never_blocks_the_cpu() {
     }
     let used = g.totals().dispatches - before;
     assert!(used <= 8, "40 queued jobs took {used} dispatches");
-
 
     // Handing a batch to the GPU never holds a dispatcher: with every batch
     // sent to a device that answers 500 ms after a dispatch, three batches

@@ -71,7 +71,6 @@ mod imp {
         });
         (out, why)
     }
-
 }
 
 /// Without the `gpu` feature there is never a GPU.

@@ -248,4 +248,3 @@ fn pow_gpus(a: &RunArgs) -> Option<runtime::StartPowGpus> {
     }
     None
 }
-

@@ -692,7 +692,10 @@ mod tests {
         let idle: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(srv.addr).unwrap()).collect();
         std::thread::sleep(std::time::Duration::from_millis(300));
         let during = threads();
-        assert!(during <= before + MAX_METRICS_CONNECTIONS, "{before} connection threads before, {during} with 64 idle clients");
+        assert!(
+            during <= before + MAX_METRICS_CONNECTIONS,
+            "{before} connection threads before, {during} with 64 idle clients"
+        );
         std::thread::sleep(METRICS_IO_TIMEOUT + std::time::Duration::from_millis(500));
         let r = get(srv.addr);
         assert!(r.starts_with("HTTP/1.1 200 OK") && r.contains("hashrig_chain_height"), "{r}");

@@ -186,7 +186,9 @@ impl Runtime {
         sig_cfg.engines = cfg.sig_engines;
         let sig_engine = SigEngine::start(sig_cfg, Some(metrics.clone())).map_err(start_err("signature engine"))?;
         if let Some(sel) = &cfg.sig_gpu {
-            sig_engine.start_gpus(sel, crate::sched::sig::StartMode::Background).map_err(start_err("gpu signatures"))?;
+            sig_engine
+                .start_gpus(sel, crate::sched::sig::StartMode::Background)
+                .map_err(start_err("gpu signatures"))?;
         }
         let feed = start_feed(&cfg, &sig_engine)?;
         let sigserve = match &cfg.sigserve {

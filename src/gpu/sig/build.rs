@@ -275,14 +275,7 @@ impl GpuSigKernels {
         device
             .poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: Some(Duration::from_secs(60)) })
             .map_err(|e| GpuError::Driver(format!("building the base table: {e}")))?;
-        Ok(Kernel {
-            label: "ed25519",
-            field,
-            item_words: GPU_ITEM_WORDS,
-            layout,
-            pipeline,
-            table,
-        })
+        Ok(Kernel { label: "ed25519", field, item_words: GPU_ITEM_WORDS, layout, pipeline, table })
     }
 
     fn secp256k1_kernel(
@@ -302,14 +295,7 @@ impl GpuSigKernels {
             mapped_at_creation: false,
         });
         queue.write_buffer(&table, 0, bytemuck::cast_slice(&words));
-        Ok(Kernel {
-            label: "secp256k1",
-            field,
-            item_words: secp_gpu::GPU_ITEM_WORDS,
-            layout,
-            pipeline,
-            table,
-        })
+        Ok(Kernel { label: "secp256k1", field, item_words: secp_gpu::GPU_ITEM_WORDS, layout, pipeline, table })
     }
 
     /// The field arithmetic both kernels were built with.
@@ -343,7 +329,7 @@ impl Slot {
             Which::Ed25519 => &mut self.ed25519,
             Which::Secp256k1 => &mut self.secp256k1,
         };
-        if !b.as_ref().is_some_and(|b| b.capacity >= n) {
+        if b.as_ref().is_none_or(|b| b.capacity < n) {
             *b = Some(Buffers::new(k, device, n));
         }
         b.as_ref().expect("just made")

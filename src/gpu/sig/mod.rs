@@ -183,13 +183,18 @@ impl GpuSigKernels {
         }
         let sub = queue.submit([cmd.finish()]);
         self.submissions.fetch_add(1, Ordering::Relaxed);
-        let mapped = Arc::new(Mapped { left: Mutex::new(used.len()), error: Mutex::new(None), ready: Mutex::new(None) });
+        let mapped =
+            Arc::new(Mapped { left: Mutex::new(used.len()), error: Mutex::new(None), ready: Mutex::new(None) });
         if used.is_empty() {
             *mapped.ready.lock() = Some(Instant::now());
         }
         for (which, bytes) in used {
             let m = mapped.clone();
-            s.get(which).expect("ensured above").staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| m.arrived(r));
+            s.get(which)
+                .expect("ensured above")
+                .staging
+                .slice(..bytes)
+                .map_async(wgpu::MapMode::Read, move |r| m.arrived(r));
         }
         Ok((sub, mapped))
     }

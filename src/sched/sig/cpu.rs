@@ -68,13 +68,17 @@ impl Inner {
     fn split(&self, items: &[SigItem]) -> ((Vec<Verdict>, ExecPath), f64) {
         let n = items.len();
         let measured = self.groups.iter().all(|g| g.rate.load(Ordering::Relaxed) != 0);
-        let weight = |g: &Group| if measured { f64::from_bits(g.rate.load(Ordering::Relaxed)) } else { g.threads as f64 };
+        let weight =
+            |g: &Group| if measured { f64::from_bits(g.rate.load(Ordering::Relaxed)) } else { g.threads as f64 };
         let total: f64 = self.groups.iter().map(weight).sum();
         let mut shares = Vec::with_capacity(self.groups.len());
         let mut start = 0;
         for (i, g) in self.groups.iter().enumerate() {
-            let len =
-                if i + 1 == self.groups.len() { n - start } else { ((n as f64 * weight(g) / total) as usize).min(n - start) };
+            let len = if i + 1 == self.groups.len() {
+                n - start
+            } else {
+                ((n as f64 * weight(g) / total) as usize).min(n - start)
+            };
             shares.push(start..start + len);
             start += len;
         }

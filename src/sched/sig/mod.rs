@@ -120,7 +120,6 @@ pub enum EngineError {
     Pool(String),
 }
 
-
 /// Called once with a batch's answer.
 pub(super) type Done = Box<dyn FnOnce(BatchReport) + Send + 'static>;
 
@@ -442,10 +441,14 @@ impl Inner {
 /// A batch's deadline, start, and whether the metrics count it.
 type When = (Option<Instant>, Instant, bool);
 
+/// The GPU's part of a split: its verdicts, and whether the GPU gave them
+/// (false: it refused, and the CPU answered).
+type GpuPart = (Vec<Verdict>, bool);
+
 /// The two halves of a split batch, whichever ends first waiting for the other.
 struct Join {
-    /// (CPU head, (GPU tail, verified on the GPU)).
-    parts: Mutex<(Option<Vec<Verdict>>, Option<(Vec<Verdict>, bool)>)>,
+    /// (CPU head, GPU tail).
+    parts: Mutex<(Option<Vec<Verdict>>, Option<GpuPart>)>,
     done: Mutex<Option<Done>>,
 }
 

@@ -53,7 +53,8 @@ pub(super) struct Queue {
 impl Inner {
     pub(super) fn enqueue(&self, items: Vec<SigItem>, deadline: Option<Instant>, done: Done) {
         let n = items.len();
-        let q = Queued { deadline, seq: self.seq.fetch_add(1, Ordering::Relaxed), submitted: Instant::now(), items, done };
+        let q =
+            Queued { deadline, seq: self.seq.fetch_add(1, Ordering::Relaxed), submitted: Instant::now(), items, done };
         let mut g = self.queue.lock();
         if g.closing {
             // Stopped: answered here, on the caller's thread.

@@ -382,6 +382,8 @@ fn host_pool(node: &NodeAffinity, label: &str) -> Option<rayon::ThreadPool> {
             crate::topo::pin_to_node_or_warn(&pin, &who);
         })
         .build()
-        .map_err(|e| tracing::warn!("{label}: no host pool on NUMA node {} ({e}); using the global one", node.numa_node))
+        .map_err(|e| {
+            tracing::warn!("{label}: no host pool on NUMA node {} ({e}); using the global one", node.numa_node)
+        })
         .ok()
 }

@@ -208,7 +208,8 @@ impl Shared {
                     drop(batch);
                     self.publish_model();
                     prev_ready = Some(ans.ready);
-                    let d = Dispatched { jobs, canaries, predicted, wall: ans.ready.saturating_duration_since(submitted) };
+                    let d =
+                        Dispatched { jobs, canaries, predicted, wall: ans.ready.saturating_duration_since(submitted) };
                     self.judge(d, ans.verdicts);
                 }
                 Err(e) => {

@@ -252,7 +252,14 @@ mod tests {
         let it = crate::sig::demo::valid_item(crate::sig::Scheme::Ecdsa, 2);
         let d = SimDevice::new("0:1000000:flip=2,stall=2,lose=3".parse().unwrap(), 0);
         // Not armed before the engine's start-up is done.
-        assert!(d.submit(&[&it; 4]).unwrap().wait(Duration::from_secs(1)).unwrap().verdicts.iter().all(|v| v.unwrap().is_valid()));
+        assert!(d
+            .submit(&[&it; 4])
+            .unwrap()
+            .wait(Duration::from_secs(1))
+            .unwrap()
+            .verdicts
+            .iter()
+            .all(|v| v.unwrap().is_valid()));
         d.started();
         let a = d.submit(&[&it; 4]).unwrap().wait(Duration::from_secs(1)).unwrap();
         let flipped = a.verdicts.iter().filter(|v| !v.unwrap().is_valid()).count();

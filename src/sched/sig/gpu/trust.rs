@@ -61,7 +61,12 @@ impl Canaries {
     /// `k` canaries for a dispatch of `items`, for each kernel it runs in
     /// turn, and where each goes: `(position in the dispatch, canary)`,
     /// positions ascending, in a dispatch of `n + k` slots.
-    pub(super) fn place<'a>(&self, items: impl Iterator<Item = &'a SigItem>, n: usize, k: usize) -> Vec<(usize, usize)> {
+    pub(super) fn place<'a>(
+        &self,
+        items: impl Iterator<Item = &'a SigItem>,
+        n: usize,
+        k: usize,
+    ) -> Vec<(usize, usize)> {
         let mut rng = rand::rng();
         let mut present = [false; 3];
         for it in items {
@@ -157,4 +162,3 @@ fn canary_pool() -> Vec<(SigItem, Verdict)> {
     items.push(no_root);
     items.into_iter().map(|it| (it.clone(), verify_one(&it))).collect()
 }
-
