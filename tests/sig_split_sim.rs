@@ -145,11 +145,17 @@ fn auto_with_a_simulated_gpu_is_never_worse_than_cpu_only() {
                         let [(tc, pc), (ta, pa)] = compare(&cpu, &auto, &valid, n, streams, secs);
                         let gi = g.totals().items - g0;
                         let share = gi as f64 / (gi + auto.cpu_items_total() - c0).max(1) as f64;
+                        let (booked, queued) = auto.cpu_ahead();
                         let at = format!(
-                            "{spec}, {streams} streams, batch {n}: cpu {tc:.0}/s p99 {:.2} ms, auto {ta:.0}/s p99 {:.2} ms ({:.0}% on the device)",
+                            "{spec}, {streams} streams, batch {n}: cpu {tc:.0}/s p99 {:.2} ms, auto {ta:.0}/s p99 {:.2} ms ({:.0}% on the device; \
+                             router after: CPU {:.1} us/item, booked {:.3} ms, {queued} queued; GPU {:?}, backlog {:.3} ms)",
                             pc * 1e3,
                             pa * 1e3,
-                            share * 100.0
+                            share * 100.0,
+                            auto.cpu_item_secs() * 1e6,
+                            booked * 1e3,
+                            g.model(),
+                            g.backlog() * 1e3
                         );
                         // With nothing routed to the device auto ran the
                         // CPU-only path itself: the answers were checked, and

@@ -253,6 +253,13 @@ impl SigEngine {
         self.inner.verified.load(Ordering::Relaxed)
     }
 
+    /// What the router sees ahead on the CPU: booked CPU seconds of batches
+    /// running there, and items still queued (for diagnosing a split).
+    #[doc(hidden)]
+    pub fn cpu_ahead(&self) -> (f64, usize) {
+        (self.inner.costs.cpu_booked(), self.inner.heap_items())
+    }
+
     /// Items accepted by [`submit`](Self::submit) and not yet answered.
     pub fn queued_items(&self) -> usize {
         self.inner.queued_items.load(Ordering::Relaxed)

@@ -113,7 +113,7 @@ impl Costs {
         Booked { costs: self.clone(), ns }
     }
 
-    fn cpu_booked(&self) -> f64 {
+    pub(super) fn cpu_booked(&self) -> f64 {
         self.cpu_booked_ns.load(Ordering::Relaxed) as f64 * 1e-9
     }
 }
