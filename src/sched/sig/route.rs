@@ -153,10 +153,10 @@ impl Inner {
             let gpus = self.gpus.read();
             gpus.iter()
                 .filter(|g| g.is_active())
-                .map(|g| (g.predict(items), g.clone()))
-                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|g| (g.prediction(items), g.clone()))
+                .min_by(|a, b| a.0.total().total_cmp(&b.0.total()))
         };
-        let Some((gpu_alone, gpu)) = best else { return Route::Cpu };
+        let Some((p, gpu)) = best else { return Route::Cpu };
         if self.cfg.engines == EngineChoice::Gpu {
             return Route::Gpu(gpu);
         }
@@ -170,7 +170,7 @@ impl Inner {
         let t_cpu = ahead / t + own;
         // What the trust policy re-verifies on the CPU, after the GPU's answer.
         let r = (self.costs.invalid_share() + 1.0 / gpu.sample_one_in() as f64).min(1.0);
-        let t_gpu = gpu_alone + nf * r * c / t;
+        let t_gpu = p.total() + nf * r * c / t;
         let now = Instant::now();
         let misses = |secs: f64| deadline.is_some_and(|d| now + Duration::from_secs_f64(secs) > d);
         let vetoed = |secs: f64| misses(secs) && !misses(t_cpu);
@@ -178,10 +178,7 @@ impl Inner {
             return if gpu_wins(t_gpu, t_cpu, own) && !vetoed(t_gpu) { Route::Gpu(gpu) } else { Route::Cpu };
         }
         // A split can pay where the whole batch on the GPU would not.
-        let (l0, _) = gpu.model();
-        let g_work = gpu.work(items);
-        let b = gpu_alone - l0 - g_work; // booked on the GPU (and its canaries), seconds
-        let g = g_work / nf;
+        let (l0, b, g) = (p.l0, p.ahead, p.work / nf);
         let f = ((nf * c / t + ahead / t - l0 - b) / (nf * (c / t + g + r * c / t))).clamp(0.0, 1.0);
         let gpu_n = (f * nf).round() as usize;
         let t_split = (ahead + (n - gpu_n) as f64 * c) / t;

@@ -67,6 +67,21 @@ pub enum Refused {
     Device(#[from] DeviceError),
 }
 
+/// When a batch would be answered on a GPU, in seconds: the fixed latency,
+/// the work ahead of it (booked jobs and its canaries), and its own work.
+#[derive(Clone, Copy, Debug)]
+pub struct Prediction {
+    pub l0: f64,
+    pub ahead: f64,
+    pub work: f64,
+}
+
+impl Prediction {
+    pub fn total(&self) -> f64 {
+        self.l0 + self.ahead + self.work
+    }
+}
+
 /// Items, CPU re-checks and mismatches since start, for summaries.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GpuSigTotals {
@@ -286,10 +301,15 @@ impl GpuSigEngine {
     /// Predicted seconds until `items` would be answered here: L0, what is
     /// booked ahead, their own work and the canaries'.
     pub fn predict(&self, items: &[SigItem]) -> f64 {
+        self.prediction(items).total()
+    }
+
+    /// [`predict`](Self::predict) in its parts, for the split's formula.
+    pub fn prediction(&self, items: &[SigItem]) -> Prediction {
         let m = *self.s.model.lock();
         let work = m.work(items);
         let avg = if items.is_empty() { m.per_item[0] } else { work / items.len() as f64 };
-        m.l0 + self.backlog() + work + self.s.policy.canaries as f64 * avg
+        Prediction { l0: m.l0, ahead: self.backlog() + self.s.policy.canaries as f64 * avg, work }
     }
 
     pub fn totals(&self) -> GpuSigTotals {

@@ -198,12 +198,12 @@ impl Shared {
     pub(super) fn complete(&self, rx: crossbeam_channel::Receiver<Flight>) {
         let mut prev_ready: Option<Instant> = None;
         while let Ok(Flight { flight, jobs, canaries, submitted, predicted, _hold }) = rx.recv() {
-            let work = self.model.lock().work(interleave(&jobs, &canaries, &self.canaries));
+            let batch = interleave(&jobs, &canaries, &self.canaries);
+            let work = self.model.lock().work(batch.iter().copied());
             let res = flight.wait(dispatch_timeout(predicted + work, self.policy.hung_after));
             drop(_hold);
             match res {
                 Ok(ans) => {
-                    let batch = interleave(&jobs, &canaries, &self.canaries);
                     self.model.lock().learn(&batch, submitted, ans.ready, prev_ready);
                     drop(batch);
                     self.publish_model();
