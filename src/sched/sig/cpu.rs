@@ -20,16 +20,24 @@ pub(super) struct Group {
     pub(super) rate: AtomicU64,
 }
 
-/// CPU time of the calling thread, in seconds.
-pub(super) fn thread_cpu_secs() -> f64 {
+/// CPU time of the calling thread, in seconds (None where the clock fails:
+/// then nothing is learnt, rather than a thread's whole life in one batch).
+pub(super) fn thread_cpu_secs() -> Option<f64> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
-    if ok {
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    } else {
-        0.0
-    }
+    ok.then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+}
+
+/// CPU seconds `f` used on the calling thread, with its result.
+fn cpu_timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t0 = thread_cpu_secs();
+    let out = f();
+    let secs = match (t0, thread_cpu_secs()) {
+        (Some(a), Some(b)) => (b - a).max(0.0),
+        _ => 0.0,
+    };
+    (out, secs)
 }
 
 impl Inner {
@@ -42,19 +50,13 @@ impl Inner {
         let threads = self.threads();
         let n = items.len();
         let (out, cpu_secs) = if n <= self.cfg.inline_max || threads <= 1 {
-            let t0 = thread_cpu_secs();
-            let v = verify_batch(items);
-            ((v, ExecPath::Inline), thread_cpu_secs() - t0)
+            let (v, secs) = cpu_timed(|| verify_batch(items));
+            ((v, ExecPath::Inline), secs)
         } else {
             self.split(items)
         };
-        // The CPU's time per item, per family, for routing (learnt from
-        // single-family batches).
-        if let Some(f) = items.first().map(|i| i.scheme.family()) {
-            if n >= 16 && cpu_secs > 0.0 && items.iter().all(|i| i.scheme.family() == f) {
-                self.costs.learn_cpu(f, cpu_secs / n as f64);
-            }
-        }
+        // The CPU's time per item, per family, for routing.
+        self.costs.learn_cpu(items, cpu_secs);
         self.cpu_items.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
             m.sig_gpu.engine_items.with_label_values(&["cpu"]).inc_by(n as u64);
@@ -113,9 +115,9 @@ impl Inner {
                 let t0 = Instant::now();
                 g.pool.install(|| {
                     part.par_chunks(chunk).zip(o.par_chunks_mut(chunk)).for_each(|(src, dst)| {
-                        let c0 = thread_cpu_secs();
-                        dst.copy_from_slice(&verify_batch(src));
-                        cpu_ns.fetch_add(((thread_cpu_secs() - c0) * 1e9) as u64, Ordering::Relaxed);
+                        let (v, secs) = cpu_timed(|| verify_batch(src));
+                        dst.copy_from_slice(&v);
+                        cpu_ns.fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
                     })
                 });
                 let secs = t0.elapsed().as_secs_f64();

@@ -23,6 +23,15 @@
 //! buys nothing and a prediction's error can turn it into a later answer.
 //! A deadline vetoes the GPU where its prediction misses it and the CPU's
 //! does not.
+//!
+//! Each side's cost is learnt only from the work it is given, so a cost
+//! estimated too high would never be corrected once the other side takes
+//! everything. The GPU has its calibration; the CPU is probed: when its
+//! cost for a batch's families has not been measured for `CPU_PROBE_AFTER`,
+//! one batch the GPU would take runs on the CPU instead (at most one per
+//! interval). One measurement counts as at most four times the estimate,
+//! so a burst on a noisy neighbour moves it little, and one under half the
+//! estimate halves it at once, so a high estimate heals in a few probes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +59,18 @@ fn gpu_wins(t_gpu: f64, t_cpu: f64, own: f64) -> bool {
 /// ~40 µs (README, performance).
 const CPU_ITEM_SECS_DEFAULT: [f64; 3] = [20e-6, 40e-6, 38e-6];
 
+/// Batches of at least this many items teach the CPU's cost per item:
+/// smaller ones are dominated by per-batch costs (an Ed25519 batch of one
+/// is a single verification, several times a batched item's cost).
+pub(super) const CPU_LEARN_MIN: usize = 16;
+
+/// A family's CPU cost not measured for this long is probed (module doc).
+const CPU_PROBE_AFTER: Duration = Duration::from_millis(250);
+
+/// One measurement above the CPU's estimate counts as at most this many
+/// times it (one burst on a noisy neighbour must not lock the CPU out).
+const CPU_SAMPLE_CLAMP: f64 = 4.0;
+
 fn load(a: &AtomicU64) -> f64 {
     f64::from_bits(a.load(Ordering::Relaxed))
 }
@@ -66,6 +87,11 @@ pub(super) struct Costs {
     invalid_share: AtomicU64,
     /// Predicted CPU seconds (ns) of the batches running on the CPU.
     cpu_booked_ns: AtomicU64,
+    /// When each family's cost was last measured, and when the CPU was
+    /// last probed (ns since `epoch`).
+    epoch: Instant,
+    cpu_learnt_ns: [AtomicU64; 3],
+    probed_ns: AtomicU64,
 }
 
 impl Costs {
@@ -74,16 +100,66 @@ impl Costs {
             cpu_item_secs: CPU_ITEM_SECS_DEFAULT.map(|x| AtomicU64::new(x.to_bits())),
             invalid_share: AtomicU64::new(0),
             cpu_booked_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            cpu_learnt_ns: Default::default(),
+            probed_ns: AtomicU64::new(0),
         }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     pub(super) fn cpu_secs(&self, family: usize) -> f64 {
         load(&self.cpu_item_secs[family])
     }
 
-    pub(super) fn learn_cpu(&self, family: usize, per_item: f64) {
-        let old = self.cpu_secs(family);
-        store(&self.cpu_item_secs[family], 0.9 * old + 0.1 * per_item);
+    /// Learns from `items` having taken `cpu_secs` of CPU time: each family
+    /// in them is scaled by the measured ÷ predicted ratio (for a batch of
+    /// one family, a moving average of its time per item), clamped.
+    pub(super) fn learn_cpu(&self, items: &[SigItem], cpu_secs: f64) {
+        let predicted = self.cpu_work(items);
+        if items.len() < CPU_LEARN_MIN || !(cpu_secs > 0.0 && predicted > 0.0) {
+            return;
+        }
+        // A moving average for the usual noise; a sample under half the
+        // estimate halves the distance at once, so an estimate left high by
+        // a burst heals in a few probes (too low only sends work to the CPU,
+        // which is what CPU-only would do).
+        let ratio = (cpu_secs / predicted).min(CPU_SAMPLE_CLAMP);
+        let scale = if ratio < 0.5 { 0.5 + 0.5 * ratio } else { 0.9 + 0.1 * ratio };
+        let now = self.now_ns();
+        let mut seen = [false; 3];
+        for i in items {
+            seen[i.scheme.family()] = true;
+        }
+        for f in (0..3).filter(|&f| seen[f]) {
+            store(&self.cpu_item_secs[f], self.cpu_secs(f) * scale);
+            self.cpu_learnt_ns[f].store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `items`, which the GPU would take, run on the CPU instead to
+    /// measure it again (module doc): some family in them has not been
+    /// measured for `CPU_PROBE_AFTER`, and no other probe ran in that time.
+    fn probe_cpu(&self, items: &[SigItem]) -> bool {
+        if items.len() < CPU_LEARN_MIN {
+            return false;
+        }
+        let now = self.now_ns();
+        let after = CPU_PROBE_AFTER.as_nanos() as u64;
+        let stale = items
+            .iter()
+            .any(|i| now.saturating_sub(self.cpu_learnt_ns[i.scheme.family()].load(Ordering::Relaxed)) > after);
+        let last = self.probed_ns.load(Ordering::Relaxed);
+        stale
+            && now.saturating_sub(last) > after
+            && self.probed_ns.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// Sets a family's cost per item (tests: a wrong estimate must heal).
+    pub(super) fn set_cpu_secs(&self, family: usize, secs: f64) {
+        store(&self.cpu_item_secs[family], secs);
     }
 
     /// `invalid` of `n` items were invalid.
@@ -174,8 +250,15 @@ impl Inner {
         let now = Instant::now();
         let misses = |secs: f64| deadline.is_some_and(|d| now + Duration::from_secs_f64(secs) > d);
         let vetoed = |secs: f64| misses(secs) && !misses(t_cpu);
+        let whole_gpu = || {
+            if gpu_wins(t_gpu, t_cpu, own) && !vetoed(t_gpu) && !self.costs.probe_cpu(items) {
+                Route::Gpu(gpu.clone())
+            } else {
+                Route::Cpu
+            }
+        };
         if inline {
-            return if gpu_wins(t_gpu, t_cpu, own) && !vetoed(t_gpu) { Route::Gpu(gpu) } else { Route::Cpu };
+            return whole_gpu();
         }
         // A split can pay where the whole batch on the GPU would not.
         let (l0, b, g) = (p.l0, p.ahead, p.work / nf);
@@ -186,11 +269,7 @@ impl Inner {
         if gpu_n == 0 || !gpu_wins(t_split, t_cpu, own) || vetoed(t_split) {
             Route::Cpu
         } else if n - gpu_n < self.cfg.chunk_min {
-            if gpu_wins(t_gpu, t_cpu, own) && !vetoed(t_gpu) {
-                Route::Gpu(gpu)
-            } else {
-                Route::Cpu
-            }
+            whole_gpu()
         } else {
             Route::Split(gpu, gpu_n)
         }
