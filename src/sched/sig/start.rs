@@ -5,7 +5,6 @@
 //! background start-up threads belong to the engine and are joined when it
 //! stops.
 
-use std::sync::Arc;
 
 use super::gpu::{GpuSigEngine, SimSpec, TrustPolicy};
 use super::SigEngine;
@@ -92,7 +91,7 @@ impl SigEngine {
         for ad in chosen {
             // Hashing, packing and re-checks on the NUMA node nearest the GPU.
             let feeder = crate::topo::gpu_feeder_affinity(&topo, &ad.summary);
-            let (engine, policy) = (Arc::downgrade(&self.inner), sel.policy.clone());
+            let (engine, policy) = (std::sync::Arc::downgrade(&self.inner), sel.policy.clone());
             let metrics = self.inner.metrics.clone();
             // /readyz waits for a background start, built or given up.
             let pending = metrics.as_ref().filter(|_| mode == StartMode::Background).map(|m| m.probes.start_pending());
