@@ -307,3 +307,33 @@ fn queued_jobs_share_dispatches_and_a_gpu_batch_never_blocks_the_cpu() {
         assert!(r.elapsed < Duration::from_millis(900), "answered after {:?}", r.elapsed);
     }
 }
+
+/// `bench sig --simulate-gpu --json` writes one JSON object on standard
+/// output (the engine's start-up lines go to standard error), marks the
+/// simulated device, and says what share of each auto row the device took.
+#[test]
+fn bench_with_a_simulated_gpu_prints_json_marked_simulated() {
+    let _one = serial();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hashrig"))
+        .args(["bench", "sig", "--engine", "auto", "--simulate-gpu", "0.2:1000000", "--schemes", "ed25519"])
+        .args(["--max-batch", "64", "--seconds", "0.05", "--threads", "1", "--no-pin", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&o.stdout)));
+    assert_eq!(v["simulated_gpu"], "simulated GPU (L0 0.2 ms, 1000000 items/s)");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("simulated"), "the start-up lines say simulated");
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * 4, "cpu and auto-sim at batches 1, 4, 16, 64");
+    for r in rows {
+        match r["engine"].as_str().unwrap() {
+            "cpu" => assert!(r.get("gpu_share").is_none()),
+            "auto-sim" => {
+                let s = r["gpu_share"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&s), "{r}");
+            }
+            e => panic!("engine {e}"),
+        }
+    }
+}

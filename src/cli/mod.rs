@@ -181,7 +181,10 @@ fn default_filter() -> tracing_subscriber::EnvFilter {
 }
 
 /// `stderr`: for commands whose standard output is data (`verify` prints
-/// one JSON verdict per line), logs go to standard error.
+/// one JSON verdict per line; `bench`, `devices`, `size`, `status` and `scan`
+/// print tables or `--json` objects), logs go to standard error, so
+/// `hashrig bench sig --json | jq` reads JSON only. `run` logs to stdout,
+/// the console miners pipe.
 fn init_logging(stderr: bool) {
     let b = tracing_subscriber::fmt().with_env_filter(default_filter()).with_target(false);
     if stderr {
@@ -267,7 +270,7 @@ pub fn main() -> ExitCode {
             |m: &clap::ArgMatches| m.value_source("cpu_priority") == Some(clap::parser::ValueSource::CommandLine);
         a.priority_given = matches.subcommand_matches("run").is_some_and(given);
     }
-    init_logging(matches!(cli.command, Command::Verify(_)));
+    init_logging(!matches!(cli.command, Command::Run(_)));
     for w in inherit_warnings {
         tracing::warn!("{w}");
     }

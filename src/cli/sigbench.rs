@@ -129,6 +129,11 @@ struct Point {
     /// Two batches per engine thread in flight: what the machine serves
     /// when many validator streams (or a pipelining one) keep it busy.
     saturated_items_per_sec: Option<f64>,
+    /// Share of this point's items (both columns) verified on a GPU, for an
+    /// engine that has one: where it is 0 the row ran the CPU-only path, and
+    /// a difference from the CPU row is the machine's noise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_share: Option<f64>,
 }
 
 /// Where batches go: an engine in this process, or a sigserve connection.
@@ -164,6 +169,17 @@ impl Target {
             Target::Remote(..) => "sigserve",
         }
     }
+
+    /// Items verified so far on its GPUs and on its CPU; None without a GPU.
+    fn split_totals(&self) -> Option<(u64, u64)> {
+        match self {
+            Target::Engine(e, _) => {
+                let gpus = e.gpus();
+                (!gpus.is_empty()).then(|| (gpus.iter().map(|g| g.totals().items).sum(), e.cpu_items_total()))
+            }
+            Target::Remote(..) => None,
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -184,6 +200,7 @@ fn measure(
 ) -> anyhow::Result<Point> {
     let items: Vec<SigItem> = pool.iter().cycle().take(n).cloned().collect();
     target.verify(&items)?; // warm-up
+    let before = target.split_totals();
     let mut lat = Vec::new();
     let t0 = Instant::now();
     let budget = Duration::from_secs_f64(secs);
@@ -212,6 +229,10 @@ fn measure(
             }
             Target::Remote(..) => None,
         },
+        gpu_share: before.zip(target.split_totals()).map(|((g0, c0), (g1, c1))| {
+            let (g, c) = (g1.saturating_sub(g0), c1.saturating_sub(c0));
+            g as f64 / (g + c).max(1) as f64
+        }),
     })
 }
 
@@ -395,8 +416,8 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
             println!("ping round trip (no verification): p50 {:.1}µs p99 {:.1}µs", p50 * 1e6, p99 * 1e6);
         }
         println!(
-            "{:<15} {:>6} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14} {:>14}",
-            "scheme", "engine", "batch", "threads", "p50", "p99", "p99.9", "verifies/s", "saturated/s"
+            "{:<15} {:>8} {:>6} {:>7} {:>12} {:>12} {:>12} {:>14} {:>14} {:>7}",
+            "scheme", "engine", "batch", "threads", "p50", "p99", "p99.9", "verifies/s", "saturated/s", "on gpu"
         );
     }
     let mut points = Vec::new();
@@ -408,8 +429,9 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
                 if !a.json {
                     let threads = if p.threads == 0 { "-".to_string() } else { p.threads.to_string() };
                     let saturated = p.saturated_items_per_sec.map_or("-".to_string(), |v| format!("{v:.0}"));
+                    let share = p.gpu_share.map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0));
                     println!(
-                        "{:<15} {:>6} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>10.1}µs {:>14.0} {:>14}",
+                        "{:<15} {:>8} {:>6} {:>7} {:>10.1}µs {:>10.1}µs {:>10.1}µs {:>14.0} {:>14} {:>7}",
                         p.scheme,
                         p.engine,
                         p.batch,
@@ -418,7 +440,8 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
                         p.p99_seconds * 1e6,
                         p.p999_seconds * 1e6,
                         p.items_per_sec,
-                        saturated
+                        saturated,
+                        share
                     );
                 }
                 points.push(p);

@@ -5,7 +5,6 @@
 //! background start-up threads belong to the engine and are joined when it
 //! stops.
 
-
 use super::gpu::{GpuSigEngine, SimSpec, TrustPolicy};
 use super::SigEngine;
 
