@@ -358,4 +358,30 @@ mod tests {
         assert_eq!(sample(&body, &format!("hashrig_gpu_duty_cycle_ratio{{{d}}}")), Some(1.0));
         assert_eq!(sample(&body, "hashrig_gpu_temp_limit_celsius"), Some(83.0));
     }
+
+    /// A reload's new limit reaches the running guard: a cooler limit raises
+    /// the GPU from where it is, and turning the guard off restores full
+    /// speed and drops the limit's gauge.
+    #[test]
+    fn a_new_limit_applies_at_the_next_reading() {
+        let metrics = Metrics::new();
+        let s = fake();
+        let adapters = [AdapterRef { index: 60, name: "Fake H200".into(), pci_bus_id: "0000:17:00.0".into() }];
+        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &GuardConfig::default(), metrics.clone());
+        let handle = m.guard_handle();
+        s.set_temperature(0, 84.0);
+        m.tick();
+        assert_eq!(duty::get(60), 1.0, "guard off");
+        handle.set(GuardConfig { temp_limit: Some(83.0), hysteresis: 5.0 });
+        m.tick();
+        assert_eq!(duty::get(60), 0.7);
+        assert_eq!(sample(&metrics.render(), "hashrig_gpu_temp_limit_celsius"), Some(83.0));
+        handle.set(GuardConfig { temp_limit: Some(95.0), hysteresis: 5.0 });
+        m.tick();
+        assert_eq!(duty::get(60), 0.8, "raised from where it was");
+        handle.set(GuardConfig { temp_limit: None, hysteresis: 5.0 });
+        m.tick();
+        assert_eq!(duty::get(60), 1.0);
+        assert!(!metrics.render().contains("hashrig_gpu_temp_limit_celsius"));
+    }
 }
