@@ -204,14 +204,14 @@ fn a_runtime_mines_on_a_gpu_under_the_thermal_guard_from_its_config() {
     let sensor = fake_gpu(&ad.summary.name, &ad.summary.pci_bus_id);
     sensor.set_temperature(0, 90.0);
     let mut cfg = small(Adapter::Demo);
-    cfg.fixed.mining =
-        Mining::Gpu(hashrig::runtime::GpuTune::Fixed { workgroup: 64, nonces_per_thread: 16 });
+    cfg.fixed.mining = Mining::Gpu(hashrig::runtime::GpuTune::Fixed { workgroup: 64, nonces_per_thread: 16 });
     cfg.fixed.gpus = GpuDevices { allow_software: true, devices: Some(vec![index]) };
     cfg.fixed.sensor = SensorSource::Fake(sensor.clone());
     cfg.live.thermal = GuardConfig { temp_limit: Some(80.0), hysteresis: 5.0 };
     let mut rt = Runtime::start(cfg.clone(), Hooks::default(), &mut Inherited::default()).unwrap();
     assert_eq!(rt.gpu_engines(), 1, "the GPU engine starts from the config");
-    let duty = |rt: &Runtime| sample(&rt.metrics().render(), &format!("hashrig_gpu_duty_cycle_ratio{{device=\"{label}\"}}"));
+    let duty =
+        |rt: &Runtime| sample(&rt.metrics().render(), &format!("hashrig_gpu_duty_cycle_ratio{{device=\"{label}\"}}"));
     wait_until("the guard slows the hot GPU", Duration::from_secs(30), || duty(&rt).is_some_and(|d| d < 1.0));
     let dispatches = |rt: &Runtime| rt.metrics().gpu.dispatch_seconds.with_label_values(&[&label]).get_sample_count();
     wait_until("the GPU engine hashes", Duration::from_secs(60), || dispatches(&rt) > 0);

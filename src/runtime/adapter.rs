@@ -50,7 +50,7 @@ impl AdapterCount {
         self.most.load(Ordering::SeqCst)
     }
 
-    fn enter(self: &Arc<Self>) -> impl Drop {
+    fn enter(self: &Arc<Self>) -> impl Drop + Send + 'static {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
         Leave(self.clone())
@@ -95,9 +95,11 @@ pub struct AdapterEnv {
 
 impl AdapterRun {
     pub fn start(adapter: Adapter, demo: DemoParams, env: AdapterEnv) -> std::io::Result<AdapterRun> {
+        // Counted from before the thread exists to after it has ended.
+        let live = env.count.enter();
         let worker = Worker::spawn("adapter", move |astop| {
-            let AdapterEnv { sched, hits, stats, metrics, done, first_rate, count } = env;
-            let _live = count.enter();
+            let _live = live;
+            let AdapterEnv { sched, hits, stats, metrics, done, first_rate, count: _ } = env;
             let r: Result<(), AdapterError> = match adapter {
                 Adapter::Pool(cfg) => {
                     tracing::info!(

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::node::config::Adapter;
-use crate::node::demo::DemoParams;
 use super::gpus::{GpuDevices, GpuTune};
 use crate::health::monitor::GuardConfig;
 use crate::health::SensorSource;
+use crate::node::config::Adapter;
+use crate::node::demo::DemoParams;
 use crate::node::sigserve::{ServeAddr, ServerTls};
 use crate::pow::Backend;
 use crate::sched::sig::{EngineChoice, GpuSelection};

@@ -67,7 +67,8 @@ impl Runtime {
                 if !cfg!(feature = "gpu") && matches!(fixed.mining, Mining::Gpu(_)) {
                     tracing::warn!("this hashrig was built without the gpu feature; mining on the CPU");
                 }
-                let env = gpus::PowEnv { topo: &topo, sched: &sched, stats: &stats, metrics: &metrics, stop: &gpu_stop };
+                let env =
+                    gpus::PowEnv { topo: &topo, sched: &sched, stats: &stats, metrics: &metrics, stop: &gpu_stop };
                 gpus::start_pow(&fixed.gpus, *tune, &env)?
             }
             None => GpuEngines::new(),
@@ -141,7 +142,13 @@ impl Runtime {
     }
 
     pub(super) fn adapter_ports(&self) -> AdapterPorts<'_> {
-        AdapterPorts { sched: &self.sched, hits: &self.hits, stats: &self.stats, metrics: &self.metrics, done: &self.done }
+        AdapterPorts {
+            sched: &self.sched,
+            hits: &self.hits,
+            stats: &self.stats,
+            metrics: &self.metrics,
+            done: &self.done,
+        }
     }
 }
 
@@ -267,6 +274,7 @@ impl AdapterPorts<'_> {
             first_rate,
             count: count.clone(),
         };
-        adapter::AdapterRun::start(adapter.clone(), demo.clone(), env).map_err(|e| RuntimeError::start("node adapter", e))
+        adapter::AdapterRun::start(adapter.clone(), demo.clone(), env)
+            .map_err(|e| RuntimeError::start("node adapter", e))
     }
 }
