@@ -84,7 +84,7 @@ mod tests {
             }
         })
         .unwrap();
-        let w = w.stop_within(Duration::from_millis(50), || {}).err().expect("ignores its stop flag");
+        let w = w.stop_within(Duration::from_millis(50), || {}).expect_err("ignores its stop flag");
         assert!(!w.is_finished());
         release.store(true, Ordering::Relaxed);
         assert!(w.stop_within(Duration::from_secs(30), || {}).is_ok());
