@@ -18,7 +18,7 @@ pub enum BenchCommand {
     /// SHA-256d hashrate: one thread, then all threads.
     Pow(PowBenchArgs),
     /// Signature verification: every scheme at batch sizes 1…65536, latency and throughput.
-    Sig(super::sigbench::SigBenchArgs),
+    Sig(Box<super::sigbench::SigBenchArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -189,7 +189,7 @@ fn measure_engines(
 pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let a = match cmd {
         BenchCommand::Pow(a) => a,
-        BenchCommand::Sig(a) => return super::sigbench::main(a),
+        BenchCommand::Sig(a) => return super::sigbench::main(*a),
     };
     super::args::duration("--seconds", a.seconds, false)?;
     let backend = a.cpu.backend()?;

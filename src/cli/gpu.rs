@@ -1,7 +1,10 @@
-//! GPU options shared by `run`, `bench pow`, `scan` and `devices`, and the
-//! start-up of GPU contexts from them.
+//! GPU options shared by `run`, `bench pow`, `scan` and `devices`, turned
+//! into the library's [`GpuDevices`] and [`GpuTune`] (the start-up of GPU
+//! contexts from them is in `runtime::gpus`).
 
 use clap::Args;
+
+use crate::runtime::{GpuDevices, GpuTune};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct GpuArgs {
@@ -15,66 +18,72 @@ pub struct GpuArgs {
     #[arg(long)]
     pub gpu_retune: bool,
     /// Fixed tune instead of autotune: WORKGROUP,NONCES_PER_THREAD (e.g. 256,64).
-    #[arg(long, value_delimiter = ',')]
-    pub gpu_tune: Option<Vec<u32>>,
+    #[arg(long, value_name = "WG,NPT", value_parser = parse_tune)]
+    pub gpu_tune: Option<(u32, u32)>,
 }
 
-#[cfg(feature = "gpu")]
-pub use imp::*;
+#[derive(Debug, thiserror::Error)]
+#[error("expected WORKGROUP,NONCES_PER_THREAD (two positive numbers, e.g. 256,64), got {0:?}")]
+pub struct BadTune(String);
 
-#[cfg(feature = "gpu")]
-mod imp {
-    use super::GpuArgs;
-    use crate::gpu::{self, tune, ContextOptions, GpuContext, TuneChoice, TuneMode};
-
-    /// A context per usable adapter, tuned, with its metrics label ("gpu0" by
-    /// its enumeration index). Adapters that fail to start are logged and
-    /// skipped. With none, the reason why (for the caller's one warning).
-    pub fn start_contexts(a: &GpuArgs, autotune: bool) -> (Vec<(String, GpuContext)>, Option<String>) {
-        let all = gpu::adapters();
-        let mode = match &a.gpu_tune {
-            Some(v) if v.len() == 2 => TuneMode::Fixed(TuneChoice { wg: v[0], npt: v[1] }),
-            _ if autotune => TuneMode::Auto { cache: tune::default_cache_path(), retune: a.gpu_retune },
-            _ => TuneMode::Fixed(TuneChoice::DEFAULT),
-        };
-        let mut out = Vec::new();
-        for ad in &all {
-            let s = &ad.summary;
-            if a.gpu_devices.as_ref().is_some_and(|d| !d.contains(&s.index)) {
-                continue;
-            }
-            if s.software && !a.gpu_allow_software {
-                tracing::debug!("skipping software adapter {} (use --gpu-allow-software)", s.name);
-                continue;
-            }
-            let label = format!("gpu{}", s.index);
-            let ctx = GpuContext::new(ad, &ContextOptions::default()).and_then(|mut c| {
-                tune::apply(&mut c, &mode)?;
-                Ok(c)
-            });
-            match ctx {
-                Ok(c) => {
-                    tracing::debug!("{label}: {} | {}", s.name, c.tune);
-                    out.push((label, c));
-                }
-                Err(e) => tracing::warn!("{label} ({}): not used: {e}", s.name),
-            }
-        }
-        let why = out.is_empty().then(|| {
-            if all.is_empty() {
-                "no Vulkan adapter found".to_string()
-            } else if all.iter().all(|x| x.summary.software) && !a.gpu_allow_software {
-                format!("only software adapters ({}); they need --gpu-allow-software", gpu::describe_all(&all))
-            } else {
-                format!("none of the adapters started ({})", gpu::describe_all(&all))
-            }
-        });
-        (out, why)
+/// `WG,NPT`: two positive numbers, nothing else (one number is an error,
+/// not a silent autotune).
+fn parse_tune(s: &str) -> Result<(u32, u32), BadTune> {
+    let num = |x: &str| x.trim().parse::<u32>().ok().filter(|&v| v > 0);
+    match s.split_once(',').map(|(wg, npt)| (num(wg), num(npt))) {
+        Some((Some(wg), Some(npt))) => Ok((wg, npt)),
+        _ => Err(BadTune(s.to_owned())),
     }
+}
+
+impl GpuArgs {
+    pub fn devices(&self) -> GpuDevices {
+        GpuDevices { allow_software: self.gpu_allow_software, devices: self.gpu_devices.clone() }
+    }
+
+    /// `--gpu-tune` when given; else autotune (`autotune`) or the built-in choice.
+    pub fn tune(&self, autotune: bool) -> GpuTune {
+        match self.gpu_tune {
+            Some((workgroup, nonces_per_thread)) => GpuTune::Fixed { workgroup, nonces_per_thread },
+            None if autotune => GpuTune::Auto { retune: self.gpu_retune },
+            None => GpuTune::Builtin,
+        }
+    }
+}
+
+/// A context per usable adapter (see `runtime::gpus::start_contexts`).
+#[cfg(feature = "gpu")]
+pub fn start_contexts(a: &GpuArgs, autotune: bool) -> (Vec<(String, crate::gpu::GpuContext)>, Option<String>) {
+    crate::runtime::gpus::start_contexts(&a.devices(), a.tune(autotune))
 }
 
 /// Without the `gpu` feature there is never a GPU.
 #[cfg(not(feature = "gpu"))]
 pub fn gpu_unavailable_reason() -> &'static str {
     "this hashrig was built without the gpu feature"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        gpu: GpuArgs,
+    }
+
+    #[test]
+    fn gpu_tune_takes_a_pair_and_nothing_else() {
+        let t = T::try_parse_from(["t", "--gpu-tune", "256,64"]).unwrap();
+        assert_eq!(t.gpu.tune(true), GpuTune::Fixed { workgroup: 256, nonces_per_thread: 64 });
+        for bad in ["256", "256,", ",64", "256,64,2", "0,64", "a,b"] {
+            let e = T::try_parse_from(["t", "--gpu-tune", bad]).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.to_string().contains("WORKGROUP,NONCES_PER_THREAD"), "{bad}: {e}");
+        }
+        let t = T::try_parse_from(["t", "--gpu-retune"]).unwrap();
+        assert_eq!(t.gpu.tune(true), GpuTune::Auto { retune: true });
+        assert_eq!(t.gpu.tune(false), GpuTune::Builtin);
+    }
 }

@@ -171,7 +171,7 @@ pub fn default_metrics_addr() -> SocketAddr {
 }
 
 /// Changes the log filter of a running process (set for stdout logging).
-type FilterSetter = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>;
+type FilterSetter = Box<dyn Fn(Option<&str>) -> Result<(), crate::runtime::BoxError> + Send + Sync>;
 static SET_FILTER: std::sync::OnceLock<FilterSetter> = std::sync::OnceLock::new();
 
 /// The start-up filter: `HASHRIG_LOG`, else "info".
@@ -201,10 +201,10 @@ fn init_logging(stderr: bool) {
     if b.try_init().is_ok() {
         let _ = SET_FILTER.set(Box::new(move |level| {
             let f = match level {
-                Some(l) => tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string())?,
+                Some(l) => tracing_subscriber::EnvFilter::try_new(l)?,
                 None => default_filter(),
             };
-            handle.reload(f).map_err(|e| e.to_string())
+            Ok(handle.reload(f)?)
         }));
     }
 }

@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::Args;
 
@@ -13,7 +11,9 @@ use crate::node::config::{self as adapter_config};
 use crate::node::demo::DemoParams;
 use crate::node::sigserve::ServeAddr;
 use crate::runtime::supervise::{self, Supervisor};
-use crate::runtime::{self, CpuSettings, Hooks, Inherited, Runtime, RuntimeConfig, SigserveSettings};
+use crate::runtime::{
+    self, CpuSettings, Fixed, Hooks, Inherited, Live, Mining, Runtime, RuntimeConfig, SigserveListen,
+};
 use crate::sched::sig::EngineChoice;
 
 #[derive(Args, Debug, Clone)]
@@ -106,10 +106,10 @@ pub fn config(a: &RunArgs) -> anyhow::Result<RuntimeConfig> {
     let file_text = a.adapter.config.as_deref().map(adapter_config::load_file).transpose()?;
     let adapter = adapter_config::resolve(&a.adapter, file_text.as_deref())?;
     let file = match (&a.adapter.config, &file_text) {
-        (Some(p), Some(t)) => runtime::file::parse(p, t).map_err(anyhow::Error::msg)?,
+        (Some(p), Some(t)) => runtime::file::parse(p, t)?,
         _ => runtime::file::RuntimeFile::default(),
     };
-    let d = RuntimeConfig::default();
+    let d = Live::default();
     let fc = &file.cpu;
     let cpu = CpuSettings {
         threads: a.cpu.threads.or(fc.threads),
@@ -126,21 +126,19 @@ pub fn config(a: &RunArgs) -> anyhow::Result<RuntimeConfig> {
         (false, None, _) => Some(file.metrics.addr.unwrap_or(super::default_metrics_addr())),
     };
     let drain_secs = a.sigserve_drain_secs.or(file.sigserve.as_ref().and_then(|s| s.drain_secs));
-    let drain = match drain_secs {
+    let sigserve_drain = match drain_secs {
         Some(s) => super::args::duration("--sigserve-drain-secs", s, true)?,
         None => runtime::DEFAULT_DRAIN,
     };
     let file_addr = file.sigserve.as_ref().and_then(|s| s.addr.as_ref());
     let sigserve = match (&a.sigserve, file_addr, &file.sigserve) {
-        (Some(addr), _, _) => Some(SigserveSettings {
+        (Some(addr), _, _) => Some(SigserveListen {
             addr: addr.clone(),
             tls: tls(a.sigserve_tls_cert.clone(), a.sigserve_tls_key.clone(), a.sigserve_client_ca.clone())?,
-            drain,
         }),
-        (None, Some(addr), Some(s)) => Some(SigserveSettings {
+        (None, Some(addr), Some(s)) => Some(SigserveListen {
             addr: addr.parse().map_err(|e| anyhow::anyhow!("[sigserve] addr: {e}"))?,
             tls: tls(s.tls_cert.clone(), s.tls_key.clone(), s.client_ca.clone())?,
-            drain,
         }),
         _ => None,
     };
@@ -152,24 +150,33 @@ pub fn config(a: &RunArgs) -> anyhow::Result<RuntimeConfig> {
         (true, true) => EngineChoice::Auto,
         (false, true) => EngineChoice::Gpu,
     };
+    let tune = a.gpu.tune(true);
+    let mining = match (a.no_mine, a.engines.contains(&EngineKind::Cpu), a.engines.contains(&EngineKind::Gpu)) {
+        (true, _, _) => Mining::Off,
+        (false, true, true) => Mining::CpuAndGpu(tune),
+        (false, false, true) => Mining::Gpu(tune),
+        // No engine named: the CPU mines, as it does when no GPU is usable.
+        (false, _, false) => Mining::Cpu,
+    };
     Ok(RuntimeConfig {
-        mine: !a.no_mine,
-        cpu_mining: a.engines.contains(&EngineKind::Cpu),
-        gpu_mining: a.engines.contains(&EngineKind::Gpu),
-        sig_engines,
-        sig_gpu: a.sig_engines.contains(&EngineKind::Gpu).then(|| crate::sched::sig::GpuSelection {
-            allow_software: a.gpu.gpu_allow_software,
-            devices: a.gpu.gpu_devices.clone(),
-            ..Default::default()
-        }),
-        cpu,
-        metrics,
-        status_interval: std::time::Duration::from_secs(a.status_interval.max(1)),
-        demo: DemoParams { block_time, initial_difficulty: a.demo_difficulty, ..DemoParams::default() },
-        sigserve,
-        sig_demo_rate,
-        adapter,
-        log_level: file.log_level,
+        fixed: Fixed {
+            mining,
+            sig_engines,
+            gpus: a.gpu.devices(),
+            demo: DemoParams { block_time, initial_difficulty: a.demo_difficulty, ..DemoParams::default() },
+            sigserve,
+            sensor: crate::health::SensorSource::Nvml,
+        },
+        live: Live {
+            cpu,
+            metrics,
+            status_interval: std::time::Duration::from_secs(a.status_interval.max(1)),
+            sig_demo_rate,
+            adapter,
+            log_level: file.log_level,
+            sigserve_drain,
+            thermal: a.health.guard(&file.gpu),
+        },
     })
 }
 
@@ -194,57 +201,16 @@ pub fn main(a: RunArgs, mut inherited: Inherited, ready_pipe: Option<std::fs::Fi
     // SIGINT stops cleanly, SIGTERM too after sigserve's drain, SIGHUP
     // reloads, SIGUSR2 upgrades.
     if let Err(e) = runtime::signals::install() {
-        tracing::warn!("{e}");
+        tracing::warn!("{}", runtime::chain(&e));
     }
-    let hooks = Hooks { pow_gpus: pow_gpus(&a), set_log_filter: super::log_filter_setter() };
+    let hooks = Hooks { set_log_filter: super::log_filter_setter() };
     let rt = Runtime::start(cfg, hooks, &mut inherited)?;
-    // GPU health metrics and the thermal guard (NVML; one line without it),
-    // for the whole process: reloads and engines come and go beneath it.
-    let health_stop = Arc::new(AtomicBool::new(false));
-    let health = super::health::start(&a.health, rt.metrics(), &health_stop)?;
     let exec = runtime::upgrade::SelfExec::current()
         .inspect_err(|e| tracing::warn!("live upgrade unavailable: cannot find this binary: {e}"))
         .ok();
     let watch = if a.watch { a.adapter.config.clone() } else { None };
     let pid_file = a.pid_file.clone();
-    let load = Box::new(move || config(&a).map_err(|e| format!("{e:#}")));
-    let result = supervise::run(rt, Supervisor { load, watch, run_for, pid_file, exec, ready_pipe });
-    health_stop.store(true, Ordering::Relaxed);
-    if let Some(h) = health {
-        let _ = h.join();
-    }
-    result?;
+    let load = Box::new(move || config(&a).map_err(runtime::BoxError::from));
+    supervise::run(rt, Supervisor { load, watch, run_for, pid_file, exec, ready_pipe })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// One GPU engine per usable adapter; with none, one warning and the CPU
-/// mines alone.
-#[cfg(feature = "gpu")]
-fn pow_gpus(a: &RunArgs) -> Option<runtime::StartPowGpus> {
-    let gpu = a.gpu.clone();
-    Some(Box::new(move |env| {
-        let (gpus, why) = super::gpu::start_contexts(&gpu, true);
-        if let Some(why) = why {
-            tracing::warn!("no usable GPU: {why}; mining on the CPU");
-        }
-        for (device, ctx) in &gpus {
-            tracing::info!(
-                "{device}: {} | {} | driver {} {}",
-                ctx.summary.name,
-                ctx.tune,
-                ctx.summary.driver,
-                ctx.summary.driver_info
-            );
-        }
-        crate::sched::gpu::start_engines(gpus, env.topo, env.sched, env.stats, env.metrics, env.stop)
-            .map_err(|e| e.to_string())
-    }))
-}
-
-#[cfg(not(feature = "gpu"))]
-fn pow_gpus(a: &RunArgs) -> Option<runtime::StartPowGpus> {
-    if a.engines.contains(&EngineKind::Gpu) && a.engines.len() == 1 && !a.no_mine {
-        tracing::warn!("{}; mining on the CPU", super::gpu::gpu_unavailable_reason());
-    }
-    None
 }

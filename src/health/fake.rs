@@ -22,6 +22,11 @@ impl FakeSensor {
         FakeSensor { gpus, readings }
     }
 
+    /// Both handles share their readings (one is a clone of the other).
+    pub fn same(&self, other: &FakeSensor) -> bool {
+        Arc::ptr_eq(&self.readings, &other.readings)
+    }
+
     /// What GPU `i` reports from now on.
     pub fn set(&self, i: usize, r: Reading) {
         self.readings.lock()[i] = Ok(r);

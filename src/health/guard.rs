@@ -48,6 +48,13 @@ impl ThermalGuard {
         ThermalGuard { limit: limit_celsius, hysteresis: hysteresis.max(0.0), duty: 1.0 }
     }
 
+    /// A new limit and gap (a reload), from the duty cycle it holds now:
+    /// the next readings move it from there.
+    pub fn retarget(&mut self, limit_celsius: f64, hysteresis: f64) {
+        self.limit = limit_celsius;
+        self.hysteresis = hysteresis.max(0.0);
+    }
+
     /// The duty cycle it wants now.
     pub fn duty(&self) -> f64 {
         self.duty

@@ -95,6 +95,44 @@ pub fn open_nvml() -> Result<Box<dyn GpuSensor>, SensorError> {
     Err(SensorError::Unavailable("this hashrig was built without the nvml feature".into()))
 }
 
+/// Where the runtime reads GPU health from: NVML, or a fake sensor whose
+/// readings a test sets (fixed at start).
+#[derive(Clone, Default)]
+pub enum SensorSource {
+    #[default]
+    Nvml,
+    Fake(fake::FakeSensor),
+}
+
+impl SensorSource {
+    pub fn open(&self) -> Result<Box<dyn GpuSensor>, SensorError> {
+        match self {
+            SensorSource::Nvml => open_nvml(),
+            SensorSource::Fake(f) => Ok(Box::new(f.clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for SensorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SensorSource::Nvml => f.write_str("Nvml"),
+            SensorSource::Fake(s) => write!(f, "Fake({} GPUs)", s.gpus().len()),
+        }
+    }
+}
+
+/// The same source: NVML, or the same fake (its handles share readings).
+impl PartialEq for SensorSource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (SensorSource::Nvml, SensorSource::Nvml) => true,
+            (SensorSource::Fake(a), SensorSource::Fake(b)) => a.same(b),
+            _ => false,
+        }
+    }
+}
+
 /// `"00000000:17:00.0"` (NVML), `"0000:17:00.0"` (wgpu, sysfs) → `"0000:17:00.0"`,
 /// lower case; `None` for anything else.
 pub fn normalize_bus_id(s: &str) -> Option<String> {

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::guard::{Action, ThermalGuard};
@@ -15,7 +14,7 @@ use crate::metrics::Metrics;
 /// over about a second.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GuardConfig {
     /// °C at which a GPU's duty cycle is lowered; `None`: the guard is off.
     pub temp_limit: Option<f64>,
@@ -37,6 +36,20 @@ pub struct Monitor {
     sensor: Box<dyn GpuSensor>,
     gpus: Vec<Gpu>,
     metrics: Arc<Metrics>,
+    guard: GuardConfig,
+    /// A new guard config from a reload, applied at the next tick.
+    pending: GuardHandle,
+}
+
+/// Changes a running monitor's thermal guard (a reload of the limit or gap).
+#[derive(Clone, Default)]
+pub struct GuardHandle(Arc<parking_lot::Mutex<Option<GuardConfig>>>);
+
+impl GuardHandle {
+    /// Applied at the monitor's next tick.
+    pub fn set(&self, cfg: GuardConfig) {
+        *self.0.lock() = Some(cfg);
+    }
 }
 
 impl Monitor {
@@ -85,11 +98,63 @@ impl Monitor {
                 }
             })
             .collect();
-        Monitor { sensor, gpus, metrics }
+        Monitor { sensor, gpus, metrics, guard: guard.clone(), pending: GuardHandle::default() }
+    }
+
+    /// Where a reload sends a new guard config.
+    pub fn guard_handle(&self) -> GuardHandle {
+        self.pending.clone()
+    }
+
+    /// A new limit and gap: GPUs keep the duty cycle they have and move from
+    /// there; with the guard turned off they get full speed back.
+    pub fn set_guard(&mut self, cfg: &GuardConfig) {
+        if *cfg == self.guard {
+            return;
+        }
+        let h = &self.metrics.health;
+        match cfg.temp_limit {
+            Some(l) => {
+                let _ = self.metrics.registry.register(Box::new(h.temp_limit_celsius.clone()));
+                h.temp_limit_celsius.set(l);
+                tracing::info!(
+                    "thermal guard: GPUs at or above {l} °C slow down, back to full speed below {} °C",
+                    l - cfg.hysteresis
+                );
+            }
+            None => {
+                let _ = self.metrics.registry.unregister(Box::new(h.temp_limit_celsius.clone()));
+                tracing::info!("thermal guard: off");
+            }
+        }
+        for g in &mut self.gpus {
+            match (cfg.temp_limit, g.guard.as_mut()) {
+                (Some(l), Some(guard)) => guard.retarget(l, cfg.hysteresis),
+                (Some(l), None) => {
+                    g.guard = Some(ThermalGuard::new(l, cfg.hysteresis));
+                    if let Some(a) = g.adapter {
+                        h.duty_cycle_ratio.with_label_values(&[&format!("gpu{a}")]).set(duty::get(a));
+                    }
+                }
+                (None, Some(_)) => {
+                    g.guard = None;
+                    if let Some(a) = g.adapter {
+                        duty::set(a, 1.0);
+                        h.duty_cycle_ratio.with_label_values(&[&format!("gpu{a}")]).set(1.0);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        self.guard = cfg.clone();
     }
 
     /// Reads every GPU once.
     pub fn tick(&mut self) {
+        let pending = self.pending.0.lock().take();
+        if let Some(cfg) = pending {
+            self.set_guard(&cfg);
+        }
         for i in 0..self.gpus.len() {
             match self.sensor.read(i) {
                 Ok(r) => {
@@ -165,25 +230,23 @@ impl Monitor {
         }
     }
 
-    /// Ticks every `interval` on a thread of its own until `stop`; on the
-    /// way out the adapters it slowed get their full duty cycle back.
-    pub fn spawn(mut self, interval: Duration, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("gpu-health".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                self.tick();
-                let mut slept = Duration::ZERO;
-                while slept < interval && !stop.load(Ordering::Relaxed) {
-                    let step = Duration::from_millis(100).min(interval - slept);
-                    std::thread::sleep(step);
-                    slept += step;
-                }
+    /// Ticks every `interval` on this thread until `stop`; then the
+    /// adapters it slowed get their full duty cycle back.
+    pub fn run(mut self, interval: Duration, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            self.tick();
+            let mut slept = Duration::ZERO;
+            while slept < interval && !stop.load(Ordering::Relaxed) {
+                let step = Duration::from_millis(100).min(interval - slept);
+                std::thread::sleep(step);
+                slept += step;
             }
-            for g in &self.gpus {
-                if let (Some(_), Some(a)) = (&g.guard, g.adapter) {
-                    duty::set(a, 1.0);
-                }
+        }
+        for g in &self.gpus {
+            if let (Some(_), Some(a)) = (&g.guard, g.adapter) {
+                duty::set(a, 1.0);
             }
-        })
+        }
     }
 }
 
@@ -294,5 +357,31 @@ mod tests {
         assert_eq!(sample(&body, &format!("hashrig_gpu_thermal_guard_total{{action=\"raised\",{d}}}")), Some(6.0));
         assert_eq!(sample(&body, &format!("hashrig_gpu_duty_cycle_ratio{{{d}}}")), Some(1.0));
         assert_eq!(sample(&body, "hashrig_gpu_temp_limit_celsius"), Some(83.0));
+    }
+
+    /// A reload's new limit reaches the running guard: a cooler limit raises
+    /// the GPU from where it is, and turning the guard off restores full
+    /// speed and drops the limit's gauge.
+    #[test]
+    fn a_new_limit_applies_at_the_next_reading() {
+        let metrics = Metrics::new();
+        let s = fake();
+        let adapters = [AdapterRef { index: 60, name: "Fake H200".into(), pci_bus_id: "0000:17:00.0".into() }];
+        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &GuardConfig::default(), metrics.clone());
+        let handle = m.guard_handle();
+        s.set_temperature(0, 84.0);
+        m.tick();
+        assert_eq!(duty::get(60), 1.0, "guard off");
+        handle.set(GuardConfig { temp_limit: Some(83.0), hysteresis: 5.0 });
+        m.tick();
+        assert_eq!(duty::get(60), 0.7);
+        assert_eq!(sample(&metrics.render(), "hashrig_gpu_temp_limit_celsius"), Some(83.0));
+        handle.set(GuardConfig { temp_limit: Some(95.0), hysteresis: 5.0 });
+        m.tick();
+        assert_eq!(duty::get(60), 0.8, "raised from where it was");
+        handle.set(GuardConfig { temp_limit: None, hysteresis: 5.0 });
+        m.tick();
+        assert_eq!(duty::get(60), 1.0);
+        assert!(!metrics.render().contains("hashrig_gpu_temp_limit_celsius"));
     }
 }

@@ -14,6 +14,9 @@
 //! priority = "idle"               # idle | low | normal
 //! [sig]
 //! demo_rate = 2000                # live
+//! [gpu]
+//! temp_limit = 83                 # live: the thermal guard (off without it)
+//! temp_hysteresis = 5             # live
 //! [metrics]
 //! addr = "127.0.0.1:9787"         # live (rebinds)
 //! enabled = true                  # live
@@ -43,6 +46,8 @@ pub struct RuntimeFile {
     pub sig: SigSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub gpu: GpuSection,
     pub sigserve: Option<SigserveSection>,
     // The node adapter's sections, read by `node::config`.
     pool: Option<toml::Value>,
@@ -67,6 +72,14 @@ pub struct CpuSection {
 #[serde(deny_unknown_fields)]
 pub struct SigSection {
     pub demo_rate: Option<f64>,
+}
+
+/// The thermal guard (`--gpu-temp-limit`, `--gpu-temp-hysteresis`), °C.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSection {
+    pub temp_limit: Option<f64>,
+    pub temp_hysteresis: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -101,15 +114,23 @@ where
     s.map(|s| s.parse::<T>().map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))).transpose()
 }
 
+/// A config file the runtime cannot read: where, and what is wrong (never
+/// the line itself: it may hold a password).
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct FileError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
 /// Parses the runtime's keys of `text` (`path` names the file in errors,
 /// which never quote its lines: they may hold passwords).
-pub fn parse(path: &std::path::Path, text: &str) -> Result<RuntimeFile, String> {
-    toml::from_str(text).map_err(|e| {
-        let at = e.span().map(|s| {
-            let before = &text[..s.start.min(text.len())];
-            format!(" line {}", before.matches('\n').count() + 1)
-        });
-        format!("{}{}: {}", path.display(), at.unwrap_or_default(), e.message())
+pub fn parse(path: &std::path::Path, text: &str) -> Result<RuntimeFile, FileError> {
+    toml::from_str(text).map_err(|e| FileError {
+        path: path.to_owned(),
+        line: e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().to_owned(),
     })
 }
 
@@ -130,11 +151,13 @@ mod tests {
         assert_eq!((f.cpu.threads, f.cpu.priority), (Some(2), Some(WorkerPriority::Low)));
         assert_eq!(f.metrics.addr, Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(f.sig.demo_rate, Some(5.0));
+        let g = parse(p, "[gpu]\ntemp_limit = 83\ntemp_hysteresis = 4\n").unwrap().gpu;
+        assert_eq!((g.temp_limit, g.temp_hysteresis), (Some(83.0), Some(4.0)));
         let s = parse(p, "[sigserve]\ndrain_secs = 2.5\n").unwrap().sigserve.unwrap();
         assert_eq!((s.addr, s.drain_secs), (None, Some(2.5)), "a drain for --sigserve's address");
         assert!(parse(p, "[cpu]\nthreads = \"many\"\n").is_err());
-        assert!(parse(p, "[cpu]\npriority = \"urgent\"\n").unwrap_err().contains("urgent"));
+        assert!(parse(p, "[cpu]\npriority = \"urgent\"\n").unwrap_err().to_string().contains("urgent"));
         assert!(parse(p, "[metrics]\nport = 1\n").is_err(), "unknown keys are errors");
-        assert!(parse(p, "[cpu]\nthreads = 1\npass = \"hunter2\" x\n").unwrap_err().contains("line 3"));
+        assert!(parse(p, "[cpu]\nthreads = 1\npass = \"hunter2\" x\n").unwrap_err().to_string().contains("line 3"));
     }
 }

@@ -19,10 +19,21 @@ const SD_LISTEN_FDS_START: RawFd = 3;
 
 pub use crate::node::sigserve::BoundListener as Listener;
 
+/// Why an inherited descriptor is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum InheritError {
+    #[error("descriptor {0} is not open")]
+    NotOpen(RawFd),
+    #[error("descriptor {0} is not a listening stream socket")]
+    NotListening(RawFd),
+    #[error("an unnamed (or abstract) Unix socket cannot be served")]
+    UnnamedUnix,
+}
+
 /// Takes ownership of `fd` if it is a listening TCP or Unix stream socket.
-fn from_fd(fd: OwnedFd) -> Result<Listener, String> {
+fn from_fd(fd: OwnedFd) -> Result<Listener, InheritError> {
     if !is_listening_stream(fd.as_raw_fd()) {
-        return Err(format!("descriptor {} is not a listening stream socket", fd.as_raw_fd()));
+        return Err(InheritError::NotListening(fd.as_raw_fd()));
     }
     // The family decides the type: each local_addr fails on the other.
     let tcp = std::net::TcpListener::from(fd);
@@ -33,7 +44,7 @@ fn from_fd(fd: OwnedFd) -> Result<Listener, String> {
     let path = unix.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from));
     match path {
         Some(p) => Ok(Listener::Unix(unix, p)),
-        None => Err("an unnamed (or abstract) Unix socket cannot be served".into()),
+        None => Err(InheritError::UnnamedUnix),
     }
 }
 
@@ -150,13 +161,13 @@ impl Inherited {
 
 /// Owns an inherited descriptor, marking it close-on-exec so that it goes
 /// no further than this process unless handed on on purpose.
-fn take_fd(fd: RawFd) -> Result<OwnedFd, String> {
+fn take_fd(fd: RawFd) -> Result<OwnedFd, InheritError> {
     // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags; a
     // descriptor that is not open fails with EBADF and is not taken.
     let ok = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
         && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0;
     if !ok {
-        return Err(format!("descriptor {fd} is not open"));
+        return Err(InheritError::NotOpen(fd));
     }
     // SAFETY: the descriptor is open and was handed to this process to own
     // (by the environment variable naming it); nothing else in the process

@@ -46,10 +46,19 @@ extern "C" fn on_usr2(_: libc::c_int) {
     USR2.store(true, Ordering::SeqCst);
 }
 
+/// A signal whose handler could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot handle {signal}")]
+pub struct SignalError {
+    pub signal: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Installs the handlers; an error names the signal that could not be taken.
 #[cfg(unix)]
-pub fn install() -> Result<(), String> {
-    let set = |sig: libc::c_int, name: &str, f: extern "C" fn(libc::c_int)| {
+pub fn install() -> Result<(), SignalError> {
+    let set = |sig: libc::c_int, name: &'static str, f: extern "C" fn(libc::c_int)| {
         // SAFETY: a zeroed sigaction is a valid "no flags, empty mask"
         // value; the handler only stores to an atomic, which is
         // async-signal-safe.
@@ -59,7 +68,7 @@ pub fn install() -> Result<(), String> {
             sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
             if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(format!("cannot handle {name}: {}", std::io::Error::last_os_error()));
+                return Err(SignalError { signal: name, source: std::io::Error::last_os_error() });
             }
         }
         Ok(())
@@ -72,8 +81,9 @@ pub fn install() -> Result<(), String> {
 }
 
 #[cfg(not(unix))]
-pub fn install() -> Result<(), String> {
-    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)).map_err(|e| e.to_string())
+pub fn install() -> Result<(), SignalError> {
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
+        .map_err(|e| SignalError { signal: "Ctrl-C", source: std::io::Error::other(e) })
 }
 
 /// Takes the signals that arrived since the last call.

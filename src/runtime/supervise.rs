@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::upgrade::{self, SelfExec};
-use super::{signals, Runtime, RuntimeConfig, RuntimeError, StopMode};
+use super::{signals, BoxError, Runtime, RuntimeConfig, RuntimeError, StopMode};
 
-type Load = Box<dyn Fn() -> Result<RuntimeConfig, String>>;
+type Load = Box<dyn Fn() -> Result<RuntimeConfig, BoxError>>;
 
 pub struct Supervisor {
     /// Reads the config file again and merges it with the command line.
@@ -105,7 +105,7 @@ pub fn run(mut rt: Runtime, sup: Supervisor) -> Result<(), RuntimeError> {
                 Ok(cfg) => {
                     rt.reload(cfg);
                 }
-                Err(e) => rt.reload_rejected(&e),
+                Err(e) => rt.reload_rejected(e.as_ref()),
             }
         }
         if sig.upgrade && drain_until.is_some() {
