@@ -19,7 +19,7 @@
 
 pub mod chain;
 pub mod cli;
-#[cfg(feature = "gpu")]
+pub mod date;
 pub mod gpu;
 pub mod health;
 pub mod metrics;

@@ -47,7 +47,7 @@ mod imp {
                 tracing::debug!("skipping software adapter {} (use --gpu-allow-software)", s.name);
                 continue;
             }
-            let label = format!("gpu{}", s.index);
+            let label = s.label();
             let ctx = GpuContext::new(ad, &ContextOptions::default()).and_then(|mut c| {
                 tune::apply(&mut c, &mode)?;
                 Ok(c)

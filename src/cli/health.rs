@@ -41,6 +41,7 @@ impl HealthArgs {
 pub fn start(
     a: &HealthArgs,
     metrics: &Arc<Metrics>,
+    shares: &crate::gpu::AdapterShares,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     let guard = a.guard()?;
@@ -55,7 +56,7 @@ pub fn start(
             return Ok(None);
         }
     };
-    let monitor = Monitor::new(sensor, &crate::health::wgpu_adapters(), &guard, metrics.clone());
+    let monitor = Monitor::new(sensor, &crate::health::wgpu_adapters(), shares, &guard, metrics.health.clone());
     if let Some(t) = guard.temp_limit {
         tracing::info!(
             "thermal guard: GPUs at or above {t} °C slow down, back to full speed below {} °C",

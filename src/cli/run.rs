@@ -201,7 +201,7 @@ pub fn main(a: RunArgs, mut inherited: Inherited, ready_pipe: Option<std::fs::Fi
     // GPU health metrics and the thermal guard (NVML; one line without it),
     // for the whole process: reloads and engines come and go beneath it.
     let health_stop = Arc::new(AtomicBool::new(false));
-    let health = super::health::start(&a.health, rt.metrics(), &health_stop)?;
+    let health = super::health::start(&a.health, rt.metrics(), rt.adapter_shares(), &health_stop)?;
     let exec = runtime::upgrade::SelfExec::current()
         .inspect_err(|e| tracing::warn!("live upgrade unavailable: cannot find this binary: {e}"))
         .ok();
@@ -236,7 +236,7 @@ fn pow_gpus(a: &RunArgs) -> Option<runtime::StartPowGpus> {
                 ctx.summary.driver_info
             );
         }
-        crate::sched::gpu::start_engines(gpus, env.topo, env.sched, env.stats, env.metrics, env.stop)
+        crate::sched::gpu::start_engines(gpus, env.topo, env.shares, env.sched, env.stats, env.metrics, env.stop)
             .map_err(|e| e.to_string())
     }))
 }

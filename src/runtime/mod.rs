@@ -56,6 +56,8 @@ pub struct GpuEnv<'a> {
     pub stats: &'a Arc<Stats>,
     pub metrics: &'a Arc<Metrics>,
     pub stop: &'a Arc<AtomicBool>,
+    /// Each engine gets its adapter's share (`gpu::share`).
+    pub shares: &'a crate::gpu::AdapterShares,
 }
 
 pub type StartPowGpus = Box<dyn FnOnce(&GpuEnv) -> Result<GpuEngines, String>>;
@@ -126,6 +128,8 @@ pub struct Runtime {
     status_stop: Arc<AtomicBool>,
     status_every: Arc<AtomicU64>,
     set_log_filter: Option<SetLogFilter>,
+    /// What the engines and the health monitor on each adapter share.
+    shares: crate::gpu::AdapterShares,
 }
 
 impl Runtime {
@@ -167,9 +171,11 @@ impl Runtime {
         let stats = Arc::new(Stats::new());
         let (sched, hits) = PowScheduler::new(metrics.clone());
         let gpu_stop = Arc::new(AtomicBool::new(false));
+        let shares = crate::gpu::AdapterShares::new();
         let gpus = match (cfg.mine && cfg.gpu_mining, hooks.pow_gpus) {
             (true, Some(start)) => {
-                let env = GpuEnv { topo: &topo, sched: &sched, stats: &stats, metrics: &metrics, stop: &gpu_stop };
+                let env =
+                    GpuEnv { topo: &topo, sched: &sched, stats: &stats, metrics: &metrics, stop: &gpu_stop, shares: &shares };
                 start(&env).map_err(start_err("gpu"))?
             }
             _ => GpuEngines::new(),
@@ -184,6 +190,7 @@ impl Runtime {
         let mut sig_cfg = SigEngineConfig::new(resolved.plan.clone());
         sig_cfg.pin = cfg.cpu.pin;
         sig_cfg.engines = cfg.sig_engines;
+        sig_cfg.adapters = shares.clone();
         let sig_engine = SigEngine::start(sig_cfg, Some(metrics.clone())).map_err(start_err("signature engine"))?;
         if let Some(sel) = &cfg.sig_gpu {
             sig_engine
@@ -235,6 +242,7 @@ impl Runtime {
             status_stop,
             status_every,
             set_log_filter: hooks.set_log_filter,
+            shares,
         })
     }
 
@@ -244,6 +252,12 @@ impl Runtime {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What the engines on each GPU adapter share, for a health monitor
+    /// whose thermal guard slows them.
+    pub fn adapter_shares(&self) -> &crate::gpu::AdapterShares {
+        &self.shares
     }
 
     /// The run should end: its adapter gave up.

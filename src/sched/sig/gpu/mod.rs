@@ -170,15 +170,17 @@ pub struct GpuSigEngine {
 
 impl GpuSigEngine {
     /// Builds the kernels on `adapter` (slow: shader compilation), then
-    /// [`with_device`](Self::with_device).
+    /// [`with_device`](Self::with_device). `share` is the adapter's, held
+    /// by the PoW engine on it too, which gives way to signature dispatches.
     #[cfg(feature = "gpu")]
     pub fn start(
         adapter: &crate::gpu::GpuAdapter,
+        share: Arc<crate::gpu::AdapterShare>,
         policy: TrustPolicy,
         metrics: Option<Arc<Metrics>>,
         feeder: Option<NodeAffinity>,
     ) -> Result<Arc<GpuSigEngine>, DeviceError> {
-        let dev = device::WgpuDevice::open(adapter)?;
+        let dev = device::WgpuDevice::open(adapter, share)?;
         Self::with_device(Box::new(dev), policy, metrics, feeder)
     }
 
