@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::gpu::GpuSigEngine;
 use super::{EngineChoice, Inner};
-use crate::sig::SigItem;
+use crate::sig::{Family, PerFamily, SigItem};
 
 /// The GPU must win by this much to be used: a tenth of the batch's own
 /// CPU time, and 0.2 ms. Predictions carry errors (a thread hop or two, a
@@ -48,7 +48,7 @@ fn gpu_wins(t_gpu: f64, t_cpu: f64, own: f64) -> bool {
 /// Seconds per item on one thread until measured, per family: an Ed25519
 /// batch on a 2020s server core ~17 µs, libsecp256k1's ECDSA and BIP340
 /// ~40 µs (README, performance).
-const CPU_ITEM_SECS_DEFAULT: [f64; 3] = [20e-6, 40e-6, 38e-6];
+const CPU_ITEM_SECS_DEFAULT: PerFamily<f64> = PerFamily { ed25519: 20e-6, ecdsa: 40e-6, schnorr: 38e-6 };
 
 fn load(a: &AtomicU64) -> f64 {
     f64::from_bits(a.load(Ordering::Relaxed))
@@ -61,7 +61,7 @@ fn store(a: &AtomicU64, x: f64) {
 /// The CPU side's measured costs and booked work.
 pub(super) struct Costs {
     /// CPU seconds per item, per family (f64 bits).
-    cpu_item_secs: [AtomicU64; 3],
+    cpu_item_secs: PerFamily<AtomicU64>,
     /// Share of items found invalid, a moving average over items (f64 bits).
     invalid_share: AtomicU64,
     /// Predicted CPU seconds (ns) of the batches running on the CPU.
@@ -77,11 +77,11 @@ impl Costs {
         }
     }
 
-    pub(super) fn cpu_secs(&self, family: usize) -> f64 {
+    pub(super) fn cpu_secs(&self, family: Family) -> f64 {
         load(&self.cpu_item_secs[family])
     }
 
-    pub(super) fn learn_cpu(&self, family: usize, per_item: f64) {
+    pub(super) fn learn_cpu(&self, family: Family, per_item: f64) {
         let old = self.cpu_secs(family);
         store(&self.cpu_item_secs[family], 0.9 * old + 0.1 * per_item);
     }

@@ -310,7 +310,7 @@ impl GpuSigEngine {
     pub fn prediction(&self, items: &[SigItem]) -> Prediction {
         let m = *self.s.model.lock();
         let work = m.work(items);
-        let avg = if items.is_empty() { m.per_item[0] } else { work / items.len() as f64 };
+        let avg = if items.is_empty() { m.per_item.ed25519 } else { work / items.len() as f64 };
         Prediction { l0: m.l0, ahead: self.backlog() + self.s.policy.canaries as f64 * avg, work }
     }
 
