@@ -79,8 +79,12 @@ fn a_lowered_duty_cycle_pauses_the_engine_and_full_restores_it() {
     sched.publish(job());
     let ctx = context();
     let share = Arc::new(AdapterShare::new());
-    let cfg =
-        GpuConfig { device: "gpu0".into(), dispatch_time: Duration::from_millis(10), feeder: None, share: share.clone() };
+    let cfg = GpuConfig {
+        device: "gpu0".into(),
+        dispatch_time: Duration::from_millis(10),
+        feeder: None,
+        share: share.clone(),
+    };
     let engine = GpuEngine::start(ctx, cfg, sched.clone(), stats, metrics.clone(), stop.clone()).expect("engine");
     let started = Instant::now();
     while dispatches(&metrics).0 < 5 {

@@ -174,8 +174,14 @@ impl Runtime {
         let shares = crate::gpu::AdapterShares::new();
         let gpus = match (cfg.mine && cfg.gpu_mining, hooks.pow_gpus) {
             (true, Some(start)) => {
-                let env =
-                    GpuEnv { topo: &topo, sched: &sched, stats: &stats, metrics: &metrics, stop: &gpu_stop, shares: &shares };
+                let env = GpuEnv {
+                    topo: &topo,
+                    sched: &sched,
+                    stats: &stats,
+                    metrics: &metrics,
+                    stop: &gpu_stop,
+                    shares: &shares,
+                };
                 start(&env).map_err(start_err("gpu"))?
             }
             _ => GpuEngines::new(),

@@ -41,8 +41,8 @@ pub(super) struct Link {
     /// written: while none is free the connection is not read.
     pub(super) ctrl: Arc<Semaphore>,
     /// Frame bytes this connection may hold without the global budget
-    /// ([`CONN_ALLOWANCE`](super::ctx::CONN_ALLOWANCE)), so a small batch is read even while others'
-    /// large frames hold the whole budget.
+    /// ([`CONN_ALLOWANCE`](super::ctx::CONN_ALLOWANCE)), so a small batch
+    /// is read even while others' large frames hold the whole budget.
     pub(super) own: Arc<Semaphore>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) dead: watch::Receiver<bool>,
