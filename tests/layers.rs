@@ -68,10 +68,10 @@ fn is_ident(c: char) -> bool {
 /// The deepest module `segs` names from `cur`; `None` for a path that does
 /// not start at crate, super or self.
 fn resolve(cur: &Module, segs: &[&str], mods: &BTreeMap<Module, String>) -> Option<Module> {
-    let (mut m, rest): (Module, &[&str]) = match segs.first()? {
-        &"crate" => (Vec::new(), &segs[1..]),
-        &"self" => (cur.clone(), &segs[1..]),
-        &"super" => {
+    let (mut m, rest): (Module, &[&str]) = match *segs.first()? {
+        "crate" => (Vec::new(), &segs[1..]),
+        "self" => (cur.clone(), &segs[1..]),
+        "super" => {
             let mut m = cur.clone();
             let mut i = 0;
             while segs.get(i) == Some(&"super") {
