@@ -5,8 +5,6 @@
 //! background start-up threads belong to the engine and are joined when it
 //! stops.
 
-use std::sync::Arc;
-
 use super::gpu::{GpuSigEngine, SimSpec, TrustPolicy};
 use super::SigEngine;
 
@@ -92,7 +90,7 @@ impl SigEngine {
         for ad in chosen {
             // Hashing, packing and re-checks on the NUMA node nearest the GPU.
             let feeder = ad.summary.feeder_affinity(&topo);
-            let (engine, policy) = (Arc::downgrade(&self.inner), sel.policy.clone());
+            let (engine, policy) = (std::sync::Arc::downgrade(&self.inner), sel.policy.clone());
             let metrics = self.inner.metrics.clone();
             let share = self.inner.cfg.adapters.of(ad.summary.index);
             // /readyz waits for a background start, built or given up.
