@@ -1,5 +1,5 @@
-//! The thermal guard's lever on the GPU engine, on lavapipe: with its
-//! adapter's duty cycle lowered (health::duty), the PoW engine pauses after
+//! The thermal guard's lever on the GPU engine, on lavapipe: with the duty
+//! cycle in its adapter's share lowered (gpu::share), the PoW engine pauses after
 //! each dispatch for `busy × (1/duty − 1)`, so the GPU is busy at most about
 //! that share of the time; back at 1 it mines on without pauses.
 //!
@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashrig::chain::{BlockHash, CompactTarget, Target, WorkTemplate};
-use hashrig::gpu::{self, ContextOptions, GpuContext, TuneChoice};
-use hashrig::health::duty;
+use hashrig::gpu::{self, AdapterShare, ContextOptions, GpuContext, TuneChoice};
 use hashrig::metrics::Metrics;
 use hashrig::sched::{GpuConfig, GpuEngine, PowJob, PowScheduler, Stats};
 
@@ -79,8 +78,13 @@ fn a_lowered_duty_cycle_pauses_the_engine_and_full_restores_it() {
     let stop = Arc::new(AtomicBool::new(false));
     sched.publish(job());
     let ctx = context();
-    let index = ctx.summary.index;
-    let cfg = GpuConfig { device: "gpu0".into(), dispatch_time: Duration::from_millis(10), feeder: None };
+    let share = Arc::new(AdapterShare::new());
+    let cfg = GpuConfig {
+        device: "gpu0".into(),
+        dispatch_time: Duration::from_millis(10),
+        feeder: None,
+        share: share.clone(),
+    };
     let engine = GpuEngine::start(ctx, cfg, sched.clone(), stats, metrics.clone(), stop.clone()).expect("engine");
     let started = Instant::now();
     while dispatches(&metrics).0 < 5 {
@@ -89,10 +93,10 @@ fn a_lowered_duty_cycle_pauses_the_engine_and_full_restores_it() {
     }
 
     let (n_full, full) = busy_share(&metrics);
-    duty::set(index, 0.25);
+    share.set_duty(0.25);
     busy_share(&metrics); // the dispatches in flight when it changed
     let (n_slow, slow) = busy_share(&metrics);
-    duty::set(index, 1.0);
+    share.set_duty(1.0);
     let (n_back, back) = busy_share(&metrics);
     println!(
         "busy share: full {full:.2} ({n_full} dispatches), duty 0.25 {slow:.2} ({n_slow}), back {back:.2} ({n_back})"

@@ -63,7 +63,8 @@ fn gpu_engine_mines_switches_jobs_and_survives_device_loss() {
     let first = sched.publish(job("a", b"gpu engine a", 0x000f_ffff));
     let ctx = context();
     let loss = ctx.loss_handle();
-    let cfg = GpuConfig { device: "gpu0".into(), dispatch_time: Duration::from_millis(10), feeder: None };
+    let share = Arc::new(hashrig::gpu::AdapterShare::new());
+    let cfg = GpuConfig { device: "gpu0".into(), dispatch_time: Duration::from_millis(10), feeder: None, share };
     let engine =
         GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone()).expect("engine");
 

@@ -21,7 +21,9 @@ fn gpu(metrics: Option<Arc<Metrics>>) -> Arc<GpuSigEngine> {
             "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
         )
     });
-    GpuSigEngine::start(&a, TrustPolicy::default(), metrics, None).unwrap_or_else(|e| panic!("{}: {e}", a.summary.name))
+    let share = Arc::new(hashrig::gpu::AdapterShare::new());
+    GpuSigEngine::start(&a, share, TrustPolicy::default(), metrics, None)
+        .unwrap_or_else(|e| panic!("{}: {e}", a.summary.name))
 }
 
 fn items(n: u64, seed: u64) -> Vec<SigItem> {

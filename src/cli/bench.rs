@@ -142,7 +142,9 @@ fn measure_engines(
                 ..Default::default()
             });
         }
-        crate::sched::gpu::start_engines(gpus, topo, &sched, &stats, &metrics, &stop)?
+        // Nothing else runs on the adapters: shares of their own.
+        let shares = crate::gpu::AdapterShares::new();
+        crate::sched::gpu::start_engines(gpus, topo, &shares, &sched, &stats, &metrics, &stop)?
     };
     #[cfg(not(feature = "gpu"))]
     let _ = (gpus, topo);
@@ -168,7 +170,7 @@ fn measure_engines(
         _ => Vec::new(),
     };
     for r in rates.iter_mut() {
-        r.power = power.iter().find(|(a, _)| format!("gpu{a}") == r.device).map(|(_, p)| p.clone());
+        r.power = power.iter().find(|(a, _)| crate::gpu::label(*a) == r.device).map(|(_, p)| p.clone());
     }
     for (r, (h, sum, n)) in rates.iter_mut().zip(before) {
         let (h2, sum2, n2) = gpu_counts(r);
@@ -330,7 +332,7 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         if use_cpu {
             p.pow_cpu = Some(crate::profile::PowCpu {
                 hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
-                date: crate::profile::utc_date(),
+                date: crate::date::utc_date(),
                 command: command.clone(),
                 backend: backend.name().to_string(),
                 threads,
@@ -348,7 +350,7 @@ pub fn main(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|g| crate::profile::PowGpu {
                     hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
-                    date: crate::profile::utc_date(),
+                    date: crate::date::utc_date(),
                     command: command.clone(),
                     device: g.device.clone(),
                     adapter: g.adapter.clone(),

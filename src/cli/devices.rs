@@ -27,9 +27,9 @@ fn gpu_adapters(topo: &Topology) -> (Vec<serde_json::Value>, Vec<String>) {
         .map(|a| {
             let mut v = serde_json::to_value(&a.summary).unwrap_or_default();
             if let Some(obj) = v.as_object_mut() {
-                obj.insert("numa_node".into(), crate::topo::gpu_numa_node(topo, &a.summary).into());
+                obj.insert("numa_node".into(), a.summary.numa_node(topo).into());
                 // The signature engine's host pool (encoding, re-checks) on that node.
-                let host = crate::topo::gpu_feeder_affinity(topo, &a.summary).map(|f| f.pus.len());
+                let host = a.summary.feeder_affinity(topo).map(|f| f.pus.len());
                 obj.insert("sig_host_threads".into(), host.into());
             }
             v
@@ -49,9 +49,9 @@ fn gpu_adapters(topo: &Topology) -> (Vec<serde_json::Value>, Vec<String>) {
 #[cfg(feature = "gpu")]
 fn feeder_text(topo: &Topology, a: &crate::gpu::AdapterSummary) -> String {
     let bus = if a.pci_bus_id.is_empty() { "no PCI bus id".to_string() } else { format!("PCI {}", a.pci_bus_id) };
-    match crate::topo::gpu_numa_node(topo, a) {
+    match a.numa_node(topo) {
         Some(node) => {
-            let threads = crate::topo::gpu_feeder_affinity(topo, a).map_or(0, |f| f.pus.len());
+            let threads = a.feeder_affinity(topo).map_or(0, |f| f.pus.len());
             format!("fed from NUMA node {node} ({threads} host threads; {bus})")
         }
         None => format!("fed from NUMA node unknown ({bus})"),

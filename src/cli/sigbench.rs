@@ -459,7 +459,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         let mut p = crate::profile::HwProfile::load_for_update(path, &topo, super::devices::cpu_model())?;
         p.sig = Some(crate::profile::SigBench {
             hashrig_version: env!("CARGO_PKG_VERSION").to_string(),
-            date: crate::profile::utc_date(),
+            date: crate::date::utc_date(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
             seconds_per_point: a.seconds,
             points: points

@@ -6,23 +6,42 @@
 //! - [`context::GpuContext`]: built once per adapter (device, queue, pipeline,
 //!   a ring of per-dispatch buffers), runs the sha256d kernel;
 //! - [`tune`]: workgroup size and nonces per thread, measured once per adapter
-//!   and kernel and cached on disk.
+//!   and kernel and cached on disk;
+//! - [`share`]: what the PoW engine, the signature engine and the thermal
+//!   guard on one adapter share (signature priority, the duty cycle), and
+//!   [`label`], the adapter's `gpuN` name. These two are compiled without
+//!   the `gpu` feature too; everything else needs it.
 //!
 //! Nothing a driver reports may panic the process: wgpu's default error
 //! handler (which panics) is replaced, device loss is a flag the engine reads,
 //! and every call that can fail returns [`GpuError`].
 
+#[cfg(feature = "gpu")]
 pub mod context;
+#[cfg(feature = "gpu")]
 pub mod kernel;
-pub mod priority;
+pub mod share;
+#[cfg(feature = "gpu")]
 pub mod sig;
+#[cfg(feature = "gpu")]
 pub mod tune;
 
+#[cfg(feature = "gpu")]
 pub use context::{ContextOptions, DispatchResult, GpuContext};
+pub use share::{AdapterShare, AdapterShares};
+#[cfg(feature = "gpu")]
 pub use tune::{TuneChoice, TuneMode};
 
+#[cfg(feature = "gpu")]
 use serde::Serialize;
 
+/// The label of adapter `index` in metrics, logs and profiles: `"gpu0"`, by
+/// its wgpu enumeration index (the `--gpu-devices` index).
+pub fn label(index: usize) -> String {
+    format!("gpu{index}")
+}
+
+#[cfg(feature = "gpu")]
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     #[error("no usable GPU adapter (found: {0}); software adapters need --gpu-allow-software")]
@@ -45,6 +64,7 @@ pub enum GpuError {
     SelfTest(String),
 }
 
+#[cfg(feature = "gpu")]
 /// One adapter as `hashrig devices` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct AdapterSummary {
@@ -72,6 +92,7 @@ pub struct AdapterSummary {
     pub max_storage_buffer_binding_size: u64,
 }
 
+#[cfg(feature = "gpu")]
 impl AdapterSummary {
     fn of(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
         let i = a.get_info();
@@ -100,8 +121,8 @@ impl AdapterSummary {
     /// One line: name, type, driver, backend and the limits that size dispatches.
     pub fn line(&self) -> String {
         format!(
-            "gpu{}: {} ({}, {:04x}:{:04x}) | driver {} {} | backend {} | subgroup {}..{} | workgroup x<={} invocations<={} groups/dim<={} | storage<={} MiB | timestamps {}{}",
-            self.index,
+            "{}: {} ({}, {:04x}:{:04x}) | driver {} {} | backend {} | subgroup {}..{} | workgroup x<={} invocations<={} groups/dim<={} | storage<={} MiB | timestamps {}{}",
+            self.label(),
             self.name,
             self.device_type,
             self.vendor,
@@ -120,9 +141,30 @@ impl AdapterSummary {
         )
     }
 
+    /// Its label, `"gpu0"` ([`label`]).
+    pub fn label(&self) -> String {
+        label(self.index)
+    }
+
     /// What identifies the adapter on the PCI bus.
     pub fn pci_identity(&self) -> crate::topo::PciIdentity<'_> {
         crate::topo::PciIdentity { vendor: self.vendor, device: self.device, bus_id: &self.pci_bus_id }
+    }
+
+    /// The NUMA node nearest the adapter's PCI slot
+    /// ([`Topology::numa_node_for`](crate::topo::Topology::numa_node_for));
+    /// `None` when hwloc does not know it.
+    pub fn numa_node(&self, topo: &crate::topo::Topology) -> Option<u32> {
+        topo.numa_node_for(&self.pci_identity())
+    }
+
+    /// The CPUs that should feed the adapter
+    /// ([`Topology::feeder_affinity`](crate::topo::Topology::feeder_affinity)):
+    /// pass them to [`crate::topo::pin_to_node_or_warn`] at the start of the
+    /// thread that packs, submits and re-checks its work. `None` when the
+    /// locality is unknown (leave the thread unpinned).
+    pub fn feeder_affinity(&self, topo: &crate::topo::Topology) -> Option<crate::topo::NodeAffinity> {
+        topo.feeder_affinity(&self.pci_identity())
     }
 
     /// Identifies the adapter and driver in the autotune cache.
@@ -134,15 +176,18 @@ impl AdapterSummary {
     }
 }
 
+#[cfg(feature = "gpu")]
 /// An adapter found by [`adapters`].
 pub struct GpuAdapter {
     pub summary: AdapterSummary,
     pub adapter: wgpu::Adapter,
 }
 
+#[cfg(feature = "gpu")]
 /// A device's loss flag and the reason it was set.
 pub type Loss = (std::sync::Arc<std::sync::atomic::AtomicBool>, std::sync::Arc<parking_lot::Mutex<String>>);
 
+#[cfg(feature = "gpu")]
 /// A device and queue on `adapter` with the adapter's own limits and
 /// `features` (only ones it has: request_device panics otherwise), and
 /// wgpu's panicking error handler replaced by a loss flag: a device lost or
@@ -188,6 +233,7 @@ pub fn open_device(
     Ok((device, queue, (lost, lost_reason)))
 }
 
+#[cfg(feature = "gpu")]
 /// The wgpu instance: Vulkan only (the one backend compiled in).
 pub fn instance() -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
@@ -197,6 +243,7 @@ pub fn instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+#[cfg(feature = "gpu")]
 /// Every Vulkan adapter on this machine, in enumeration order. Enumeration
 /// itself is guarded: a driver that panics inside wgpu yields no adapters.
 pub fn adapters() -> Vec<GpuAdapter> {
@@ -217,12 +264,14 @@ pub fn adapters() -> Vec<GpuAdapter> {
     }
 }
 
+#[cfg(feature = "gpu")]
 /// The adapters mining may use: hardware ones, plus software ones when
 /// `allow_software`.
 pub fn usable_adapters(allow_software: bool) -> Vec<GpuAdapter> {
     adapters().into_iter().filter(|a| allow_software || !a.summary.software).collect()
 }
 
+#[cfg(feature = "gpu")]
 /// Why no adapter was usable, for error messages: every adapter seen.
 pub fn describe_all(list: &[GpuAdapter]) -> String {
     if list.is_empty() {

@@ -169,7 +169,7 @@ pub fn apply(ctx: &mut GpuContext, mode: &TuneMode) -> Result<TuneChoice, GpuErr
                     store(
                         p,
                         cache_key(&ctx.summary),
-                        CacheEntry { choice, hashes_per_sec: rate, date: crate::profile::utc_date() },
+                        CacheEntry { choice, hashes_per_sec: rate, date: crate::date::utc_date() },
                     );
                 }
             }

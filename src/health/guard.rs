@@ -67,13 +67,13 @@ impl ThermalGuard {
         let t = celsius.filter(|t| t.is_finite())?;
         let from = self.duty;
         let (action, to) = if t >= self.limit {
-            (Action::Lowered, (from * LOWER_FACTOR).max(super::duty::MIN_DUTY))
+            (Action::Lowered, (from * LOWER_FACTOR).max(crate::gpu::share::MIN_DUTY))
         } else if t < self.limit - self.hysteresis {
             (Action::Raised, (from + RAISE_STEP).min(1.0))
         } else {
             return None;
         };
-        // In the per-mille steps the duty table keeps.
+        // In the per-mille steps the adapter share keeps.
         let to = (to * 1000.0).round() / 1000.0;
         if to == from {
             return None;
@@ -102,7 +102,7 @@ mod tests {
         for _ in 0..20 {
             g.observe(Some(90.0));
         }
-        assert_eq!(g.duty(), crate::health::duty::MIN_DUTY);
+        assert_eq!(g.duty(), crate::gpu::share::MIN_DUTY);
         assert_eq!(g.observe(Some(90.0)), None);
         // Cooled: back up in steps, and no further once at full speed.
         let mut steps = 0;

@@ -8,6 +8,7 @@
 
 use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+#[derive(Clone)]
 pub struct HealthMetrics {
     /// One series per GPU read, value 1: name and the adapter it was matched to.
     pub info: IntGaugeVec,
@@ -26,6 +27,9 @@ pub struct HealthMetrics {
     pub thermal_guard: IntCounterVec,
     /// The `--gpu-temp-limit` in force (absent when the guard is off).
     pub temp_limit_celsius: prometheus::Gauge,
+    /// The Registry these are in, where [`HealthMetrics::guard_on`] adds
+    /// the limit.
+    pub(crate) registry: Registry,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -85,8 +89,8 @@ impl HealthMetrics {
             )
             .expect("static metric definition"),
         );
-        // A gauge with no labels is always exported; register it only once
-        // the guard is on (`Monitor::start`), so it says whether it is.
+        // A gauge with no labels is always exported; registered only once
+        // the guard is on (`guard_on`), so it says whether it is.
         let temp_limit_celsius =
             prometheus::Gauge::new("hashrig_gpu_temp_limit_celsius", "The thermal guard's limit (--gpu-temp-limit).")
                 .expect("static metric definition");
@@ -102,6 +106,20 @@ impl HealthMetrics {
             duty_cycle_ratio,
             thermal_guard,
             temp_limit_celsius,
+            registry: r.clone(),
         }
+    }
+
+    /// The thermal guard is on at `limit`: `hashrig_gpu_temp_limit_celsius`
+    /// is exported from now on.
+    pub fn guard_on(&self, limit: f64) {
+        // Already there when a second monitor shares these metrics.
+        let _ = self.registry.register(Box::new(self.temp_limit_celsius.clone()));
+        self.temp_limit_celsius.set(limit);
+    }
+
+    /// The guard is off: no limit is exported.
+    pub fn guard_off(&self) {
+        let _ = self.registry.unregister(Box::new(self.temp_limit_celsius.clone()));
     }
 }

@@ -7,12 +7,12 @@
 //!   [`fake::FakeSensor`] whose figures the test sets.
 //! - [`monitor::Monitor`] reads every GPU once a tick, sets the metrics
 //!   ([`metrics::HealthMetrics`]) and feeds the [`guard::ThermalGuard`] of
-//!   each GPU, which sets that adapter's [`duty`] cycle; the PoW engine on the
-//!   adapter pauses between dispatches accordingly.
+//!   each GPU, which sets the duty cycle in that adapter's share
+//!   ([`crate::gpu::AdapterShare`]); the PoW engine on the adapter pauses
+//!   between dispatches accordingly.
 //! - A sensor's GPUs are matched to the wgpu adapters that mine on them by
 //!   PCI bus id, else by a name both sides hold once ([`match_adapters`]).
 
-pub mod duty;
 pub mod energy;
 pub mod fake;
 pub mod guard;
@@ -150,7 +150,7 @@ pub fn normalize_bus_id(s: &str) -> Option<String> {
 /// A wgpu adapter as the matcher needs it.
 #[derive(Clone, Debug)]
 pub struct AdapterRef {
-    /// wgpu enumeration index (the `gpuN` label of the engines).
+    /// wgpu enumeration index (the `gpuN` label of the engines, [`crate::gpu::label`]).
     pub index: usize,
     pub name: String,
     pub pci_bus_id: String,

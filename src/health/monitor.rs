@@ -1,14 +1,16 @@
 //! Reads every GPU of a sensor once a tick: sets the health metrics and
-//! feeds each GPU's thermal guard, whose changes go to the duty cycle of the
-//! wgpu adapter on the same device.
+//! feeds each GPU's thermal guard, whose changes go to the duty cycle in the
+//! share of the wgpu adapter on the same device (`gpu::share`), where that
+//! adapter's PoW engine reads it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::guard::{Action, ThermalGuard};
-use super::{duty, AdapterRef, GpuSensor, Reading, THROTTLE_REASONS};
-use crate::metrics::Metrics;
+use super::metrics::HealthMetrics;
+use super::{AdapterRef, GpuSensor, Reading, THROTTLE_REASONS};
+use crate::gpu::{AdapterShare, AdapterShares};
 
 /// Seconds between two readings: NVML's power figure is itself averaged
 /// over about a second.
@@ -25,8 +27,8 @@ pub struct GuardConfig {
 struct Gpu {
     labels: [String; 2],
     name: String,
-    /// wgpu adapter index, when matched.
-    adapter: Option<usize>,
+    /// The matched wgpu adapter: its label and its share.
+    adapter: Option<(String, Arc<AdapterShare>)>,
     guard: Option<ThermalGuard>,
     last_energy: Option<f64>,
     failing: bool,
@@ -35,7 +37,7 @@ struct Gpu {
 pub struct Monitor {
     sensor: Box<dyn GpuSensor>,
     gpus: Vec<Gpu>,
-    metrics: Arc<Metrics>,
+    metrics: HealthMetrics,
     guard: GuardConfig,
     /// A new guard config from a reload, applied at the next tick.
     pending: GuardHandle,
@@ -54,26 +56,26 @@ impl GuardHandle {
 
 impl Monitor {
     /// Matches the sensor's GPUs to `adapters` and publishes what it knows of
-    /// them (`hashrig_gpu_health_info`).
+    /// them (`hashrig_gpu_health_info`). The guard of a matched GPU sets the
+    /// duty cycle in its adapter's share of `shares`.
     pub fn new(
         sensor: Box<dyn GpuSensor>,
         adapters: &[AdapterRef],
+        shares: &AdapterShares,
         guard: &GuardConfig,
-        metrics: Arc<Metrics>,
+        metrics: HealthMetrics,
     ) -> Monitor {
         let matched = super::match_adapters(sensor.gpus(), adapters);
-        let h = &metrics.health;
+        let h = &metrics;
         if let Some(limit) = guard.temp_limit {
-            // Already there when a second monitor shares these metrics.
-            let _ = metrics.registry.register(Box::new(h.temp_limit_celsius.clone()));
-            h.temp_limit_celsius.set(limit);
+            h.guard_on(limit);
         }
         let gpus = sensor
             .gpus()
             .iter()
             .zip(matched)
             .map(|(g, adapter)| {
-                let device = adapter.map_or_else(|| "none".to_string(), |i| format!("gpu{i}"));
+                let device = adapter.map_or_else(|| "none".to_string(), crate::gpu::label);
                 h.info.with_label_values(&[&g.index.to_string(), &g.uuid, &g.name, &device]).set(1);
                 match adapter {
                     Some(_) => tracing::info!("gpu health: NVML GPU {} ({}, {}) is {device}", g.index, g.name, g.uuid),
@@ -85,8 +87,9 @@ impl Monitor {
                     ),
                     None => tracing::info!("gpu health: NVML GPU {} ({}) matches no wgpu adapter", g.index, g.name),
                 }
-                if let Some(i) = adapter.filter(|_| guard.temp_limit.is_some()) {
-                    h.duty_cycle_ratio.with_label_values(&[&device]).set(duty::get(i));
+                let adapter = adapter.map(|i| (device.clone(), shares.of(i)));
+                if let Some((_, share)) = adapter.as_ref().filter(|_| guard.temp_limit.is_some()) {
+                    h.duty_cycle_ratio.with_label_values(&[&device]).set(share.duty());
                 }
                 Gpu {
                     labels: [g.index.to_string(), g.uuid.clone()],
@@ -112,18 +115,17 @@ impl Monitor {
         if *cfg == self.guard {
             return;
         }
-        let h = &self.metrics.health;
+        let h = &self.metrics;
         match cfg.temp_limit {
             Some(l) => {
-                let _ = self.metrics.registry.register(Box::new(h.temp_limit_celsius.clone()));
-                h.temp_limit_celsius.set(l);
+                h.guard_on(l);
                 tracing::info!(
                     "thermal guard: GPUs at or above {l} °C slow down, back to full speed below {} °C",
                     l - cfg.hysteresis
                 );
             }
             None => {
-                let _ = self.metrics.registry.unregister(Box::new(h.temp_limit_celsius.clone()));
+                h.guard_off();
                 tracing::info!("thermal guard: off");
             }
         }
@@ -132,15 +134,15 @@ impl Monitor {
                 (Some(l), Some(guard)) => guard.retarget(l, cfg.hysteresis),
                 (Some(l), None) => {
                     g.guard = Some(ThermalGuard::new(l, cfg.hysteresis));
-                    if let Some(a) = g.adapter {
-                        h.duty_cycle_ratio.with_label_values(&[&format!("gpu{a}")]).set(duty::get(a));
+                    if let Some((device, share)) = &g.adapter {
+                        h.duty_cycle_ratio.with_label_values(&[device]).set(share.duty());
                     }
                 }
                 (None, Some(_)) => {
                     g.guard = None;
-                    if let Some(a) = g.adapter {
-                        duty::set(a, 1.0);
-                        h.duty_cycle_ratio.with_label_values(&[&format!("gpu{a}")]).set(1.0);
+                    if let Some((device, share)) = &g.adapter {
+                        share.set_duty(1.0);
+                        h.duty_cycle_ratio.with_label_values(&[device]).set(1.0);
                     }
                 }
                 (None, None) => {}
@@ -176,7 +178,7 @@ impl Monitor {
     }
 
     fn record(&mut self, i: usize, r: &Reading) {
-        let h = &self.metrics.health;
+        let h = &self.metrics;
         let g = &mut self.gpus[i];
         let l = [g.labels[0].as_str(), g.labels[1].as_str()];
         let set = |v: &prometheus::GaugeVec, x: Option<f64>| {
@@ -204,12 +206,11 @@ impl Monitor {
                 h.throttled.with_label_values(&[l[0], l[1], reason]).set(i64::from(active.contains(&reason)));
             }
         }
-        let (Some(guard), Some(adapter)) = (g.guard.as_mut(), g.adapter) else { return };
+        let (Some(guard), Some((device, share))) = (g.guard.as_mut(), g.adapter.as_ref()) else { return };
         let Some(c) = guard.observe(r.temperature_celsius) else { return };
-        let device = format!("gpu{adapter}");
-        duty::set(adapter, c.to);
-        h.duty_cycle_ratio.with_label_values(&[&device]).set(c.to);
-        h.thermal_guard.with_label_values(&[&device, c.action.label()]).inc();
+        share.set_duty(c.to);
+        h.duty_cycle_ratio.with_label_values(&[device]).set(c.to);
+        h.thermal_guard.with_label_values(&[device, c.action.label()]).inc();
         let t = r.temperature_celsius.unwrap_or(f64::NAN);
         match c.action {
             Action::Lowered => tracing::warn!(
@@ -243,8 +244,8 @@ impl Monitor {
             }
         }
         for g in &self.gpus {
-            if let (Some(_), Some(a)) = (&g.guard, g.adapter) {
-                duty::set(a, 1.0);
+            if let (Some(_), Some((_, share))) = (&g.guard, &g.adapter) {
+                share.set_duty(1.0);
             }
         }
     }
@@ -258,6 +259,19 @@ mod tests {
 
     fn sample(body: &str, prefix: &str) -> Option<f64> {
         body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Health metrics in a Registry of their own, and its text exposition.
+    fn metrics() -> (prometheus::Registry, HealthMetrics) {
+        let r = prometheus::Registry::new();
+        let h = HealthMetrics::register(&r);
+        (r, h)
+    }
+
+    fn render(r: &prometheus::Registry) -> String {
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("utf-8")
     }
 
     fn fake() -> FakeSensor {
@@ -276,10 +290,11 @@ mod tests {
     /// are not exported; the energy counter follows NVML's.
     #[test]
     fn readings_become_metrics() {
-        let metrics = Metrics::new();
+        let (registry, metrics) = metrics();
         let s = fake();
         let adapters = [AdapterRef { index: 61, name: "Fake H200".into(), pci_bus_id: "0000:17:00.0".into() }];
-        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &GuardConfig::default(), metrics.clone());
+        let shares = AdapterShares::new();
+        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &shares, &GuardConfig::default(), metrics);
         s.set(
             0,
             Reading {
@@ -296,7 +311,7 @@ mod tests {
         s.set(0, Reading { energy_joules: Some(1400.0), ..Reading::default() });
         s.fail(1, "GPU is lost");
         m.tick();
-        let body = metrics.render();
+        let body = render(&registry);
         let l = "{gpu=\"0\",uuid=\"GPU-aaaa\"}";
         assert_eq!(sample(&body, &format!("hashrig_gpu_temperature_celsius{l}")), Some(61.0), "{body}");
         assert_eq!(sample(&body, &format!("hashrig_gpu_power_watts{l}")), Some(412.5));
@@ -325,33 +340,35 @@ mod tests {
     /// restored once cool; each change is counted.
     #[test]
     fn the_guard_slows_a_hot_gpu_and_restores_it() {
-        let metrics = Metrics::new();
+        let (registry, metrics) = metrics();
         let s = fake();
         let adapters = [
             AdapterRef { index: 62, name: "Fake H200".into(), pci_bus_id: "0000:17:00.0".into() },
             AdapterRef { index: 63, name: "Fake L4".into(), pci_bus_id: String::new() },
         ];
         let cfg = GuardConfig { temp_limit: Some(83.0), hysteresis: 5.0 };
-        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &cfg, metrics.clone());
+        let shares = AdapterShares::new();
+        let (s62, s63) = (shares.of(62), shares.of(63));
+        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &shares, &cfg, metrics);
         s.set_temperature(0, 70.0);
         s.set_temperature(1, 70.0);
         m.tick();
-        assert_eq!((duty::get(62), duty::get(63)), (1.0, 1.0));
+        assert_eq!((s62.duty(), s63.duty()), (1.0, 1.0));
         s.set_temperature(0, 84.0);
         m.tick();
         m.tick();
-        assert_eq!(duty::get(62), 0.49);
-        assert_eq!(duty::get(63), 1.0, "the other GPU is cool");
-        assert_eq!(duty::pause_after(62, Duration::from_millis(49)), Some(Duration::from_millis(51)));
+        assert_eq!(s62.duty(), 0.49);
+        assert_eq!(s63.duty(), 1.0, "the other GPU is cool");
+        assert_eq!(s62.pause_after(Duration::from_millis(49)), Some(Duration::from_millis(51)));
         s.set_temperature(0, 80.0); // inside the gap: held
         m.tick();
-        assert_eq!(duty::get(62), 0.49);
+        assert_eq!(s62.duty(), 0.49);
         s.set_temperature(0, 60.0);
         for _ in 0..10 {
             m.tick();
         }
-        assert_eq!(duty::get(62), 1.0);
-        let body = metrics.render();
+        assert_eq!(s62.duty(), 1.0);
+        let body = render(&registry);
         let d = "device=\"gpu62\"";
         assert_eq!(sample(&body, &format!("hashrig_gpu_thermal_guard_total{{action=\"lowered\",{d}}}")), Some(2.0));
         assert_eq!(sample(&body, &format!("hashrig_gpu_thermal_guard_total{{action=\"raised\",{d}}}")), Some(6.0));
@@ -364,24 +381,26 @@ mod tests {
     /// speed and drops the limit's gauge.
     #[test]
     fn a_new_limit_applies_at_the_next_reading() {
-        let metrics = Metrics::new();
+        let (registry, metrics) = metrics();
         let s = fake();
         let adapters = [AdapterRef { index: 60, name: "Fake H200".into(), pci_bus_id: "0000:17:00.0".into() }];
-        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &GuardConfig::default(), metrics.clone());
+        let shares = AdapterShares::new();
+        let s60 = shares.of(60);
+        let mut m = Monitor::new(Box::new(s.clone()), &adapters, &shares, &GuardConfig::default(), metrics);
         let handle = m.guard_handle();
         s.set_temperature(0, 84.0);
         m.tick();
-        assert_eq!(duty::get(60), 1.0, "guard off");
+        assert_eq!(s60.duty(), 1.0, "guard off");
         handle.set(GuardConfig { temp_limit: Some(83.0), hysteresis: 5.0 });
         m.tick();
-        assert_eq!(duty::get(60), 0.7);
-        assert_eq!(sample(&metrics.render(), "hashrig_gpu_temp_limit_celsius"), Some(83.0));
+        assert_eq!(s60.duty(), 0.7);
+        assert_eq!(sample(&render(&registry), "hashrig_gpu_temp_limit_celsius"), Some(83.0));
         handle.set(GuardConfig { temp_limit: Some(95.0), hysteresis: 5.0 });
         m.tick();
-        assert_eq!(duty::get(60), 0.8, "raised from where it was");
+        assert_eq!(s60.duty(), 0.8, "raised from where it was");
         handle.set(GuardConfig { temp_limit: None, hysteresis: 5.0 });
         m.tick();
-        assert_eq!(duty::get(60), 1.0);
-        assert!(!metrics.render().contains("hashrig_gpu_temp_limit_celsius"));
+        assert_eq!(s60.duty(), 1.0);
+        assert!(!render(&registry).contains("hashrig_gpu_temp_limit_celsius"));
     }
 }

@@ -103,6 +103,7 @@ impl Metrics {
             duty_cycle_ratio,
             thermal_guard,
             temp_limit_celsius,
+            registry: _, // where they are, not one of them
         } = health;
         let all: [&dyn Collector; 66] = [
             ready,

@@ -191,21 +191,6 @@ impl HwProfile {
     }
 }
 
-/// Today's UTC date as YYYY-MM-DD (civil-from-days, no calendar crate needed).
-pub fn utc_date() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +209,7 @@ mod tests {
             pow_gpu: Vec::new(),
             sig: Some(SigBench {
                 hashrig_version: "0.1.0".into(),
-                date: utc_date(),
+                date: crate::date::utc_date(),
                 command: "hashrig bench sig".into(),
                 seconds_per_point: 0.5,
                 points: vec![SigPoint {
@@ -240,7 +225,7 @@ mod tests {
             }),
             pow_cpu: Some(PowCpu {
                 hashrig_version: "0.1.0".into(),
-                date: utc_date(),
+                date: crate::date::utc_date(),
                 command: "hashrig bench pow".into(),
                 backend: "sha-ni".into(),
                 threads: 2,
@@ -259,7 +244,6 @@ mod tests {
         };
         let s = toml::to_string_pretty(&p).unwrap();
         assert_eq!(toml::from_str::<HwProfile>(&s).unwrap(), p);
-        assert_eq!(utc_date().len(), 10);
     }
 
     /// Every committed profile loads, and its figures are real numbers: the

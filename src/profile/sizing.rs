@@ -175,7 +175,7 @@ mod tests {
                     hashrig_version: "t".into(),
                     date: "d".into(),
                     command: "c".into(),
-                    device: format!("gpu{i}"),
+                    device: crate::gpu::label(i),
                     adapter: "a".into(),
                     tune: "t".into(),
                     seconds: 1.0,

@@ -77,7 +77,7 @@ mod imp {
                 tracing::debug!("skipping software adapter {} (use --gpu-allow-software)", s.name);
                 continue;
             }
-            let label = format!("gpu{}", s.index);
+            let label = s.label();
             let ctx = GpuContext::new(ad, &ContextOptions::default()).and_then(|mut c| {
                 tune::apply(&mut c, &mode)?;
                 Ok(c)
@@ -110,6 +110,8 @@ pub(super) struct PowEnv<'a> {
     pub stats: &'a Arc<Stats>,
     pub metrics: &'a Arc<Metrics>,
     pub stop: &'a Arc<AtomicBool>,
+    /// Each engine gets its adapter's share (`gpu::share`).
+    pub shares: &'a crate::gpu::AdapterShares,
 }
 
 /// One PoW engine per usable adapter; with none, one warning and the CPU
@@ -124,7 +126,7 @@ pub(super) fn start_pow(d: &GpuDevices, t: GpuTune, env: &PowEnv) -> Result<GpuE
         let s = &ctx.summary;
         tracing::info!("{device}: {} | {} | driver {} {}", s.name, ctx.tune, s.driver, s.driver_info);
     }
-    crate::sched::gpu::start_engines(gpus, env.topo, env.sched, env.stats, env.metrics, env.stop)
+    crate::sched::gpu::start_engines(gpus, env.topo, env.shares, env.sched, env.stats, env.metrics, env.stop)
         .map_err(|e| RuntimeError::start("gpu", e))
 }
 

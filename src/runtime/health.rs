@@ -30,6 +30,7 @@ pub(super) fn start(
     source: &SensorSource,
     guard: &GuardConfig,
     metrics: &Arc<Metrics>,
+    shares: &crate::gpu::AdapterShares,
 ) -> Result<Option<HealthRun>, RuntimeError> {
     let sensor = match source.open() {
         Ok(s) => s,
@@ -42,7 +43,7 @@ pub(super) fn start(
             return Ok(None);
         }
     };
-    let monitor = Monitor::new(sensor, &crate::health::wgpu_adapters(), guard, metrics.clone());
+    let monitor = Monitor::new(sensor, &crate::health::wgpu_adapters(), shares, guard, metrics.health.clone());
     announce(guard);
     let handle = monitor.guard_handle();
     let thread = Worker::spawn("gpu-health", move |stop| monitor.run(DEFAULT_INTERVAL, &stop))

@@ -159,6 +159,8 @@ pub struct Runtime {
     status: worker::Worker,
     status_every: Arc<AtomicU64>,
     set_log_filter: Option<SetLogFilter>,
+    /// What the engines and the health monitor on each adapter share.
+    shares: crate::gpu::AdapterShares,
 }
 
 impl Runtime {
@@ -168,6 +170,12 @@ impl Runtime {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What the engines on each GPU adapter share, for a health monitor
+    /// whose thermal guard slows them.
+    pub fn adapter_shares(&self) -> &crate::gpu::AdapterShares {
+        &self.shares
     }
 
     /// The run should end: its adapter gave up.

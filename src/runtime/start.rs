@@ -58,7 +58,9 @@ impl Runtime {
         }
         // GPU health first: the thermal guard watches the GPUs from the
         // first dispatch on.
-        let health = health::start(&fixed.sensor, &live.thermal, &metrics)?;
+        // What the engines and the health monitor on each adapter share.
+        let shares = crate::gpu::AdapterShares::new();
+        let health = health::start(&fixed.sensor, &live.thermal, &metrics, &shares)?;
         let stats = Arc::new(Stats::new());
         let (sched, hits) = PowScheduler::new(metrics.clone());
         let gpu_stop = Arc::new(AtomicBool::new(false));
@@ -67,8 +69,14 @@ impl Runtime {
                 if !cfg!(feature = "gpu") && matches!(fixed.mining, Mining::Gpu(_)) {
                     tracing::warn!("this hashrig was built without the gpu feature; mining on the CPU");
                 }
-                let env =
-                    gpus::PowEnv { topo: &topo, sched: &sched, stats: &stats, metrics: &metrics, stop: &gpu_stop };
+                let env = gpus::PowEnv {
+                    topo: &topo,
+                    sched: &sched,
+                    stats: &stats,
+                    metrics: &metrics,
+                    stop: &gpu_stop,
+                    shares: &shares,
+                };
                 gpus::start_pow(&fixed.gpus, *tune, &env)?
             }
             None => GpuEngines::new(),
@@ -83,6 +91,7 @@ impl Runtime {
         let mut sig_cfg = SigEngineConfig::new(resolved.plan.clone());
         sig_cfg.pin = live.cpu.pin;
         sig_cfg.engines = fixed.sig_engines;
+        sig_cfg.adapters = shares.clone();
         let sig_engine =
             SigEngine::start(sig_cfg, Some(metrics.clone())).map_err(|e| RuntimeError::start("signature engine", e))?;
         if let Some(sel) = fixed.sig_gpu() {
@@ -128,6 +137,7 @@ impl Runtime {
             gpus,
             gpu_stop,
             sig_engine,
+            shares,
             feed,
             sigserve,
             adapter,

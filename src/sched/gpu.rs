@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::chain::Header;
 use crate::gpu::context::{dispatch_timeout, verify, Verdict, MAX_DISPATCH};
 use crate::gpu::kernel::Params;
-use crate::gpu::{GpuContext, GpuError};
+use crate::gpu::{AdapterShare, AdapterShares, GpuContext, GpuError};
 use crate::metrics::Metrics;
 use crate::pow::{self, NonceRange, SearchInput};
 use crate::topo::{NodeAffinity, Topology};
@@ -37,12 +37,16 @@ pub const DEFAULT_DISPATCH_TIME: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Debug)]
 pub struct GpuConfig {
-    /// Metrics label, "gpu0", "gpu1", …
+    /// Metrics label, "gpu0", "gpu1", … ([`crate::gpu::label`])
     pub device: String,
     pub dispatch_time: Duration,
     /// The CPUs the engine thread is bound to (the NUMA node nearest the
     /// GPU); `None` leaves it unpinned.
     pub feeder: Option<NodeAffinity>,
+    /// What the engine shares with the signature engine and the thermal
+    /// guard on its adapter: it yields to signature dispatches and pauses
+    /// for the duty cycle it reads there.
+    pub share: Arc<AdapterShare>,
 }
 
 pub struct GpuEngine {
@@ -94,10 +98,11 @@ impl GpuEngine {
 
 /// One engine per (device label, context), with the default dispatch time,
 /// each fed from the NUMA node nearest its GPU in `topo` (unpinned where
-/// that is unknown).
+/// that is unknown) and given its adapter's share of `shares`.
 pub fn start_engines(
     gpus: Vec<(String, GpuContext)>,
     topo: &Topology,
+    shares: &AdapterShares,
     sched: &Arc<PowScheduler>,
     stats: &Arc<Stats>,
     metrics: &Arc<Metrics>,
@@ -105,7 +110,7 @@ pub fn start_engines(
 ) -> std::io::Result<Vec<GpuEngine>> {
     gpus.into_iter()
         .map(|(device, ctx)| {
-            let feeder = crate::topo::gpu_feeder_affinity(topo, &ctx.summary);
+            let feeder = ctx.summary.feeder_affinity(topo);
             match &feeder {
                 Some(f) => tracing::info!(
                     "{device}: fed from NUMA node {} (PUs {})",
@@ -117,7 +122,8 @@ pub fn start_engines(
                     ctx.summary.pci_bus_id
                 ),
             }
-            let cfg = GpuConfig { device, dispatch_time: DEFAULT_DISPATCH_TIME, feeder };
+            let share = shares.of(ctx.summary.index);
+            let cfg = GpuConfig { device, dispatch_time: DEFAULT_DISPATCH_TIME, feeder, share };
             GpuEngine::start(ctx, cfg, sched.clone(), stats.clone(), metrics.clone(), stop.clone())
         })
         .collect()
@@ -200,15 +206,12 @@ impl Worker {
             }
             // Fill the ring with chunks of the current job.
             while let Some(&slot) = free.last() {
-                // Signature dispatches on this adapter go first (gpu::priority):
+                // Signature dispatches on this adapter go first (gpu::share):
                 // none while one is pending, one in flight while they may come.
-                let idx = self.ctx.summary.index;
                 // A GPU the thermal guard slowed also keeps one in flight,
                 // and pauses after it (below).
-                if crate::gpu::priority::sig_pending(idx)
-                    || ((crate::gpu::priority::sig_engine_on(idx) || crate::health::duty::throttled(idx))
-                        && !inflight.is_empty())
-                {
+                let share = &self.cfg.share;
+                if share.sig_pending() || ((share.sig_engine_on() || share.throttled()) && !inflight.is_empty()) {
                     break;
                 }
                 let Some(job) = self.sched.current() else { break };
@@ -239,7 +242,7 @@ impl Worker {
                 }
             }
             let Some(f) = inflight.pop_front() else {
-                if crate::gpu::priority::sig_pending(self.ctx.summary.index) {
+                if self.cfg.share.sig_pending() {
                     std::thread::sleep(Duration::from_micros(200));
                     continue;
                 }
@@ -269,10 +272,8 @@ impl Worker {
                 if n >= min_dispatch {
                     rate = 0.7 * rate + 0.3 * (n as f64 / dt);
                 }
-                // Thermal guard (health::duty): idle for the rest of the cycle.
-                if let Some(pause) =
-                    crate::health::duty::pause_after(self.ctx.summary.index, Duration::from_secs_f64(dt))
-                {
+                // Thermal guard (the share's duty cycle): idle for the rest of the cycle.
+                if let Some(pause) = self.cfg.share.pause_after(Duration::from_secs_f64(dt)) {
                     std::thread::sleep(pause);
                     last_done = Some(Instant::now());
                 }

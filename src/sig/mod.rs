@@ -59,13 +59,13 @@ impl Scheme {
         Scheme::ALL.into_iter().find(|s| s.wire() == b)
     }
 
-    /// Its cost family, an index into [`FAMILIES`]: schemes that run the
-    /// same verification code (both Ed25519 policies) cost the same.
-    pub fn family(self) -> usize {
+    /// Its cost family: schemes that run the same verification code (both
+    /// Ed25519 policies) cost the same.
+    pub fn family(self) -> Family {
         match self {
-            Scheme::Ed25519 | Scheme::Ed25519Strict => 0,
-            Scheme::Ecdsa => 1,
-            Scheme::Schnorr => 2,
+            Scheme::Ed25519 | Scheme::Ed25519Strict => Family::Ed25519,
+            Scheme::Ecdsa => Family::Ecdsa,
+            Scheme::Schnorr => Family::Schnorr,
         }
     }
 
@@ -78,8 +78,81 @@ impl Scheme {
     }
 }
 
-/// Cost families of [`Scheme::family`], by name (metric labels).
-pub const FAMILIES: [&str; 3] = ["ed25519", "ecdsa", "schnorr"];
+/// What verifying an item costs, by the code that verifies it
+/// ([`Scheme::family`]): the CPU's and each GPU's time per item are kept
+/// per family, in a [`PerFamily`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Both Ed25519 policies.
+    Ed25519,
+    /// ECDSA over secp256k1.
+    Ecdsa,
+    /// BIP340 Schnorr over secp256k1.
+    Schnorr,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Ed25519, Family::Ecdsa, Family::Schnorr];
+
+    /// The label value (the `scheme` label of `hashrig_sig_gpu_item_seconds`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ed25519 => "ed25519",
+            Family::Ecdsa => "ecdsa",
+            Family::Schnorr => "schnorr",
+        }
+    }
+}
+
+/// One `T` per [`Family`], read and written through the family
+/// (`costs[item.scheme.family()]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PerFamily<T> {
+    pub ed25519: T,
+    pub ecdsa: T,
+    pub schnorr: T,
+}
+
+impl<T> PerFamily<T> {
+    /// `f` of each family.
+    pub fn from_fn(mut f: impl FnMut(Family) -> T) -> PerFamily<T> {
+        PerFamily { ed25519: f(Family::Ed25519), ecdsa: f(Family::Ecdsa), schnorr: f(Family::Schnorr) }
+    }
+
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> PerFamily<U> {
+        PerFamily { ed25519: f(self.ed25519), ecdsa: f(self.ecdsa), schnorr: f(self.schnorr) }
+    }
+
+    pub fn each_ref(&self) -> PerFamily<&T> {
+        PerFamily { ed25519: &self.ed25519, ecdsa: &self.ecdsa, schnorr: &self.schnorr }
+    }
+
+    /// Each family with its value, in [`Family::ALL`]'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (Family, &T)> {
+        Family::ALL.into_iter().map(move |f| (f, &self[f]))
+    }
+}
+
+impl<T> std::ops::Index<Family> for PerFamily<T> {
+    type Output = T;
+    fn index(&self, f: Family) -> &T {
+        match f {
+            Family::Ed25519 => &self.ed25519,
+            Family::Ecdsa => &self.ecdsa,
+            Family::Schnorr => &self.schnorr,
+        }
+    }
+}
+
+impl<T> std::ops::IndexMut<Family> for PerFamily<T> {
+    fn index_mut(&mut self, f: Family) -> &mut T {
+        match f {
+            Family::Ed25519 => &mut self.ed25519,
+            Family::Ecdsa => &mut self.ecdsa,
+            Family::Schnorr => &mut self.schnorr,
+        }
+    }
+}
 
 impl fmt::Display for Scheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -357,5 +430,25 @@ pub fn scheme_label(items: &[SigItem]) -> &'static str {
         None => "mixed",
         Some(f) if items.iter().all(|i| i.scheme == f.scheme) => f.scheme.name(),
         Some(_) => "mixed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both Ed25519 policies cost one family; every family has its own slot.
+    #[test]
+    fn schemes_fall_into_families_with_a_slot_each() {
+        let fams: Vec<Family> = Scheme::ALL.iter().map(|s| s.family()).collect();
+        assert_eq!(fams, [Family::Ed25519, Family::Ed25519, Family::Ecdsa, Family::Schnorr]);
+        let mut per = PerFamily::<u32>::default();
+        for s in Scheme::ALL {
+            per[s.family()] += 1;
+        }
+        assert_eq!(per, PerFamily { ed25519: 2, ecdsa: 1, schnorr: 1 });
+        let names = PerFamily::from_fn(Family::name);
+        assert_eq!(names.iter().map(|(f, n)| (f, *n)).collect::<Vec<_>>()[2], (Family::Schnorr, "schnorr"));
+        assert_eq!(Family::ALL.map(|f| names[f]), ["ed25519", "ecdsa", "schnorr"]);
     }
 }

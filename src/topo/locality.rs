@@ -200,22 +200,6 @@ impl Topology {
     }
 }
 
-/// The NUMA node nearest a GPU adapter's PCI slot
-/// ([`Topology::numa_node_for`]); `None` when hwloc does not know it.
-#[cfg(feature = "gpu")]
-pub fn gpu_numa_node(topo: &Topology, adapter: &crate::gpu::AdapterSummary) -> Option<u32> {
-    topo.numa_node_for(&adapter.pci_identity())
-}
-
-/// The CPUs that should feed a GPU adapter ([`Topology::feeder_affinity`]):
-/// pass them to [`super::pin_to_node_or_warn`] at the start of the thread
-/// that packs, submits and re-checks its work. `None` when the locality is
-/// unknown (leave the thread unpinned).
-#[cfg(feature = "gpu")]
-pub fn gpu_feeder_affinity(topo: &Topology, adapter: &crate::gpu::AdapterSummary) -> Option<NodeAffinity> {
-    topo.feeder_affinity(&adapter.pci_identity())
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{Core, NumaNode, TopologySource};

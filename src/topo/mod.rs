@@ -30,8 +30,6 @@ pub mod priority;
 #[cfg(feature = "numa")]
 mod hw;
 
-#[cfg(feature = "gpu")]
-pub use locality::{gpu_feeder_affinity, gpu_numa_node};
 pub use locality::{BadPciAddress, NodeAffinity, PciAddress, PciDevice, PciIdentity, PciMatch};
 pub use pin::{pin_current_thread, pin_current_thread_to_node, pin_or_warn, pin_to_node_or_warn, PinError};
 pub use plan::{PinPlan, PlanOptions, WorkerGroup, WorkerSlot};

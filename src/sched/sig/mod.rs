@@ -61,6 +61,10 @@ pub struct SigEngineConfig {
     pub chunk_min: usize,
     /// Which engines may verify.
     pub engines: EngineChoice,
+    /// The process's adapter shares: a GPU signature engine registers in
+    /// its adapter's, where the PoW engine on that adapter sees it (a
+    /// fresh set by default: nothing else runs on the adapters).
+    pub adapters: crate::gpu::AdapterShares,
 }
 
 /// Which engines verify signatures.
@@ -108,6 +112,7 @@ impl SigEngineConfig {
             inline_max: Self::DEFAULT_INLINE_MAX,
             chunk_min: Self::DEFAULT_CHUNK_MIN,
             engines: EngineChoice::Auto,
+            adapters: crate::gpu::AdapterShares::new(),
         }
     }
 }

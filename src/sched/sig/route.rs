@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use super::gpu::GpuSigEngine;
 use super::{EngineChoice, Inner};
-use crate::sig::SigItem;
+use crate::sig::{Family, PerFamily, SigItem};
 
 /// The GPU must win by this much to be used: a tenth of the batch's own
 /// CPU time, and 0.2 ms. Predictions carry errors (a thread hop or two, a
@@ -57,7 +57,7 @@ fn gpu_wins(t_gpu: f64, t_cpu: f64, own: f64) -> bool {
 /// Seconds per item on one thread until measured, per family: an Ed25519
 /// batch on a 2020s server core ~17 µs, libsecp256k1's ECDSA and BIP340
 /// ~40 µs (README, performance).
-const CPU_ITEM_SECS_DEFAULT: [f64; 3] = [20e-6, 40e-6, 38e-6];
+const CPU_ITEM_SECS_DEFAULT: PerFamily<f64> = PerFamily { ed25519: 20e-6, ecdsa: 40e-6, schnorr: 38e-6 };
 
 /// Batches of at least this many items teach the CPU's cost per item:
 /// smaller ones are dominated by per-batch costs (an Ed25519 batch of one
@@ -82,7 +82,7 @@ fn store(a: &AtomicU64, x: f64) {
 /// The CPU side's measured costs and booked work.
 pub(super) struct Costs {
     /// CPU seconds per item, per family (f64 bits).
-    cpu_item_secs: [AtomicU64; 3],
+    cpu_item_secs: PerFamily<AtomicU64>,
     /// Share of items found invalid, a moving average over items (f64 bits).
     invalid_share: AtomicU64,
     /// Predicted CPU seconds (ns) of the batches running on the CPU.
@@ -90,7 +90,7 @@ pub(super) struct Costs {
     /// When each family's cost was last measured, and when the CPU was
     /// last probed (ns since `epoch`).
     epoch: Instant,
-    cpu_learnt_ns: [AtomicU64; 3],
+    cpu_learnt_ns: PerFamily<AtomicU64>,
     probed_ns: AtomicU64,
 }
 
@@ -110,7 +110,7 @@ impl Costs {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    pub(super) fn cpu_secs(&self, family: usize) -> f64 {
+    pub(super) fn cpu_secs(&self, family: Family) -> f64 {
         load(&self.cpu_item_secs[family])
     }
 
@@ -129,11 +129,11 @@ impl Costs {
         let ratio = (cpu_secs / predicted).min(CPU_SAMPLE_CLAMP);
         let scale = if ratio < 0.5 { 0.5 + 0.5 * ratio } else { 0.9 + 0.1 * ratio };
         let now = self.now_ns();
-        let mut seen = [false; 3];
+        let mut seen = PerFamily::<bool>::default();
         for i in items {
             seen[i.scheme.family()] = true;
         }
-        for f in (0..3).filter(|&f| seen[f]) {
+        for f in Family::ALL.into_iter().filter(|&f| seen[f]) {
             store(&self.cpu_item_secs[f], self.cpu_secs(f) * scale);
             self.cpu_learnt_ns[f].store(now, Ordering::Relaxed);
         }
@@ -158,7 +158,7 @@ impl Costs {
     }
 
     /// Sets a family's cost per item (tests: a wrong estimate must heal).
-    pub(super) fn set_cpu_secs(&self, family: usize, secs: f64) {
+    pub(super) fn set_cpu_secs(&self, family: Family, secs: f64) {
         store(&self.cpu_item_secs[family], secs);
     }
 

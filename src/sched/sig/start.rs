@@ -89,14 +89,15 @@ impl SigEngine {
         let mut started = 0;
         for ad in chosen {
             // Hashing, packing and re-checks on the NUMA node nearest the GPU.
-            let feeder = crate::topo::gpu_feeder_affinity(&topo, &ad.summary);
+            let feeder = ad.summary.feeder_affinity(&topo);
             let (engine, policy) = (std::sync::Arc::downgrade(&self.inner), sel.policy.clone());
             let metrics = self.inner.metrics.clone();
+            let share = self.inner.cfg.adapters.of(ad.summary.index);
             // /readyz waits for a background start, built or given up.
             let pending = metrics.as_ref().filter(|_| mode == StartMode::Background).map(|m| m.probes.start_pending());
             let start = move || {
                 let s = &ad.summary;
-                match GpuSigEngine::start(&ad, policy, metrics, feeder) {
+                match GpuSigEngine::start(&ad, share, policy, metrics, feeder) {
                     Ok(g) => {
                         tracing::info!("{} ({}): verifying signatures (Ed25519, ECDSA, BIP340)", g.label, s.name);
                         match engine.upgrade() {
@@ -109,7 +110,7 @@ impl SigEngine {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!("gpu{} ({}): not used for signatures: {e}", s.index, s.name);
+                        tracing::warn!("{} ({}): not used for signatures: {e}", s.label(), s.name);
                         false
                     }
                 }

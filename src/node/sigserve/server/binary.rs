@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
-use super::conn::{
+use super::ctx::Ctx;
+use super::link::{
     count_error, guarded, read_budgeted, send_ctrl, send_fatal, submit, wait_more, Encoding, Halt, Link,
 };
-use super::Ctx;
 use crate::node::sigserve::frame::{self, ErrorCode, Frame, FrameError, HEADER_LEN};
 
 pub(super) async fn binary_loop<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, ctx: &Arc<Ctx>, link: &mut Link) -> Halt {
@@ -59,7 +59,7 @@ pub(super) async fn binary_loop<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, ctx
             }
             Err(FrameError::TooManyItems { id, count, max }) => {
                 drop(permits);
-                count_error(ctx, "batch");
+                count_error(ctx, Encoding::Binary);
                 let e = frame::encode_error(id, ErrorCode::TooManyItems, &format!("{count} items, limit {max}"));
                 if let Err(h) = send_ctrl(link, e).await {
                     return h;

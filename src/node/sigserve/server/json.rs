@@ -7,23 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::conn::{budget, guarded, send_ctrl, submit, wait_more, Encoding, Halt, Link};
+use super::answer::json_error;
+use super::ctx::Ctx;
+use super::link::{budget, guarded, send_ctrl, submit, wait_more, Encoding, Halt, Link};
 use super::write::Out;
-use super::Ctx;
-use crate::sig::{jsonl, Reason, SigItem, Verdict};
-
-pub(super) fn json_error(id: Option<u64>, msg: &str) -> Vec<u8> {
-    let mut s = serde_json::json!({"id": id, "error": msg}).to_string();
-    s.push('\n');
-    s.into_bytes()
-}
-
-pub(super) fn json_answer(id: u64, verdicts: &[Verdict]) -> Vec<u8> {
-    let v: Vec<serde_json::Value> = verdicts.iter().map(|v| jsonl::verdict_value(*v)).collect();
-    let mut s = serde_json::json!({"id": id, "verdicts": v}).to_string();
-    s.push('\n');
-    s.into_bytes()
-}
+use crate::sig::{jsonl, Reason, SigItem};
 
 /// How reading a JSON line ended.
 pub(super) enum LineEnd {

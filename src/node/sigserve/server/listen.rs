@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::conn::serve_conn;
-use super::{closed, CloseCause, Ctx, ServeError};
+use super::ctx::{closed, CloseCause, Ctx, ServeError};
 use crate::node::sigserve::addr::ServeAddr;
 
 pub(super) enum Listener {

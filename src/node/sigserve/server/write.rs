@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
-use super::{closed, CloseCause, Ctx};
+use super::ctx::{closed, CloseCause, Ctx};
 
 /// One frame on its way out, holding what bounds it until written: a
 /// batch's budgets and in-flight slot, or a control-frame slot.

@@ -62,13 +62,13 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
-    /// The metric label: "gpu0" by the adapter's enumeration index, "sim0"
-    /// for the first simulated device.
+    /// The metric label: "gpu0" by the adapter's enumeration index
+    /// ([`crate::gpu::label`]), "sim0" for the first simulated device.
     pub fn label(&self) -> String {
         if self.simulated {
             format!("sim{}", self.index.saturating_sub(SIM_INDEX_BASE))
         } else {
-            format!("gpu{}", self.index)
+            crate::gpu::label(self.index)
         }
     }
 }
@@ -83,7 +83,7 @@ pub trait SigDevice: Send + Sync {
     /// host's encoding runs here, on the calling thread's rayon pool).
     fn submit(&self, items: &[&SigItem]) -> Result<Box<dyn InFlight>, DeviceError>;
     /// While signature dispatches are pending on the adapter a PoW engine
-    /// on it yields (see `gpu::priority`); `None` for a device that shares
+    /// on it yields (see `gpu::share`); `None` for a device that shares
     /// nothing.
     fn hold_adapter(&self) -> Option<Box<dyn Send>> {
         None
@@ -106,27 +106,31 @@ mod imp {
     use parking_lot::Mutex;
 
     use super::{DeviceAnswer, DeviceError, DeviceInfo, InFlight, SigDevice};
+    use crate::gpu::share::{AdapterShare, SigEngineOn};
     use crate::gpu::sig::{GpuSigKernels, Ticket, MAX_ITEMS};
-    use crate::gpu::{priority, GpuAdapter};
+    use crate::gpu::GpuAdapter;
     use crate::sig::SigItem;
 
-    /// An adapter's signature kernels (`gpu::sig`), registered on the
-    /// adapter so that PoW on it gives way to signature dispatches.
+    /// An adapter's signature kernels (`gpu::sig`), registered in the
+    /// adapter's share so that PoW on it gives way to signature dispatches.
     pub struct WgpuDevice {
         info: DeviceInfo,
         kernels: Arc<GpuSigKernels>,
-        on_adapter: Mutex<Option<priority::SigEngineOn>>,
+        share: Arc<AdapterShare>,
+        on_adapter: Mutex<Option<SigEngineOn>>,
     }
 
     impl WgpuDevice {
-        /// Builds both kernels on `adapter` (seconds: shader compilation).
-        pub fn open(adapter: &GpuAdapter) -> Result<WgpuDevice, DeviceError> {
+        /// Builds both kernels on `adapter` (seconds: shader compilation);
+        /// `share` is the adapter's, as the PoW engine on it holds it.
+        pub fn open(adapter: &GpuAdapter, share: Arc<AdapterShare>) -> Result<WgpuDevice, DeviceError> {
             let kernels = GpuSigKernels::new(adapter)?;
             let s = &adapter.summary;
             Ok(WgpuDevice {
                 info: DeviceInfo { name: s.name.clone(), index: s.index, software: s.software, simulated: false },
                 kernels: Arc::new(kernels),
-                on_adapter: Mutex::new(Some(priority::register_sig_engine(s.index))),
+                on_adapter: Mutex::new(Some(share.register_sig_engine())),
+                share,
             })
         }
     }
@@ -162,7 +166,7 @@ mod imp {
         }
 
         fn hold_adapter(&self) -> Option<Box<dyn Send>> {
-            Some(Box::new(priority::sig_dispatch(self.info.index)))
+            Some(Box::new(self.share.sig_dispatch()))
         }
 
         fn release(&self) {

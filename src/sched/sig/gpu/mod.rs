@@ -170,15 +170,17 @@ pub struct GpuSigEngine {
 
 impl GpuSigEngine {
     /// Builds the kernels on `adapter` (slow: shader compilation), then
-    /// [`with_device`](Self::with_device).
+    /// [`with_device`](Self::with_device). `share` is the adapter's, held
+    /// by the PoW engine on it too, which gives way to signature dispatches.
     #[cfg(feature = "gpu")]
     pub fn start(
         adapter: &crate::gpu::GpuAdapter,
+        share: Arc<crate::gpu::AdapterShare>,
         policy: TrustPolicy,
         metrics: Option<Arc<Metrics>>,
         feeder: Option<NodeAffinity>,
     ) -> Result<Arc<GpuSigEngine>, DeviceError> {
-        let dev = device::WgpuDevice::open(adapter)?;
+        let dev = device::WgpuDevice::open(adapter, share)?;
         Self::with_device(Box::new(dev), policy, metrics, feeder)
     }
 
@@ -308,7 +310,7 @@ impl GpuSigEngine {
     pub fn prediction(&self, items: &[SigItem]) -> Prediction {
         let m = *self.s.model.lock();
         let work = m.work(items);
-        let avg = if items.is_empty() { m.per_item[0] } else { work / items.len() as f64 };
+        let avg = if items.is_empty() { m.per_item.ed25519 } else { work / items.len() as f64 };
         Prediction { l0: m.l0, ahead: self.backlog() + self.s.policy.canaries as f64 * avg, work }
     }
 

@@ -12,13 +12,13 @@
 
 use std::time::Instant;
 
-use crate::sig::{SigItem, FAMILIES};
+use crate::sig::{Family, PerFamily, SigItem};
 
 /// Measured fixed latency and time per item of each family.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Model {
     pub l0: f64,
-    pub per_item: [f64; 3],
+    pub per_item: PerFamily<f64>,
 }
 
 impl Model {
@@ -48,7 +48,7 @@ impl Model {
         }
         let work = if isolated { (busy - self.l0).max(busy * 0.25) } else { busy };
         let ratio = (work / predicted).clamp(0.1, 10.0);
-        for f in 0..FAMILIES.len() {
+        for f in Family::ALL {
             if batch.iter().any(|i| i.scheme.family() == f) {
                 self.per_item[f] *= 0.8 + 0.2 * ratio;
             }

@@ -12,7 +12,7 @@ use super::device::DeviceInfo;
 use super::model::Model;
 use super::trust::Canaries;
 use super::{DeviceError, Flight, GpuAnswer, Job, Refused, Shared};
-use crate::sig::{verify_one, Reason, SigItem, Verdict, FAMILIES};
+use crate::sig::{verify_one, Family, PerFamily, Reason, SigItem, Verdict};
 
 /// A dispatch whose verdicts came back, for the trust policy.
 struct Dispatched {
@@ -73,12 +73,12 @@ impl Shared {
             l0 = l0.min(self.run_once(&all[1..2])?.1.as_secs_f64());
         }
         let n = if info.software { 256 } else { 16384 };
-        let mut per_item = [0.0; 3];
-        for (f, slot) in per_item.iter_mut().enumerate() {
+        let mut per_item = PerFamily::<f64>::default();
+        for f in Family::ALL {
             let own: Vec<&SigItem> = all.iter().copied().filter(|i| i.scheme.family() == f).collect();
             let big: Vec<&SigItem> = (0..n).map(|i| own[i % own.len()]).collect();
             let wall = self.run_once(&big)?.1.as_secs_f64();
-            *slot = ((wall - l0).max(wall * 0.5)) / n as f64;
+            per_item[f] = ((wall - l0).max(wall * 0.5)) / n as f64;
         }
         *self.model.lock() = Model { l0, per_item };
         self.publish_model();
@@ -87,9 +87,9 @@ impl Shared {
             "signatures on {}: L0 {:.2} ms; verifies/s: Ed25519 {:.0}, ECDSA {:.0}, BIP340 {:.0}",
             self.label,
             l0 * 1e3,
-            1.0 / per_item[0],
-            1.0 / per_item[1],
-            1.0 / per_item[2]
+            1.0 / per_item.ed25519,
+            1.0 / per_item.ecdsa,
+            1.0 / per_item.schnorr
         );
         Ok(())
     }
@@ -98,8 +98,8 @@ impl Shared {
         if let Some(m) = &self.metrics {
             let md = *self.model.lock();
             m.sig_gpu.l0_seconds.with_label_values(&[&self.label]).set(md.l0);
-            for (f, name) in FAMILIES.iter().enumerate() {
-                m.sig_gpu.item_seconds.with_label_values(&[self.label.as_str(), name]).set(md.per_item[f]);
+            for (f, secs) in md.per_item.iter() {
+                m.sig_gpu.item_seconds.with_label_values(&[self.label.as_str(), f.name()]).set(*secs);
             }
         }
     }

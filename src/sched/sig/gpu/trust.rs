@@ -14,7 +14,7 @@
 
 use rand::Rng;
 
-use crate::sig::{demo, verify_one, Scheme, SigItem, Verdict};
+use crate::sig::{demo, verify_one, Family, PerFamily, Scheme, SigItem, Verdict};
 
 /// How far GPU verdicts are trusted.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,13 +45,13 @@ impl Default for TrustPolicy {
 /// The canary pool, each with the CPU path's verdict, indexed by family.
 pub(super) struct Canaries {
     pub(super) items: Vec<(SigItem, Verdict)>,
-    by_family: [Vec<usize>; 3],
+    by_family: PerFamily<Vec<usize>>,
 }
 
 impl Canaries {
     pub(super) fn new() -> Canaries {
         let items = canary_pool();
-        let mut by_family: [Vec<usize>; 3] = Default::default();
+        let mut by_family: PerFamily<Vec<usize>> = Default::default();
         for (i, (it, _)) in items.iter().enumerate() {
             by_family[it.scheme.family()].push(i);
         }
@@ -68,13 +68,13 @@ impl Canaries {
         k: usize,
     ) -> Vec<(usize, usize)> {
         let mut rng = rand::rng();
-        let mut present = [false; 3];
+        let mut present = PerFamily::<bool>::default();
         for it in items {
             present[it.scheme.family()] = true;
         }
-        let mut fams: Vec<usize> = (0..3).filter(|&f| present[f]).collect();
+        let mut fams: Vec<Family> = Family::ALL.into_iter().filter(|&f| present[f]).collect();
         if fams.is_empty() {
-            fams.push(0);
+            fams.push(Family::Ed25519);
         }
         let mut next = rng.random_range(0..fams.len());
         let mut pos: Vec<usize> = (0..k).map(|_| rng.random_range(0..=n + k - 1)).collect();
