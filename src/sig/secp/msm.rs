@@ -13,10 +13,6 @@
 //! the usual running sum in Jacobian coordinates, and the windows by
 //! doubling (Horner).
 
-// Field operations written as k256 writes its own (right side by
-// reference, `a = a * b`), so the lazy-normalisation rules read the same.
-#![allow(clippy::op_ref, clippy::assign_op_pattern)]
-
 use k256::Scalar;
 
 use super::glv;
@@ -215,11 +211,11 @@ fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]
             let s = start[b] as usize;
             for k in 0..(l as usize) / 2 {
                 let (p, q) = (load(src, buf, s + 2 * k), load(src, buf, s + 2 * k + 1));
-                let dx = q.x + &p.x.negate(1);
-                if !bool::from(dx.normalizes_to_zero()) {
+                let dx = q.x - p.x;
+                if !dx.is_zero() {
                     kinds.push(Pair::Chord);
                     den.push(dx);
-                } else if bool::from((q.y + &p.y.negate(1)).normalizes_to_zero()) {
+                } else if (q.y - p.y).is_zero() {
                     kinds.push(Pair::Tangent);
                     den.push(p.y.double());
                 } else {
@@ -242,16 +238,16 @@ fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]
         pre.clear();
         let mut acc = Fe::ONE;
         for d in &den {
-            acc = acc * d;
+            acc = acc * *d;
             pre.push(acc);
         }
         // Never None: every denominator is a non-zero x difference or
         // 2y ≠ 0 (secp256k1 has no point of order 2).
-        let mut inv: Fe = Option::from(acc.invert_vartime())?;
+        let mut inv = acc.invert_vartime()?;
         for i in (0..den.len()).rev() {
             let d = den[i];
-            den[i] = if i > 0 { inv * &pre[i - 1] } else { inv };
-            inv = inv * &d;
+            den[i] = if i > 0 { inv * pre[i - 1] } else { inv };
+            inv = inv * d;
         }
         // Results in place, bucket by bucket, in increasing order (pair k of
         // a bucket lands at or before its own first point).
@@ -267,13 +263,13 @@ fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]
                 ki += 1;
                 let num = match kind {
                     Pair::Vanish => continue,
-                    Pair::Chord => q.y + &p.y.negate(1),
-                    Pair::Tangent => p.x.square().mul_single(3),
+                    Pair::Chord => q.y - p.y,
+                    Pair::Tangent => p.x.square().mul_small(3),
                 };
-                let lambda = num * &den[di];
+                let lambda = num * den[di];
                 di += 1;
-                let x3 = (lambda.square() + &p.x.negate(1) + &q.x.negate(1)).normalize_weak();
-                let y3 = (lambda * &(p.x + &x3.negate(1)) + &p.y.negate(1)).normalize_weak();
+                let x3 = lambda.square() - p.x - q.x;
+                let y3 = lambda * (p.x - x3) - p.y;
                 buf[out] = Affine { x: x3, y: y3 };
                 out += 1;
             }
@@ -311,7 +307,7 @@ mod tests {
     fn same(j: &Jacobian, p: &ProjectivePoint) -> bool {
         match j.to_affine() {
             None => bool::from(p.is_identity()),
-            Some(a) => ours(p).x.normalize() == a.x && ours(p).y.normalize() == a.y,
+            Some(a) => ours(p).x == a.x && ours(p).y == a.y,
         }
     }
 
