@@ -16,7 +16,8 @@
 //!   `lincomb_vartime` (Straus, GLV + wNAF). libsecp256k1's
 //!   `ecmult_multi_var` is static in its C code, not reachable through the
 //!   `secp256k1` crate. `lift_x`: BIP340's lift_x (one per R in a batch),
-//!   ours on the 4×64 field vs through libsecp256k1's key parser.
+//!   ours on the 4×64 field (one at a time, four interleaved) vs through
+//!   libsecp256k1's key parser.
 //! * `scaling`: the engine on 1 thread vs all threads, n = 4096.
 //!
 //! `cargo bench --bench sig -- --warm-up-time 1 --measurement-time 3`
@@ -219,6 +220,8 @@ fn msm(c: &mut Criterion) {
     let mut g = c.benchmark_group("lift_x");
     g.throughput(Throughput::Elements(xs.len() as u64));
     g.bench_function("hashrig_4x64", |b| b.iter(|| xs.iter().map(|x| black_box(Affine::lift_x(black_box(x)))).count()));
+    let refs: Vec<&[u8; 32]> = xs.iter().collect();
+    g.bench_function("hashrig_4x64_four_at_once", |b| b.iter(|| black_box(Affine::lift_x_many(black_box(&refs)))));
     g.bench_function("libsecp256k1", |b| {
         b.iter(|| xs.iter().map(|x| black_box(Affine::lift_x_libsecp(black_box(x)))).count())
     });

@@ -207,6 +207,35 @@ impl Fe {
     }
 }
 
+/// Square roots of N elements at once, each as [`Fe::sqrt`] gives it: the
+/// same chain with the N lanes interleaved, so the processor overlaps
+/// their squarings (one chain alone waits on each square's latency).
+pub fn sqrt_many<const N: usize>(a: &[Fe; N]) -> [Option<Fe>; N] {
+    let sq = |x: [Fe; N], k: usize| {
+        let mut x = x;
+        for _ in 0..k {
+            for v in x.iter_mut() {
+                *v = v.square();
+            }
+        }
+        x
+    };
+    let mul = |x: [Fe; N], y: &[Fe; N]| std::array::from_fn::<Fe, N, _>(|l| x[l] * y[l]);
+    let x2 = mul(sq(*a, 1), a);
+    let x3 = mul(sq(x2, 1), a);
+    let x6 = mul(sq(x3, 3), &x3);
+    let x9 = mul(sq(x6, 3), &x3);
+    let x11 = mul(sq(x9, 2), &x2);
+    let x22 = mul(sq(x11, 11), &x11);
+    let x44 = mul(sq(x22, 22), &x22);
+    let x88 = mul(sq(x44, 44), &x44);
+    let x176 = mul(sq(x88, 88), &x88);
+    let x220 = mul(sq(x176, 44), &x44);
+    let x223 = mul(sq(x220, 3), &x3);
+    let r = sq(mul(sq(mul(sq(x223, 23), &x22), 6), &x2), 2);
+    std::array::from_fn(|l| (r[l].square() == a[l]).then_some(r[l]))
+}
+
 /// Whether a limb vector is p or more.
 #[inline(always)]
 fn ge_p(v: &[u64; 4]) -> bool {
@@ -359,11 +388,15 @@ mod tests {
                 (None, None) => assert!(a.is_zero()),
                 _ => panic!("invert {a:?}"),
             }
+            let many = sqrt_many(&[*a, vs[(i + 1) % vs.len()], *a]);
             match (a.sqrt(), Option::<K>::from(ka.sqrt())) {
                 (Some(x), Some(y)) => assert!(same(&x, &y) || same(&x, &y.negate(1))),
                 (None, None) => {}
                 _ => panic!("sqrt {a:?}"),
             }
+            assert_eq!(many[0], a.sqrt());
+            assert_eq!(many[2], a.sqrt());
+            assert_eq!(many[1], vs[(i + 1) % vs.len()].sqrt());
         }
     }
 
