@@ -428,7 +428,7 @@ mod tests {
                 match s % 5 {
                     0 => {
                         a = a * b;
-                        ka = ka * kb;
+                        ka *= kb;
                     }
                     1 => {
                         a = a.square() - b;

@@ -71,8 +71,8 @@ impl Affine {
                 v.square() * v + Fe::from_u64(7)
             });
             let y = super::field::sqrt_many(&c);
-            for l in 0..chunk.len() {
-                out.push(x[l].zip(y[l]).map(|(x, y)| Affine { x, y: if y.is_odd() { -y } else { y } }));
+            for (x, y) in x.iter().zip(y).take(chunk.len()) {
+                out.push(x.zip(y).map(|(x, y)| Affine { x, y: if y.is_odd() { -y } else { y } }));
             }
         }
         out
