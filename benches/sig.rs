@@ -220,12 +220,20 @@ fn msm(c: &mut Criterion) {
     let mut g = c.benchmark_group("lift_x");
     g.throughput(Throughput::Elements(xs.len() as u64));
     g.bench_function("hashrig_4x64", |b| {
-        b.iter(|| xs.iter().for_each(|x| drop(black_box(Affine::lift_x(black_box(x))))))
+        b.iter(|| {
+            xs.iter().for_each(|x| {
+                let _ = black_box(Affine::lift_x(black_box(x)));
+            })
+        })
     });
     let refs: Vec<&[u8; 32]> = xs.iter().collect();
     g.bench_function("hashrig_4x64_four_at_once", |b| b.iter(|| black_box(Affine::lift_x_many(black_box(&refs)))));
     g.bench_function("libsecp256k1", |b| {
-        b.iter(|| xs.iter().for_each(|x| drop(black_box(Affine::lift_x_libsecp(black_box(x))))))
+        b.iter(|| {
+            xs.iter().for_each(|x| {
+                let _ = black_box(Affine::lift_x_libsecp(black_box(x)));
+            })
+        })
     });
     g.finish();
 }
