@@ -15,7 +15,9 @@
 //!   (513 points): ours (Pippenger, batch-affine buckets) vs k256's
 //!   `lincomb_vartime` (Straus, GLV + wNAF). libsecp256k1's
 //!   `ecmult_multi_var` is static in its C code, not reachable through the
-//!   `secp256k1` crate.
+//!   `secp256k1` crate. `lift_x`: BIP340's lift_x (one per R in a batch),
+//!   ours on the 4×64 field (one at a time, four interleaved) vs through
+//!   libsecp256k1's key parser.
 //! * `scaling`: the engine on 1 thread vs all threads, n = 4096.
 //!
 //! `cargo bench --bench sig -- --warm-up-time 1 --measurement-time 3`
@@ -211,6 +213,27 @@ fn msm(c: &mut Criterion) {
     g.bench_function("hashrig_pippenger_batch_affine", |b| b.iter(|| black_box(msm::sum(black_box(&ours)))));
     g.bench_function("k256_lincomb_vartime", |b| {
         b.iter(|| black_box(ProjectivePoint::lincomb_vartime(black_box(&theirs[..]))))
+    });
+    g.finish();
+    // lift_x of one R: the batch pays one per signature.
+    let xs: Vec<[u8; 32]> = ours.iter().map(|(p, _)| p.x.to_bytes()).collect();
+    let mut g = c.benchmark_group("lift_x");
+    g.throughput(Throughput::Elements(xs.len() as u64));
+    g.bench_function("hashrig_4x64", |b| {
+        b.iter(|| {
+            xs.iter().for_each(|x| {
+                let _ = black_box(Affine::lift_x(black_box(x)));
+            })
+        })
+    });
+    let refs: Vec<&[u8; 32]> = xs.iter().collect();
+    g.bench_function("hashrig_4x64_four_at_once", |b| b.iter(|| black_box(Affine::lift_x_many(black_box(&refs)))));
+    g.bench_function("libsecp256k1", |b| {
+        b.iter(|| {
+            xs.iter().for_each(|x| {
+                let _ = black_box(Affine::lift_x_libsecp(black_box(x)));
+            })
+        })
     });
     g.finish();
 }

@@ -139,16 +139,16 @@ fn challenge_prefix() -> &'static Sha256 {
 /// An item as bytes: (x-only key, message, signature).
 pub type Item<'a> = (&'a [u8], &'a [u8], &'a [u8]);
 
-/// Decode one item: `Err` with the reason single verification gives, in
-/// the same order (key length, signature length, key encoding; then r ≥ p,
-/// r not an x coordinate, s ≥ n are all a failed signature).
-fn decode(it: &Item) -> Result<(Affine, Affine, Scalar, Scalar), Reason> {
+/// Decode one item but for R: `Err` with the reason single verification
+/// gives, in the same order (key length, signature length, key encoding;
+/// then r ≥ p, r not an x coordinate, s ≥ n are all a failed signature, so
+/// R, lifted later for the whole batch at once, may fail after s).
+fn decode<'a>(it: &Item<'a>) -> Result<(&'a [u8; 32], Affine, Scalar, Scalar), Reason> {
     let (pk, msg, sig) = *it;
     let pk: &[u8; 32] = pk.try_into().map_err(|_| Reason::PubkeyLength)?;
     let sig: &[u8; 64] = sig.try_into().map_err(|_| Reason::SigLength)?;
     let p = super::xonly_point(pk).ok_or(Reason::PubkeyEncoding)?;
     let r_bytes: &[u8; 32] = sig[..32].try_into().expect("32");
-    let r = Affine::lift_x_libsecp(r_bytes).ok_or(Reason::BadSignature)?;
     let s_bytes: [u8; 32] = sig[32..].try_into().expect("32");
     let s: Scalar = Option::from(Scalar::from_repr(s_bytes.into())).ok_or(Reason::BadSignature)?;
     let mut h = challenge_prefix().clone();
@@ -156,7 +156,7 @@ fn decode(it: &Item) -> Result<(Affine, Affine, Scalar, Scalar), Reason> {
     h.update(pk);
     h.update(msg);
     let e = <Scalar as Reduce<FieldBytes>>::reduce(&h.finalize());
-    Ok((r, p, s, e))
+    Ok((r_bytes, p, s, e))
 }
 
 /// The weights' seed: SHA-256 of every input of the batch (keys, messages
@@ -203,15 +203,27 @@ pub fn verify(items: &[Item], opts: &BatchOptions) -> Vec<Result<(), Reason>> {
         return out;
     }
     let mut out: Vec<Result<(), Reason>> = vec![Ok(()); n];
-    let mut decoded = Vec::with_capacity(n);
-    let mut at = Vec::with_capacity(n);
+    let mut parsed = Vec::with_capacity(n);
+    let mut parsed_at = Vec::with_capacity(n);
     for (i, it) in items.iter().enumerate() {
         match decode(it) {
             Ok(d) => {
-                decoded.push(d);
-                at.push(i);
+                parsed.push(d);
+                parsed_at.push(i);
             }
             Err(r) => out[i] = Err(r),
+        }
+    }
+    let rs: Vec<&[u8; 32]> = parsed.iter().map(|d| d.0).collect();
+    let mut decoded = Vec::with_capacity(parsed.len());
+    let mut at = Vec::with_capacity(parsed.len());
+    for ((i, (_, p, s, e)), r) in parsed_at.into_iter().zip(parsed).zip(Affine::lift_x_many(&rs)) {
+        match r {
+            Some(r) => {
+                decoded.push((r, p, s, e));
+                at.push(i);
+            }
+            None => out[i] = Err(Reason::BadSignature),
         }
     }
     let mut rng = ChaCha20Rng::from_seed(seed(items, &at));

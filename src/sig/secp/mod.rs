@@ -7,6 +7,7 @@ use super::cache::KeyCache;
 use super::Reason;
 
 pub mod batch;
+pub mod field;
 pub mod glv;
 pub mod gpu;
 pub mod msm;

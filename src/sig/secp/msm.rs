@@ -13,10 +13,6 @@
 //! the usual running sum in Jacobian coordinates, and the windows by
 //! doubling (Horner).
 
-// Field operations written as k256 writes its own (right side by
-// reference, `a = a * b`), so the lazy-normalisation rules read the same.
-#![allow(clippy::op_ref, clippy::assign_op_pattern)]
-
 use k256::Scalar;
 
 use super::glv;
@@ -135,22 +131,26 @@ pub fn sum(terms: &[(Affine, Scalar)]) -> Option<Jacobian> {
     let mut len: Vec<u32> = (0..nw * nb).map(|b| start[b + 1] - start[b]).collect();
     reduce_buckets(Src::Indexed(&idx, &pts, &negs), &mut buf, &start, &mut len)?;
 
-    // Running sums per window, windows by Horner.
+    // Running sums, every window at once (the windows' chains are
+    // independent, so one window's addition need not wait for the last),
+    // then the windows by Horner.
+    let mut running = vec![Jacobian::INFINITY; nw];
+    let mut win = vec![Jacobian::INFINITY; nw];
+    for k in (0..nb).rev() {
+        for j in 0..nw {
+            let b = j * nb + k;
+            if len[b] == 1 {
+                running[j] = running[j].add_affine(&buf[start[b] as usize]);
+            }
+            win[j] = win[j].add(&running[j]);
+        }
+    }
     let mut acc = Jacobian::INFINITY;
-    for j in (0..nw).rev() {
+    for w in win.iter().rev() {
         for _ in 0..c {
             acc = acc.double();
         }
-        let mut running = Jacobian::INFINITY;
-        let mut win = Jacobian::INFINITY;
-        for k in (0..nb).rev() {
-            let b = j * nb + k;
-            if len[b] == 1 {
-                running = running.add_affine(&buf[start[b] as usize]);
-            }
-            win = win.add(&running);
-        }
-        acc = acc.add(&win);
+        acc = acc.add(w);
     }
     Some(acc)
 }
@@ -164,6 +164,17 @@ fn leading((n, still): (u32, bool), w: &u64) -> (u32, bool) {
     } else {
         (n + w.leading_zeros(), false)
     }
+}
+
+/// Independent product chains in a round's Montgomery trick.
+const LANES: usize = 4;
+
+/// The inverses of the chains' products, with one field inversion.
+fn lane_inverses(acc: &[Fe; LANES]) -> Option<[Fe; LANES]> {
+    let (a01, a23) = (acc[0] * acc[1], acc[2] * acc[3]);
+    let inv = (a01 * a23).invert_vartime()?;
+    let (i01, i23) = (inv * a23, inv * a01);
+    Some([i01 * acc[1], i01 * acc[0], i23 * acc[3], i23 * acc[2]])
 }
 
 /// One pair of a round: the two points at `a` and `a + 1`.
@@ -215,11 +226,11 @@ fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]
             let s = start[b] as usize;
             for k in 0..(l as usize) / 2 {
                 let (p, q) = (load(src, buf, s + 2 * k), load(src, buf, s + 2 * k + 1));
-                let dx = q.x + &p.x.negate(1);
-                if !bool::from(dx.normalizes_to_zero()) {
+                let dx = q.x - p.x;
+                if !dx.is_zero() {
                     kinds.push(Pair::Chord);
                     den.push(dx);
-                } else if bool::from((q.y + &p.y.negate(1)).normalizes_to_zero()) {
+                } else if (q.y - p.y).is_zero() {
                     kinds.push(Pair::Tangent);
                     den.push(p.y.double());
                 } else {
@@ -238,20 +249,24 @@ fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]
             }
             return Some(());
         }
-        // Montgomery's trick: one inversion for the whole round.
+        // Montgomery's trick: one inversion for the whole round. The
+        // products run in LANES interleaved chains (element i in chain
+        // i % LANES), so consecutive products do not wait on each other.
         pre.clear();
-        let mut acc = Fe::ONE;
-        for d in &den {
-            acc = acc * d;
-            pre.push(acc);
+        let mut acc = [Fe::ONE; LANES];
+        for (i, d) in den.iter().enumerate() {
+            let l = i % LANES;
+            acc[l] = acc[l] * *d;
+            pre.push(acc[l]);
         }
         // Never None: every denominator is a non-zero x difference or
         // 2y ≠ 0 (secp256k1 has no point of order 2).
-        let mut inv: Fe = Option::from(acc.invert_vartime())?;
+        let mut inv = lane_inverses(&acc)?;
         for i in (0..den.len()).rev() {
+            let l = i % LANES;
             let d = den[i];
-            den[i] = if i > 0 { inv * &pre[i - 1] } else { inv };
-            inv = inv * &d;
+            den[i] = if i >= LANES { inv[l] * pre[i - LANES] } else { inv[l] };
+            inv[l] = inv[l] * d;
         }
         // Results in place, bucket by bucket, in increasing order (pair k of
         // a bucket lands at or before its own first point).
@@ -267,13 +282,13 @@ fn reduce_buckets(first: Src, buf: &mut [Affine], start: &[u32], len: &mut [u32]
                 ki += 1;
                 let num = match kind {
                     Pair::Vanish => continue,
-                    Pair::Chord => q.y + &p.y.negate(1),
-                    Pair::Tangent => p.x.square().mul_single(3),
+                    Pair::Chord => q.y - p.y,
+                    Pair::Tangent => p.x.square().mul_small(3),
                 };
-                let lambda = num * &den[di];
+                let lambda = num * den[di];
                 di += 1;
-                let x3 = (lambda.square() + &p.x.negate(1) + &q.x.negate(1)).normalize_weak();
-                let y3 = (lambda * &(p.x + &x3.negate(1)) + &p.y.negate(1)).normalize_weak();
+                let x3 = lambda.square() - p.x - q.x;
+                let y3 = lambda * (p.x - x3) - p.y;
                 buf[out] = Affine { x: x3, y: y3 };
                 out += 1;
             }
@@ -311,7 +326,7 @@ mod tests {
     fn same(j: &Jacobian, p: &ProjectivePoint) -> bool {
         match j.to_affine() {
             None => bool::from(p.is_identity()),
-            Some(a) => ours(p).x.normalize() == a.x && ours(p).y.normalize() == a.y,
+            Some(a) => ours(p).x == a.x && ours(p).y == a.y,
         }
     }
 

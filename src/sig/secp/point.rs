@@ -1,7 +1,6 @@
-//! secp256k1 points in affine and Jacobian coordinates over k256's field
-//! arithmetic (its 5×52-bit `FieldElement`, reached through
-//! `elliptic_curve::hazmat::FieldArithmetic`), for the BIP340 batch
-//! equation's multi-scalar multiplication.
+//! secp256k1 points in affine and Jacobian coordinates over the field of
+//! [`super::field`] (4×64-bit limbs), for the BIP340 batch equation's
+//! multi-scalar multiplication.
 //!
 //! Why not k256's `ProjectivePoint`: its complete addition formulas cost
 //! 12 products whether or not one side is affine, and it offers no affine
@@ -12,25 +11,16 @@
 //!
 //! Formulas: doubling dbl-2009-l (a = 0), additions as libsecp256k1's
 //! `gej_add_ge_var` / `gej_add_var` (variable time: only public data goes
-//! through here). Magnitudes follow k256's lazy-normalisation rules
-//! (products take inputs of magnitude ≤ 8 and give 1; debug builds check
-//! every one); each result leaves with magnitude 1.
+//! through here).
 
-// Field operations written as k256 writes its own (right side by
-// reference, `a = a * b`), so the lazy-normalisation rules read the same.
-#![allow(clippy::op_ref, clippy::assign_op_pattern)]
-
-use k256::elliptic_curve::hazmat::FieldArithmetic;
-
-/// k256's field element mod p.
-pub type Fe = <k256::Secp256k1 as FieldArithmetic>::FieldElement;
+pub use super::field::Fe;
 
 /// beta, a cube root of unity mod p: lambda (x, y) = (beta x, y).
 pub fn beta() -> Fe {
     static B: std::sync::OnceLock<Fe> = std::sync::OnceLock::new();
     *B.get_or_init(|| {
         let bytes = hex32(super::glv::BETA_HEX);
-        Fe::from_bytes(&bytes.into()).expect("beta < p")
+        Fe::from_bytes(&bytes).expect("beta < p")
     })
 }
 
@@ -42,7 +32,7 @@ fn hex32(s: &str) -> [u8; 32] {
     out
 }
 
-/// A finite affine point; both coordinates of magnitude 1.
+/// A finite affine point.
 #[derive(Clone, Copy, Debug)]
 pub struct Affine {
     pub x: Fe,
@@ -56,19 +46,36 @@ impl Affine {
         *G.get_or_init(|| {
             let x = hex32("79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798");
             let y = hex32("483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8");
-            Affine { x: Fe::from_bytes(&x.into()).expect("G.x"), y: Fe::from_bytes(&y.into()).expect("G.y") }
+            Affine { x: Fe::from_bytes(&x).expect("G.x"), y: Fe::from_bytes(&y).expect("G.y") }
         })
     }
 
     /// The point with x = `x` and even y (BIP340's lift_x), `None` when
     /// `x` ≥ p or x³ + 7 is not a square.
     pub fn lift_x(x: &[u8; 32]) -> Option<Affine> {
-        let x: Fe = Option::from(Fe::from_bytes(&(*x).into()))?;
-        let c = x.square() * &x + &Fe::from_u64(7);
-        let y: Fe = Option::from(c.sqrt())?;
-        let y = y.normalize();
-        let y = if bool::from(y.is_odd()) { y.negate(1).normalize() } else { y };
-        Some(Affine { x, y })
+        let x = Fe::from_bytes(x)?;
+        let y = (x.square() * x + Fe::from_u64(7)).sqrt()?;
+        Some(Affine { x, y: if y.is_odd() { -y } else { y } })
+    }
+
+    /// [`Affine::lift_x`] of each x, four square roots at a time
+    /// ([`super::field::sqrt_many`]).
+    pub fn lift_x_many(xs: &[&[u8; 32]]) -> Vec<Option<Affine>> {
+        const N: usize = 4;
+        let mut out = Vec::with_capacity(xs.len());
+        for chunk in xs.chunks(N) {
+            // Lanes past the end, and x ≥ p, take x = 0 and are dropped.
+            let x: [Option<Fe>; N] = std::array::from_fn(|l| chunk.get(l).and_then(|x| Fe::from_bytes(x)));
+            let c: [Fe; N] = std::array::from_fn(|l| {
+                let v = x[l].unwrap_or(Fe::ZERO);
+                v.square() * v + Fe::from_u64(7)
+            });
+            let y = super::field::sqrt_many(&c);
+            for (x, y) in x.iter().zip(y).take(chunk.len()) {
+                out.push(x.zip(y).map(|(x, y)| Affine { x, y: if y.is_odd() { -y } else { y } }));
+            }
+        }
+        out
     }
 
     /// lift_x through libsecp256k1: the compressed key 02‖x parsed (its
@@ -86,16 +93,16 @@ impl Affine {
     /// A point from its coordinates, as big-endian bytes (taken as given:
     /// the caller has them from a decoded key).
     pub fn from_xy(x: &[u8; 32], y: &[u8; 32]) -> Option<Affine> {
-        Some(Affine { x: Option::from(Fe::from_bytes(&(*x).into()))?, y: Option::from(Fe::from_bytes(&(*y).into()))? })
+        Some(Affine { x: Fe::from_bytes(x)?, y: Fe::from_bytes(y)? })
     }
 
     pub fn neg(&self) -> Affine {
-        Affine { x: self.x, y: self.y.negate(1).normalize_weak() }
+        Affine { x: self.x, y: -self.y }
     }
 
     /// lambda(self) = (beta x, y).
     pub fn endo(&self) -> Affine {
-        Affine { x: self.x * &beta(), y: self.y }
+        Affine { x: self.x * beta(), y: self.y }
     }
 }
 
@@ -128,13 +135,11 @@ impl Jacobian {
         let a = self.x.square();
         let b = self.y.square();
         let c = b.square();
-        let t = (self.x + &b).square();
-        let d = (t + &a.negate(1) + &c.negate(1)).normalize_weak().double();
-        let e = a.mul_single(3);
-        let f = e.square();
-        let x3 = (f + &d.double().negate(4)).normalize_weak();
-        let y3 = (e * &(d + &x3.negate(1)) + &c.mul_single(8).negate(8)).normalize_weak();
-        let z3 = (self.y * &self.z).double().normalize_weak();
+        let d = ((self.x + b).square() - a - c).double();
+        let e = a.mul_small(3);
+        let x3 = e.square() - d.double();
+        let y3 = e * (d - x3) - c.mul_small(8);
+        let z3 = (self.y * self.z).double();
         Jacobian { x: x3, y: y3, z: z3, inf: false }
     }
 
@@ -145,15 +150,15 @@ impl Jacobian {
         }
         let z12 = self.z.square();
         let u1 = self.x;
-        let u2 = b.x * &z12;
+        let u2 = b.x * z12;
         let s1 = self.y;
-        let s2 = b.y * &z12 * &self.z;
-        let h = u2 + &u1.negate(1);
-        let i = s1 + &s2.negate(1);
-        if bool::from(h.normalizes_to_zero()) {
-            return if bool::from(i.normalizes_to_zero()) { self.double() } else { Jacobian::INFINITY };
+        let s2 = b.y * z12 * self.z;
+        let h = u2 - u1;
+        let i = s1 - s2;
+        if h.is_zero() {
+            return if i.is_zero() { self.double() } else { Jacobian::INFINITY };
         }
-        let z3 = self.z * &h;
+        let z3 = self.z * h;
         Self::finish(u1, s1, h, i, z3)
     }
 
@@ -167,28 +172,27 @@ impl Jacobian {
         }
         let z22 = b.z.square();
         let z12 = self.z.square();
-        let u1 = self.x * &z22;
-        let u2 = b.x * &z12;
-        let s1 = self.y * &z22 * &b.z;
-        let s2 = b.y * &z12 * &self.z;
-        let h = u2 + &u1.negate(1);
-        let i = s1 + &s2.negate(1);
-        if bool::from(h.normalizes_to_zero()) {
-            return if bool::from(i.normalizes_to_zero()) { self.double() } else { Jacobian::INFINITY };
+        let u1 = self.x * z22;
+        let u2 = b.x * z12;
+        let s1 = self.y * z22 * b.z;
+        let s2 = b.y * z12 * self.z;
+        let h = u2 - u1;
+        let i = s1 - s2;
+        if h.is_zero() {
+            return if i.is_zero() { self.double() } else { Jacobian::INFINITY };
         }
-        let z3 = self.z * &b.z * &h;
+        let z3 = self.z * b.z * h;
         Self::finish(u1, s1, h, i, z3)
     }
 
-    /// The common tail of both additions (h = u2 − u1, i = s1 − s2, both
-    /// of magnitude ≤ 3): x3 = i² − h³ − 2 u1 h², y3 = −i (u1 h² − x3)·(−1)
+    /// The common tail of both additions (h = u2 − u1, i = s1 − s2): x3 = i² − h³ − 2 u1 h², y3 = −i (u1 h² − x3)·(−1)
     /// − s1 h³, as libsecp256k1 writes it.
     fn finish(u1: Fe, s1: Fe, h: Fe, i: Fe, z3: Fe) -> Jacobian {
-        let h2 = h.square().negate(1);
-        let h3 = h2 * &h;
-        let t = u1 * &h2;
-        let x3 = (i.square() + &h3 + &t.double()).normalize_weak();
-        let y3 = ((x3 + &t) * &i + &(h3 * &s1)).normalize_weak();
+        let h2 = -h.square();
+        let h3 = h2 * h;
+        let t = u1 * h2;
+        let x3 = i.square() + h3 + t.double();
+        let y3 = (x3 + t) * i + h3 * s1;
         Jacobian { x: x3, y: y3, z: z3, inf: false }
     }
 
@@ -197,9 +201,9 @@ impl Jacobian {
         if self.inf {
             return None;
         }
-        let zi: Fe = Option::from(self.z.invert_vartime())?;
+        let zi = self.z.invert_vartime()?;
         let zi2 = zi.square();
-        Some(Affine { x: (self.x * &zi2).normalize(), y: (self.y * &zi2 * &zi).normalize() })
+        Some(Affine { x: (self.x * zi2).normalize(), y: (self.y * zi2 * zi).normalize() })
     }
 }
 
@@ -250,12 +254,15 @@ mod tests {
             [0xff; 32],
         ]);
         let mut some = 0;
-        for x in &xs {
+        let refs: Vec<&[u8; 32]> = xs.iter().collect();
+        let many = Affine::lift_x_many(&refs);
+        for (x, m) in xs.iter().zip(&many) {
             let (a, b) = (Affine::lift_x(x), Affine::lift_x_libsecp(x));
+            assert_eq!(m.map(|p| (p.x, p.y)), a.map(|p| (p.x, p.y)), "{x:?}");
             assert_eq!(a.is_some(), b.is_some(), "{x:?}");
             if let (Some(a), Some(b)) = (a, b) {
-                assert!(a.x.normalize() == b.x.normalize() && a.y.normalize() == b.y.normalize());
-                assert!(!bool::from(b.y.normalize().is_odd()));
+                assert!(a.x == b.x && a.y == b.y);
+                assert!(!b.y.is_odd());
                 some += 1;
             }
         }
