@@ -64,18 +64,13 @@ impl Fe8 {
     /// From eight elements' limbs (each limb < 2⁵²).
     #[inline(always)]
     unsafe fn from_lanes(l: &[[u64; 5]; 8]) -> Fe8 {
-        Fe8(std::array::from_fn(|k| {
-            _mm512_set_epi64(
-                l[7][k] as i64,
-                l[6][k] as i64,
-                l[5][k] as i64,
-                l[4][k] as i64,
-                l[3][k] as i64,
-                l[2][k] as i64,
-                l[1][k] as i64,
-                l[0][k] as i64,
-            )
-        }))
+        let mut r = [_mm512_setzero_si512(); 5];
+        for (k, x) in r.iter_mut().enumerate() {
+            let w: [u64; 8] = [l[0][k], l[1][k], l[2][k], l[3][k], l[4][k], l[5][k], l[6][k], l[7][k]];
+            // SAFETY: `w` is 64 readable bytes; the load is unaligned.
+            *x = _mm512_loadu_si512(w.as_ptr().cast());
+        }
+        Fe8(r)
     }
 
     #[inline(always)]
@@ -98,7 +93,10 @@ impl Fe8 {
     #[inline(always)]
     unsafe fn carry(r: [__m512i; 5]) -> Fe8 {
         let m = splat(MASK51);
-        let c: [__m512i; 5] = std::array::from_fn(|k| _mm512_srli_epi64::<51>(r[k]));
+        let mut c = r;
+        for x in &mut c {
+            *x = _mm512_srli_epi64::<51>(*x);
+        }
         Fe8([
             add64(_mm512_and_si512(r[0], m), times19(c[4])),
             add64(_mm512_and_si512(r[1], m), c[0]),
@@ -113,15 +111,17 @@ impl Fe8 {
     /// carried. Column sums stay below 2⁵⁷, and r[k] below 2⁶¹.
     #[inline(always)]
     unsafe fn reduce(lo: [__m512i; 9], hi: [__m512i; 9]) -> Fe8 {
-        let z = |k: usize| -> __m512i {
-            let l = if k < 9 { lo[k] } else { _mm512_setzero_si512() };
-            if k == 0 {
-                l
-            } else {
-                add64(l, _mm512_slli_epi64::<1>(hi[k - 1]))
-            }
-        };
-        let r: [__m512i; 5] = std::array::from_fn(|k| add64(z(k), times19(z(k + 5))));
+        // (Plain loops: closures here, as in `array::from_fn`, would not
+        // inherit the target features and end up as calls.)
+        let mut z = [_mm512_setzero_si512(); 10];
+        z[..9].copy_from_slice(&lo);
+        for k in 1..10 {
+            z[k] = add64(z[k], _mm512_slli_epi64::<1>(hi[k - 1]));
+        }
+        let mut r = [_mm512_setzero_si512(); 5];
+        for k in 0..5 {
+            r[k] = add64(z[k], times19(z[k + 5]));
+        }
         Fe8::carry(r)
     }
 
@@ -173,14 +173,22 @@ impl Fe8 {
 
     #[inline(always)]
     unsafe fn add(&self, b: &Fe8) -> Fe8 {
-        Fe8::carry(std::array::from_fn(|k| add64(self.0[k], b.0[k])))
+        let mut r = self.0;
+        for k in 0..5 {
+            r[k] = add64(r[k], b.0[k]);
+        }
+        Fe8::carry(r)
     }
 
     /// self − b, as self + 4p − b (each limb of 4p exceeds any limb < 2⁵²).
     #[inline(always)]
     unsafe fn sub(&self, b: &Fe8) -> Fe8 {
         const FOUR_P: [u64; 5] = [4 * ((1 << 51) - 19), 4 * MASK51, 4 * MASK51, 4 * MASK51, 4 * MASK51];
-        Fe8::carry(std::array::from_fn(|k| _mm512_sub_epi64(add64(self.0[k], splat(FOUR_P[k])), b.0[k])))
+        let mut r = self.0;
+        for k in 0..5 {
+            r[k] = _mm512_sub_epi64(add64(r[k], splat(FOUR_P[k])), b.0[k]);
+        }
+        Fe8::carry(r)
     }
 
     #[inline(always)]
@@ -227,7 +235,11 @@ impl Fe8 {
     /// `b` in the lanes of `mask`, else self.
     #[inline(always)]
     unsafe fn select(&self, mask: __mmask8, b: &Fe8) -> Fe8 {
-        Fe8(std::array::from_fn(|k| _mm512_mask_blend_epi64(mask, self.0[k], b.0[k])))
+        let mut r = self.0;
+        for k in 0..5 {
+            r[k] = _mm512_mask_blend_epi64(mask, r[k], b.0[k]);
+        }
+        Fe8(r)
     }
 
     /// self^((p−5)/8) = self^(2²⁵² − 3).
