@@ -105,7 +105,10 @@ fn ed25519(c: &mut Criterion) {
     let rs: Vec<[u8; 32]> = sigs.iter().map(|s| s.to_bytes()[..32].try_into().unwrap()).collect();
     g.bench_function("decompress_r_dalek", |b| {
         b.iter(|| {
-            black_box(&rs).iter().map(|r| curve25519_dalek::edwards::CompressedEdwardsY(*r).decompress()).collect::<Vec<_>>()
+            black_box(&rs)
+                .iter()
+                .map(|r| curve25519_dalek::edwards::CompressedEdwardsY(*r).decompress())
+                .collect::<Vec<_>>()
         })
     });
     g.bench_function("decompress_r_hashrig", |b| {

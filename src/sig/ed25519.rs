@@ -522,6 +522,60 @@ mod tests {
         }
     }
 
+    /// `prepare_many` gives what `prepare` gives, item by item, on valid,
+    /// mutated and malformed items under both policies: R off the curve,
+    /// small-order and non-canonical R ("negative zero" among them), bad
+    /// keys, short signatures, S ≥ ℓ, random R.
+    #[test]
+    fn prepare_many_equals_prepare() {
+        let mut rng = rand::rng();
+        let mut owned: Vec<(Ed25519Policy, Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
+        for i in 0..160u8 {
+            let (pk, sig) = sign(&[i; 32], &[i]);
+            let (mut pk, mut sig) = (pk.to_vec(), sig.to_vec());
+            let policy = if i % 2 == 0 { Ed25519Policy::Zip215 } else { Ed25519Policy::Strict };
+            let i8 = usize::from(i % 8);
+            match (i / 2) % 9 {
+                0 => {}
+                1 => sig[i8] ^= 1 << (i % 8),
+                2 => pk[3 + i8] ^= 4,
+                3 => sig[..32].copy_from_slice(&curve25519_dalek::constants::EIGHT_TORSION[i8].compress().to_bytes()),
+                4 => {
+                    // y = 1 (or p + 1, non-canonical) with the sign bit: x = 0, "negative zero".
+                    let mut r = [0u8; 32];
+                    r[0] = 1;
+                    if i8 % 2 == 1 {
+                        r = [0xff; 32];
+                        r[0] = 0xee;
+                    }
+                    r[31] |= 0x80;
+                    sig[..32].copy_from_slice(&r);
+                }
+                5 => sig.truncate(63),
+                6 => sig[63] = 0xff,
+                7 => rng.fill_bytes(&mut sig[..32]),
+                _ => sig[31] ^= 0x80,
+            }
+            owned.push((policy, pk, vec![i], sig));
+        }
+        let inputs: Vec<Input<'_>> =
+            owned.iter().map(|(p, a, m, s)| (*p, a.as_slice(), m.as_slice(), s.as_slice())).collect();
+        let many = prepare_many(&inputs);
+        assert_eq!(many.len(), inputs.len());
+        let mut oks = 0;
+        for (k, (&(pol, pk, msg, sig), got)) in inputs.iter().zip(many).enumerate() {
+            match (prepare(pol, pk, msg, sig), got) {
+                (Ok(w), Ok(g)) => {
+                    assert!(w.a == g.a && w.r == g.r && w.s == g.s && w.k == g.k, "item {k}");
+                    oks += 1;
+                }
+                (Err(w), Err(g)) => assert_eq!(w, g, "item {k}"),
+                (w, g) => panic!("item {k}: prepare {:?}, prepare_many {:?}", w.err(), g.err()),
+            }
+        }
+        assert!(oks > 20 && oks < inputs.len());
+    }
+
     #[test]
     fn bisection_marks_exactly_the_bad() {
         batch_marks_exactly(37, 1, |i| i % 11 == 3);

@@ -366,9 +366,8 @@ fn freeze_scalar(l: [u64; 5]) -> [u64; 5] {
 /// dalek's point through the same layout assumption, on a few points.
 fn layout_ok() -> bool {
     use curve25519_dalek::scalar::Scalar;
-    let encs: [[u8; 32]; 8] = std::array::from_fn(|k| {
-        EdwardsPoint::mul_base(&Scalar::from(1 + 1_000_003 * k as u64)).compress().to_bytes()
-    });
+    let encs: [[u8; 32]; 8] =
+        std::array::from_fn(|k| EdwardsPoint::mul_base(&Scalar::from(1 + 1_000_003 * k as u64)).compress().to_bytes());
     // SAFETY: `available` has just found avx512f and avx512ifma.
     let ours = unsafe { decompress8(&encs) };
     encs.iter().zip(ours).all(|(e, c)| {
