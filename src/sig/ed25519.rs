@@ -529,7 +529,8 @@ mod tests {
     #[test]
     fn prepare_many_equals_prepare() {
         let mut rng = rand::rng();
-        let mut owned: Vec<(Ed25519Policy, Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
+        type Owned = (Ed25519Policy, Vec<u8>, Vec<u8>, Vec<u8>);
+        let mut owned: Vec<Owned> = Vec::new();
         for i in 0..160u8 {
             let (pk, sig) = sign(&[i; 32], &[i]);
             let (mut pk, mut sig) = (pk.to_vec(), sig.to_vec());

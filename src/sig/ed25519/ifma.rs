@@ -174,8 +174,8 @@ impl Fe8 {
     #[inline(always)]
     unsafe fn add(&self, b: &Fe8) -> Fe8 {
         let mut r = self.0;
-        for k in 0..5 {
-            r[k] = add64(r[k], b.0[k]);
+        for (x, y) in r.iter_mut().zip(&b.0) {
+            *x = add64(*x, *y);
         }
         Fe8::carry(r)
     }
@@ -236,8 +236,8 @@ impl Fe8 {
     #[inline(always)]
     unsafe fn select(&self, mask: __mmask8, b: &Fe8) -> Fe8 {
         let mut r = self.0;
-        for k in 0..5 {
-            r[k] = _mm512_mask_blend_epi64(mask, r[k], b.0[k]);
+        for (x, y) in r.iter_mut().zip(&b.0) {
+            *x = _mm512_mask_blend_epi64(mask, *x, *y);
         }
         Fe8(r)
     }
