@@ -89,33 +89,33 @@ fn key_cache() -> &'static super::cache::KeyCache<[u8; 32], Option<Decoded>> {
 }
 
 fn decode(bytes: &[u8; 32], policy: Ed25519Policy, is_key: bool) -> Result<EdwardsPoint, Reason> {
-    let (enc, noncanon, small) = if is_key {
-        (Reason::PubkeyEncoding, Reason::NonCanonicalPubkey, Reason::SmallOrderPubkey)
-    } else {
-        (Reason::REncoding, Reason::NonCanonicalR, Reason::SmallOrderR)
-    };
     if is_key {
-        let d = key_cache().get_or_insert(bytes, bytes[0], decode_raw).ok_or(enc)?;
-        if policy == Ed25519Policy::Strict {
-            if !d.canonical {
-                return Err(noncanon);
-            }
-            if d.small_order {
-                return Err(small);
-            }
-        }
-        return Ok(d.point);
+        return key_checks(key_cache().get_or_insert(bytes, bytes[0], decode_raw), policy);
     }
-    let p = CompressedEdwardsY(*bytes).decompress().ok_or(enc)?;
+    let p = CompressedEdwardsY(*bytes).decompress().ok_or(Reason::REncoding)?;
     if policy == Ed25519Policy::Strict {
         if !is_canonical(bytes) {
-            return Err(noncanon);
+            return Err(Reason::NonCanonicalR);
         }
         if p.is_small_order() {
-            return Err(small);
+            return Err(Reason::SmallOrderR);
         }
     }
     Ok(p)
+}
+
+/// A decoded key (from the cache or just decoded) under `policy`.
+fn key_checks(d: Option<Decoded>, policy: Ed25519Policy) -> Result<EdwardsPoint, Reason> {
+    let d = d.ok_or(Reason::PubkeyEncoding)?;
+    if policy == Ed25519Policy::Strict {
+        if !d.canonical {
+            return Err(Reason::NonCanonicalPubkey);
+        }
+        if d.small_order {
+            return Err(Reason::SmallOrderPubkey);
+        }
+    }
+    Ok(d.point)
 }
 
 /// The checks before decoding, in the order of reasons: key and signature
@@ -159,7 +159,21 @@ pub type Input<'a> = (Ed25519Policy, &'a [u8], &'a [u8], &'a [u8]);
 /// exactly what `prepare(items[i])` returns, reasons and their order
 /// included.
 pub fn prepare_many(items: &[Input<'_>]) -> Vec<Result<Prepared, Reason>> {
-    // Lengths, S and A first, as `prepare` checks them; R's bytes kept.
+    // Keys the cache does not hold are decoded together too, then cached.
+    let mut missing: Vec<[u8; 32]> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for &(_, pubkey, _, sig) in items {
+        if let Ok((pk, _, _)) = split(pubkey, sig) {
+            if key_cache().get(pk, pk[0]).is_none() && seen.insert(*pk) {
+                missing.push(*pk);
+            }
+        }
+    }
+    for (pk, p) in missing.iter().zip(decompress_many(&missing)) {
+        let d = p.map(|point| Decoded { point, canonical: is_canonical(pk), small_order: point.is_small_order() });
+        key_cache().insert(*pk, pk[0], d);
+    }
+    // Lengths, S and A, as `prepare` checks them; R's bytes kept.
     let mut out: Vec<Result<Prepared, Reason>> = Vec::with_capacity(items.len());
     let mut r_bytes = Vec::with_capacity(items.len());
     for &(policy, pubkey, _, sig) in items {
@@ -522,7 +536,8 @@ mod tests {
         }
     }
 
-    /// `prepare_many` gives what `prepare` gives, item by item, on valid,
+    /// `prepare_many` gives what `prepare` gives (keys decoded without the
+    /// cache), item by item, on valid,
     /// mutated and malformed items under both policies: R off the curve,
     /// small-order and non-canonical R ("negative zero" among them), bad
     /// keys, short signatures, S ≥ ℓ, random R.
@@ -532,7 +547,10 @@ mod tests {
         type Owned = (Ed25519Policy, Vec<u8>, Vec<u8>, Vec<u8>);
         let mut owned: Vec<Owned> = Vec::new();
         for i in 0..160u8 {
-            let (pk, sig) = sign(&[i; 32], &[i]);
+            // Keys no other test uses: prepare_many meets them uncached.
+            let mut seed = [0x5a; 32];
+            seed[0] = i;
+            let (pk, sig) = sign(&seed, &[i]);
             let (mut pk, mut sig) = (pk.to_vec(), sig.to_vec());
             let policy = if i % 2 == 0 { Ed25519Policy::Zip215 } else { Ed25519Policy::Strict };
             let i8 = usize::from(i % 8);
@@ -564,8 +582,16 @@ mod tests {
         let many = prepare_many(&inputs);
         assert_eq!(many.len(), inputs.len());
         let mut oks = 0;
+        // The reference decodes keys itself: `prepare` would read back what
+        // prepare_many put in the key cache.
+        let reference = |pol, pk, msg, sig| -> Result<Prepared, Reason> {
+            let (pk, r_bytes, s) = split(pk, sig)?;
+            let a = key_checks(decode_raw(pk), pol)?;
+            let r = decode(&r_bytes, pol, false)?;
+            Ok(Prepared { a, r, s, k: challenge(&r_bytes, pk, msg) })
+        };
         for (k, (&(pol, pk, msg, sig), got)) in inputs.iter().zip(many).enumerate() {
-            match (prepare(pol, pk, msg, sig), got) {
+            match (reference(pol, pk, msg, sig), got) {
                 (Ok(w), Ok(g)) => {
                     assert!(w.a == g.a && w.r == g.r && w.s == g.s && w.k == g.k, "item {k}");
                     oks += 1;
