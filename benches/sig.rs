@@ -3,6 +3,9 @@
 //! * `ed25519_n256`: our batch (ZIP-215 and strict, from bytes) vs
 //!   ed25519-dalek `verify_batch` (keys parsed outside the loop, and parsed
 //!   inside it) vs ed25519-zebra's batch verifier, one thread, n = 256.
+//!   `decompress_r_*`: the 256 R points alone, dalek's `decompress` one by
+//!   one vs `decompress_many` (eight AVX-512 IFMA lanes where built in and
+//!   runnable).
 //! * `ecdsa`, `schnorr`: ours (single, and per item in a batch of 256) vs
 //!   libsecp256k1's single verify through the `secp256k1` crate, and the
 //!   host's share of a GPU verification per item (`gpu_encode_256`).
@@ -98,6 +101,20 @@ fn ed25519(c: &mut Criterion) {
             }
             v.verify(Rng10(rand::rng())).unwrap()
         })
+    });
+    // R's decompression alone, the serial share of a batch: dalek's one
+    // point at a time vs ours (eight IFMA lanes where built and runnable).
+    let rs: Vec<[u8; 32]> = sigs.iter().map(|s| s.to_bytes()[..32].try_into().unwrap()).collect();
+    g.bench_function("decompress_r_dalek", |b| {
+        b.iter(|| {
+            black_box(&rs)
+                .iter()
+                .map(|r| curve25519_dalek::edwards::CompressedEdwardsY(*r).decompress())
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("decompress_r_hashrig", |b| {
+        b.iter(|| black_box(hashrig::sig::ed25519::decompress_many(black_box(&rs))))
     });
     g.bench_function("dalek_verify_single_x256", |b| {
         b.iter(|| {

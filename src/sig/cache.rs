@@ -44,6 +44,22 @@ impl<K: Eq + Hash, V: Clone> KeyCache<K, V> {
     }
 }
 
+impl<K: Eq + Hash, V: Clone> KeyCache<K, V> {
+    /// The cached value for `key`, if any.
+    pub fn get(&self, key: &K, shard_byte: u8) -> Option<V> {
+        self.shards[shard_byte as usize % SHARDS].lock().get(key).cloned()
+    }
+
+    /// Remember `v` for `key` (a full shard is emptied first).
+    pub fn insert(&self, key: K, shard_byte: u8, v: V) {
+        let mut m = self.shards[shard_byte as usize % SHARDS].lock();
+        if m.len() >= self.per_shard {
+            m.clear();
+        }
+        m.insert(key, v);
+    }
+}
+
 /// The owned form a borrowed key is stored as.
 pub trait ToOwnedKey<K> {
     fn to_owned_key(&self) -> K;
