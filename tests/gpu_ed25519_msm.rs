@@ -1,5 +1,5 @@
 //! The Ed25519 batch equation on the GPU (kernels/ed25519_msm.wgsl through
-//! `hashrig::gpu::sig::msm`) on lavapipe against the CPU path's single
+//! `hashrig::gpu::sig::GpuMsm`) on lavapipe against the CPU path's single
 //! verification, item by item, verdict and reason: batches of 1, 2, 7, 33
 //! and 64 items with none, one, a few and all invalid, under ZIP-215 and
 //! strict, drawn from the published vectors (RFC 8032, Wycheproof,
@@ -21,22 +21,22 @@ use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
 use hashrig::gpu::kernel::{FieldChoice, FieldPath};
-use hashrig::gpu::sig::{Equation, GpuEd25519Msm};
+use hashrig::gpu::sig::{Curve, Equation, GpuMsm};
 use hashrig::sig::demo::{mutate, valid_item};
 use hashrig::sig::{verify_one, Reason, Scheme, SigItem, Verdict};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha512};
 
-fn gpu(path: FieldPath) -> &'static Mutex<GpuEd25519Msm> {
-    static U64: OnceLock<Mutex<GpuEd25519Msm>> = OnceLock::new();
-    static U32: OnceLock<Mutex<GpuEd25519Msm>> = OnceLock::new();
+fn gpu(path: FieldPath) -> &'static Mutex<GpuMsm> {
+    static U64: OnceLock<Mutex<GpuMsm>> = OnceLock::new();
+    static U32: OnceLock<Mutex<GpuMsm>> = OnceLock::new();
     let cell = if path == FieldPath::U64 { &U64 } else { &U32 };
     cell.get_or_init(|| {
         let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
             panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
         });
-        let k = GpuEd25519Msm::with_field(&a, FieldChoice::Force(path))
+        let k = GpuMsm::with_field(&a, FieldChoice::Force(path), Curve::Ed25519)
             .unwrap_or_else(|e| panic!("Ed25519 batch-equation kernel on {}: {e}", a.summary.name));
         assert_eq!(k.field(), path, "{} has no SHADER_INT64: the u64 path cannot be tested", a.summary.name);
         Mutex::new(k)

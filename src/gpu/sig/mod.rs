@@ -10,8 +10,8 @@
 //! pass → copy verdicts to a staging buffer → map. Verdict bytes come back
 //! exactly as the kernel wrote them (0 valid, else a `sig::Reason` code).
 //!
-//! [`msm`] is the other way to check an Ed25519 batch: one batch equation
-//! as a multi-scalar multiplication, with its own device and kernel.
+//! [`msm`] is the other way to check an Ed25519 or BIP340 batch: one batch
+//! equation as a multi-scalar multiplication, with its own device and kernel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::sig::{Reason, SigItem, Verdict};
 mod build;
 pub mod msm;
 use build::Kernel;
-pub use msm::{BatchVerdict, Equation, GpuEd25519Msm};
+pub use msm::{BatchVerdict, Curve, Equation, GpuMsm};
 
 const WORKGROUP: u32 = 64;
 /// Items per dispatch at most (larger calls are cut into several).
