@@ -51,8 +51,8 @@ pub(super) fn scalars(entries: &[Entry<Parts>], rng: &mut ChaCha20Rng) -> Vec<[u
         let mut be = [0u8; 32];
         be[16..].copy_from_slice(&rng.random::<u128>().to_be_bytes());
         // Below 2^128 < n: always a canonical scalar.
-        let z: Scalar = Option::from(<Scalar as k256::elliptic_curve::PrimeField>::from_repr(be.into()))
-            .unwrap_or(Scalar::ONE);
+        let z: Scalar =
+            Option::from(<Scalar as k256::elliptic_curve::PrimeField>::from_repr(be.into())).unwrap_or(Scalar::ONE);
         zs += z * e.parts.s;
         out.push(le(&(z * e.parts.e)));
         out.push(le(&z));
@@ -64,8 +64,8 @@ pub(super) fn scalars(entries: &[Entry<Parts>], rng: &mut ChaCha20Rng) -> Vec<[u
 /// G's x coordinate (its y is even, so lift_x gives G).
 pub(super) fn base() -> [u32; POINT_WORDS] {
     const GX: [u8; 32] = [
-        0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87, 0x0b, 0x07, 0x02, 0x9b, 0xfc,
-        0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b, 0x16, 0xf8, 0x17, 0x98,
+        0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87, 0x0b, 0x07, 0x02, 0x9b,
+        0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b, 0x16, 0xf8, 0x17, 0x98,
     ];
     xwords(&GX, 0)
 }

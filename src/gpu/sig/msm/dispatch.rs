@@ -119,8 +119,11 @@ impl GpuMsm {
         let buf = |label: &str, size: u64, usage: wgpu::BufferUsages| {
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
         };
-        let params =
-            buf("msm params", self.align * u64::from(PHASES), wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let params = buf(
+            "msm params",
+            self.align * u64::from(PHASES),
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
         let input =
             buf("msm input", 4 * sum.words.len() as u64, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
         let pts = buf("msm points", point_bytes * pts_count, wgpu::BufferUsages::STORAGE);

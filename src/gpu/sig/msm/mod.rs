@@ -196,7 +196,11 @@ impl BatchVerdict {
             let sub: Vec<&SigItem> = open.iter().map(|&i| items[i]).collect();
             let got = per_item(&sub);
             if got.len() != sub.len() {
-                return Err(GpuError::Driver(format!("per-item fallback gave {} verdicts for {}", got.len(), sub.len())));
+                return Err(GpuError::Driver(format!(
+                    "per-item fallback gave {} verdicts for {}",
+                    got.len(),
+                    sub.len()
+                )));
             }
             for (i, v) in open.into_iter().zip(got) {
                 out[i] = Some(v);
@@ -214,6 +218,12 @@ struct Entry<P> {
     r: [u32; POINT_WORDS],
     parts: P,
 }
+
+/// A curve's preparation of one item: its entry, or its verdict, or an
+/// error for a scheme the kernel does not take.
+type Prepare<P> = fn(usize, &SigItem) -> Result<Result<Entry<P>, Reason>, GpuError>;
+/// A curve's scalars for its entries' points under fresh weights.
+type Scalars<P> = fn(&[Entry<P>], &mut ChaCha20Rng) -> Vec<[u8; 32]>;
 
 /// A batch-equation kernel (one curve) on one adapter, with its own device
 /// and one pipeline.
@@ -331,8 +341,8 @@ impl GpuMsm {
     fn equation<P>(
         &self,
         items: &[&SigItem],
-        prepare: fn(usize, &SigItem) -> Result<Result<Entry<P>, Reason>, GpuError>,
-        scalars: fn(&[Entry<P>], &mut ChaCha20Rng) -> Vec<[u8; 32]>,
+        prepare: Prepare<P>,
+        scalars: Scalars<P>,
         base: [u32; POINT_WORDS],
         timeout: Duration,
     ) -> Result<BatchVerdict, GpuError> {
@@ -361,7 +371,10 @@ impl GpuMsm {
             let (codes, holds) = self.run(&sum, timeout)?;
             // The base point is a multiple of itself: it always decodes.
             if codes[sum.points - 1] != 0 {
-                return Err(GpuError::Driver(format!("the base point failed to decode (code {})", codes[sum.points - 1])));
+                return Err(GpuError::Driver(format!(
+                    "the base point failed to decode (code {})",
+                    codes[sum.points - 1]
+                )));
             }
             let mut rejected = false;
             let mut kept = Vec::with_capacity(entries.len());
@@ -443,7 +456,11 @@ mod tests {
     #[test]
     fn signed_digits_recompose() {
         let mut rng = rand::rng();
-        let mut samples: Vec<[u8; 32]> = vec![[0; 32], [0xff; 32], { let mut b = [0u8; 32]; b[0] = 1; b }];
+        let mut samples: Vec<[u8; 32]> = vec![[0; 32], [0xff; 32], {
+            let mut b = [0u8; 32];
+            b[0] = 1;
+            b
+        }];
         for _ in 0..50 {
             samples.push(rng.random());
         }
