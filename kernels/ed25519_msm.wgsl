@@ -78,7 +78,11 @@ struct Params {
     _pad6: u32,
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
+// In a storage buffer, not a uniform one: lavapipe specialises a shader on
+// the uniform values its loops depend on and recompiles it for every new
+// set (about 20 ms per dispatch for the Ed25519 kernel, measured); each
+// phase and each batch has new values.
+@group(0) @binding(0) var<storage, read> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<u32>;
 @group(0) @binding(2) var<storage, read_write> pts: array<Cached>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;

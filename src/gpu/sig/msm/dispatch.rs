@@ -122,7 +122,7 @@ impl GpuMsm {
         let params = buf(
             "msm params",
             self.align * u64::from(PHASES),
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         );
         let input =
             buf("msm input", 4 * sum.words.len() as u64, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);

@@ -236,7 +236,7 @@ pub struct GpuMsm {
     pipeline: wgpu::ComputePipeline,
     field: FieldPath,
     loss: Loss,
-    /// Bytes between the phases' parameter blocks (the device's uniform
+    /// Bytes between the phases' parameter blocks (the device's storage
     /// offset alignment).
     align: u64,
     /// A fixed window width instead of [`window_bits`]'s (tests, tuning).
@@ -266,7 +266,7 @@ impl GpuMsm {
                     binding: 0,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
+                        ty: wgpu::BufferBindingType::Storage { read_only: true },
                         has_dynamic_offset: true,
                         min_binding_size: wgpu::BufferSize::new(PARAMS_BYTES),
                     },
@@ -284,7 +284,7 @@ impl GpuMsm {
             field.name(),
             t0.elapsed().as_secs_f64()
         );
-        let align = u64::from(device.limits().min_uniform_buffer_offset_alignment).max(PARAMS_BYTES);
+        let align = u64::from(device.limits().min_storage_buffer_offset_alignment).max(PARAMS_BYTES);
         let me = GpuMsm {
             name: adapter.summary.name.clone(),
             curve,
