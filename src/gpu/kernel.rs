@@ -16,17 +16,23 @@ pub const FILES: &[(&str, &str)] = &[
     ("ed25519_point.wgsl", include_str!("../../kernels/ed25519_point.wgsl")),
     ("ed25519_verify.wgsl", include_str!("../../kernels/ed25519_verify.wgsl")),
     ("ed25519_table.wgsl", include_str!("../../kernels/ed25519_table.wgsl")),
+    ("ed25519_msm.wgsl", include_str!("../../kernels/ed25519_msm.wgsl")),
     ("secp256k1_field.wgsl", include_str!("../../kernels/secp256k1_field.wgsl")),
     ("secp256k1_field64.wgsl", include_str!("../../kernels/secp256k1_field64.wgsl")),
     ("secp256k1_point.wgsl", include_str!("../../kernels/secp256k1_point.wgsl")),
     ("secp256k1_verify.wgsl", include_str!("../../kernels/secp256k1_verify.wgsl")),
+    ("secp256k1_msm.wgsl", include_str!("../../kernels/secp256k1_msm.wgsl")),
 ];
 
 /// Ed25519 verification (entry `verify`) and its base table (`build_table`).
 pub const ED25519_VERIFY_FILE: &str = "ed25519_verify.wgsl";
 pub const ED25519_TABLE_FILE: &str = "ed25519_table.wgsl";
+/// Ed25519 batch equation as one multi-scalar multiplication (entry `msm`).
+pub const ED25519_MSM_FILE: &str = "ed25519_msm.wgsl";
 /// secp256k1 ECDSA and BIP340 verification (entry `verify`).
 pub const SECP256K1_VERIFY_FILE: &str = "secp256k1_verify.wgsl";
+/// BIP340 batch equation as one multi-scalar multiplication (entry `msm`).
+pub const SECP256K1_MSM_FILE: &str = "secp256k1_msm.wgsl";
 
 /// Each curve's two fields with one API: 20 limbs of 13 bits in u32, and
 /// 10 limbs of 26 bits with u64 products (needs `Features::SHADER_INT64`).
@@ -222,7 +228,7 @@ mod tests {
         assert!(u32_src.contains("alias Fe = array<u32, 20>;") && !u32_src.contains("u64"));
         assert!(u64_src.contains("alias Fe = array<u32, 10>;") && !u64_src.contains("array<u32, 20>"));
         assert!(u64_src.ends_with(FILES.iter().find(|(f, _)| *f == SECP256K1_VERIFY_FILE).unwrap().1));
-        for file in [ED25519_VERIFY_FILE, ED25519_TABLE_FILE] {
+        for file in [ED25519_VERIFY_FILE, ED25519_TABLE_FILE, ED25519_MSM_FILE, SECP256K1_MSM_FILE] {
             let u64_src = source_with_field(file, FieldPath::U64).unwrap();
             assert!(u64_src.contains("alias Fe = array<u32, 10>;") && !u64_src.contains("array<u32, 20>"));
             assert!(source_with_field(file, FieldPath::U32).unwrap().contains("alias Fe = array<u32, 20>;"));

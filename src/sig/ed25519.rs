@@ -272,6 +272,24 @@ pub fn gpu_encode(
     Ok(w)
 }
 
+/// What the GPU batch equation (src/gpu/sig/msm.rs) needs of one item, or
+/// its verdict when the bytes alone decide it (the checks before decoding
+/// in [`prepare`], in the same order). A and R are decoded on the GPU.
+pub struct BatchParts {
+    pub a_bytes: [u8; 32],
+    pub r_bytes: [u8; 32],
+    pub a_canonical: bool,
+    pub r_canonical: bool,
+    pub s: Scalar,
+    pub k: Scalar,
+}
+
+pub fn batch_parts(pubkey: &[u8], msg: &[u8], sig: &[u8]) -> Result<BatchParts, Reason> {
+    let (pk, r_bytes, s) = split(pubkey, sig)?;
+    let k = challenge(&r_bytes, pk, msg);
+    Ok(BatchParts { a_bytes: *pk, r_bytes, a_canonical: is_canonical(pk), r_canonical: is_canonical(&r_bytes), s, k })
+}
+
 /// The cofactored equation for one item.
 pub fn check_single(p: &Prepared) -> bool {
     // s·B − k·A

@@ -32,7 +32,7 @@ pub(super) struct Kernel {
     pub(super) table: wgpu::Buffer,
 }
 
-fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+pub(super) fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -45,7 +45,7 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
-fn module(device: &wgpu::Device, file: &str, field: FieldPath) -> Result<wgpu::ShaderModule, GpuError> {
+pub(super) fn module(device: &wgpu::Device, file: &str, field: FieldPath) -> Result<wgpu::ShaderModule, GpuError> {
     let src = kernel::source_with_field(file, field)
         .ok_or_else(|| GpuError::Compile(format!("{file}: source incomplete")))?;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -59,7 +59,7 @@ fn module(device: &wgpu::Device, file: &str, field: FieldPath) -> Result<wgpu::S
     }
 }
 
-fn make_pipeline(
+pub(super) fn make_pipeline(
     device: &wgpu::Device,
     layout: &wgpu::BindGroupLayout,
     module: &wgpu::ShaderModule,

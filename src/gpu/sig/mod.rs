@@ -9,6 +9,9 @@
 //! A dispatch is: write the items → clear the verdict words → one compute
 //! pass → copy verdicts to a staging buffer → map. Verdict bytes come back
 //! exactly as the kernel wrote them (0 valid, else a `sig::Reason` code).
+//!
+//! [`msm`] is the other way to check an Ed25519 or BIP340 batch: one batch
+//! equation as a multi-scalar multiplication, with its own device and kernel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,7 +25,9 @@ use crate::sig::secp::gpu as secp_gpu;
 use crate::sig::{Reason, SigItem, Verdict};
 
 mod build;
+pub mod msm;
 use build::Kernel;
+pub use msm::{BatchVerdict, Curve, Equation, GpuMsm};
 
 const WORKGROUP: u32 = 64;
 /// Items per dispatch at most (larger calls are cut into several).

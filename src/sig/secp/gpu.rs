@@ -233,6 +233,45 @@ fn encode_schnorr(it: &SigItem) -> Encoded {
     }
 }
 
+/// What the GPU's BIP340 batch equation (src/gpu/sig/msm) needs of one
+/// item, or its verdict when the bytes alone decide it, in libsecp256k1's
+/// order: flags, lengths, key x < p (whether x is on the curve, the GPU
+/// decides). r ≥ p or s ≥ n make `sig_bad`: a failed signature once the key
+/// has decoded (then `r` is a copy of `x` and `s`, `e` are zero).
+pub struct Bip340Parts {
+    /// Big-endian, as sent.
+    pub x: [u8; 32],
+    pub r: [u8; 32],
+    pub sig_bad: bool,
+    pub s: Scalar,
+    pub e: Scalar,
+}
+
+pub fn bip340_parts(it: &SigItem) -> Result<Bip340Parts, Reason> {
+    it.check_flags()?;
+    if it.pubkey.len() != 32 {
+        return Err(Reason::PubkeyLength);
+    }
+    if it.sig.len() != 64 {
+        return Err(Reason::SigLength);
+    }
+    let x = to32(&it.pubkey);
+    if !below(&x, P_HEX) {
+        return Err(Reason::PubkeyEncoding);
+    }
+    let (r, s_be) = (to32(&it.sig[..32]), to32(&it.sig[32..]));
+    if !below(&r, P_HEX) || !below(&s_be, N_HEX) {
+        return Ok(Bip340Parts { x, r: x, sig_bad: true, s: Scalar::ZERO, e: Scalar::ZERO });
+    }
+    let mut h = challenge_hasher().clone();
+    h.update(r);
+    h.update(x);
+    h.update(&it.msg);
+    let e = <Scalar as Reduce<U256>>::reduce(&U256::from_be_slice(&h.finalize()));
+    let s = <Scalar as Reduce<U256>>::reduce(&U256::from_be_slice(&s_be));
+    Ok(Bip340Parts { x, r, sig_bad: false, s, e })
+}
+
 /// Encodes a batch: ECDSA's 1/s for all items by one inversion
 /// (Montgomery's trick), everything else item by item. `out[i]` is for
 /// `items[i]`.
