@@ -21,6 +21,7 @@
 //! same, so no thread outlives it holding the device.
 
 pub mod device;
+pub mod equation;
 pub mod model;
 mod pipeline;
 pub mod sim;
