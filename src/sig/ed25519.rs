@@ -208,12 +208,19 @@ pub fn prepare_many(items: &[Input<'_>]) -> Vec<Result<Prepared, Reason>> {
     out
 }
 
+/// A lone encoding is decompressed serially: a group of eight IFMA lanes
+/// costs more than one serial decompression (measured: batch 1 lost 7%
+/// through the engine when it took the lanes), two already cost less.
+#[cfg(all(target_arch = "x86_64", curve25519_dalek_backend = "avx512"))]
+const IFMA_MIN_POINTS: usize = 2;
+
 /// `CompressedEdwardsY::decompress` of each encoding, eight at a time in
-/// IFMA lanes when this build has that path and the CPU runs it.
+/// IFMA lanes when this build has that path, the CPU runs it and there
+/// are at least two (`IFMA_MIN_POINTS`).
 pub fn decompress_many(encs: &[[u8; 32]]) -> Vec<Option<EdwardsPoint>> {
     let mut out = Vec::with_capacity(encs.len());
     #[cfg(all(target_arch = "x86_64", curve25519_dalek_backend = "avx512"))]
-    if ifma::available() {
+    if encs.len() >= IFMA_MIN_POINTS && ifma::available() {
         ifma::decompress_many(encs, &mut out);
         return out;
     }
