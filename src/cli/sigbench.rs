@@ -29,6 +29,11 @@ pub struct SigBenchArgs {
     /// Seconds measured per scheme and batch size (at least 3 batches each).
     #[arg(long, default_value_t = 0.5)]
     pub seconds: f64,
+    /// Each point's seconds are split into this many rounds, the engines
+    /// measured in turn in each (order reversed every other round), so a
+    /// shared machine's drift falls on every engine alike.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Largest batch size (sizes run 1, 4, 16, … up to it).
     #[arg(long, default_value_t = 65536)]
     pub max_batch: usize,
@@ -190,29 +195,72 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn measure(
-    target: &mut Target,
-    scheme: Scheme,
-    pool: &[SigItem],
-    n: usize,
-    secs: f64,
-    connections: usize,
-) -> anyhow::Result<Point> {
-    let items: Vec<SigItem> = pool.iter().cycle().take(n).cloned().collect();
-    target.verify(&items)?; // warm-up
+/// One round of one point on one target: latencies of one stream, the
+/// saturated rate, and the GPU/CPU item totals before and after.
+struct Round {
+    lat: Vec<f64>,
+    saturated: Option<f64>,
+    split: Option<((u64, u64), (u64, u64))>,
+}
+
+fn measure_round(target: &mut Target, items: &[SigItem], secs: f64, connections: usize) -> anyhow::Result<Round> {
     let before = target.split_totals();
     let mut lat = Vec::new();
     let t0 = Instant::now();
     let budget = Duration::from_secs_f64(secs);
     while lat.len() < 3 || t0.elapsed() < budget {
         let t = Instant::now();
-        target.verify(&items)?;
+        target.verify(items)?;
         lat.push(t.elapsed().as_secs_f64());
     }
+    let saturated = match target {
+        Target::Engine(e, _) => Some(saturate(e, items, secs)),
+        Target::Remote(_, addr, tls) if connections > 1 => {
+            Some(saturate_remote(addr, tls.as_ref(), connections, items, secs)?)
+        }
+        Target::Remote(..) => None,
+    };
+    Ok(Round { lat, saturated, split: before.zip(target.split_totals()) })
+}
+
+/// Every target at one point: `rounds` rounds of `secs / rounds` each, the
+/// targets in turn (reversed every other round), merged per target.
+fn measure(
+    targets: &mut [Target],
+    scheme: Scheme,
+    pool: &[SigItem],
+    n: usize,
+    secs: f64,
+    rounds: usize,
+    connections: usize,
+) -> anyhow::Result<Vec<Point>> {
+    let items: Vec<SigItem> = pool.iter().cycle().take(n).cloned().collect();
+    for t in targets.iter_mut() {
+        t.verify(&items)?; // warm-up
+    }
+    let rounds = rounds.max(1);
+    let mut got: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
+    for r in 0..rounds {
+        let order: Vec<usize> =
+            if r % 2 == 0 { (0..targets.len()).collect() } else { (0..targets.len()).rev().collect() };
+        for i in order {
+            got[i].push(measure_round(&mut targets[i], &items, secs / rounds as f64, connections)?);
+        }
+    }
+    Ok(targets.iter().zip(got).map(|(t, rs)| merge(t, scheme, n, rs)).collect())
+}
+
+fn merge(target: &Target, scheme: Scheme, n: usize, rounds: Vec<Round>) -> Point {
+    let mut lat: Vec<f64> = rounds.iter().flat_map(|r| r.lat.iter().copied()).collect();
     let total: f64 = lat.iter().sum();
     let batches = lat.len();
     lat.sort_by(f64::total_cmp);
-    Ok(Point {
+    let sat: Vec<f64> = rounds.iter().filter_map(|r| r.saturated).collect();
+    let (mut g, mut c, mut any) = (0u64, 0u64, false);
+    for ((g0, c0), (g1, c1)) in rounds.iter().filter_map(|r| r.split) {
+        (g, c, any) = (g + g1.saturating_sub(g0), c + c1.saturating_sub(c0), true);
+    }
+    Point {
         scheme: scheme.name(),
         engine: target.engine(),
         batch: n,
@@ -222,18 +270,9 @@ fn measure(
         p99_seconds: percentile(&lat, 0.99),
         p999_seconds: percentile(&lat, 0.999),
         items_per_sec: (n * batches) as f64 / total,
-        saturated_items_per_sec: match target {
-            Target::Engine(e, _) => Some(saturate(e, &items, secs)),
-            Target::Remote(_, addr, tls) if connections > 1 => {
-                Some(saturate_remote(addr, tls.as_ref(), connections, &items, secs)?)
-            }
-            Target::Remote(..) => None,
-        },
-        gpu_share: before.zip(target.split_totals()).map(|((g0, c0), (g1, c1))| {
-            let (g, c) = (g1.saturating_sub(g0), c1.saturating_sub(c0));
-            g as f64 / (g + c).max(1) as f64
-        }),
-    })
+        saturated_items_per_sec: (!sat.is_empty()).then(|| sat.iter().sum::<f64>() / sat.len() as f64),
+        gpu_share: any.then(|| g as f64 / (g + c).max(1) as f64),
+    }
 }
 
 /// Items per second over `connections` sigserve connections at once, each
@@ -328,6 +367,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
         "--simulate-gpu needs --engine auto or --engine gpu"
     );
     super::args::count("--max-batch", a.max_batch, 1 << 20)?;
+    super::args::count("--rounds", a.rounds, 100)?;
     super::args::count("--connections", a.connections, 4096)?;
     let schemes: Vec<Scheme> = match &a.schemes {
         None => Scheme::ALL.to_vec(),
@@ -424,8 +464,7 @@ pub fn main(a: SigBenchArgs) -> anyhow::Result<ExitCode> {
     for &s in &schemes {
         let pool: Vec<SigItem> = (0..256).map(|i| valid_item(s, i)).collect();
         for &n in &sizes {
-            for t in targets.iter_mut() {
-                let p = measure(t, s, &pool, n, a.seconds, a.connections)?;
+            for p in measure(&mut targets, s, &pool, n, a.seconds, a.rounds, a.connections)? {
                 if !a.json {
                     let threads = if p.threads == 0 { "-".to_string() } else { p.threads.to_string() };
                     let saturated = p.saturated_items_per_sec.map_or("-".to_string(), |v| format!("{v:.0}"));
