@@ -234,52 +234,111 @@ impl Summary {
         let now = Instant::now();
         let cur = Snapshot::take(&self.metrics);
         let h = self.history.lock();
-        let uptime = now.duration_since(self.started).as_secs_f64();
-        // The oldest sample within `w` of now, if the run has lasted 90% of `w`.
-        let base = |q: &VecDeque<(Instant, Snapshot)>, w: Duration| -> Option<(f64, Snapshot)> {
-            let (t_first, _) = q.front()?;
-            if now.duration_since(*t_first) < w.mul_f64(0.9) {
-                return None;
-            }
-            let (t, s) = q.iter().find(|(t, _)| now.duration_since(*t) <= w)?;
-            let dt = now.duration_since(*t).as_secs_f64();
-            (dt > 0.0).then(|| (dt, s.clone()))
-        };
-        let rate = |q: &VecDeque<(Instant, Snapshot)>, w: u64, name: &str, f: &[(&str, &str)]| -> Option<f64> {
-            let (dt, old) = base(q, Duration::from_secs(w))?;
-            Some(((cur.sum(name, f) - old.sum(name, f)) / dt).max(0.0))
-        };
-        let windows = |q: &VecDeque<(Instant, Snapshot)>, ws: &[(&str, u64)], name: &str, f: &[(&str, &str)]| {
-            let mut m = serde_json::Map::new();
-            for &(k, w) in ws {
-                m.insert(k.to_string(), json!(rate(q, w, name, f)));
-            }
-            Value::Object(m)
-        };
         // Latency over the last minute; since the start while the run is younger.
         let lat_base = h
             .short
             .front()
             .filter(|(t, _)| now.duration_since(*t) > LATENCY_WINDOW)
             .and_then(|_| h.short.iter().find(|(t, _)| now.duration_since(*t) <= LATENCY_WINDOW));
-        let latency = |name: &str, f: &[(&str, &str)]| -> Value {
-            let now_h = cur.hist(name, f);
-            match lat_base {
-                Some((t, old)) => old.hist(name, f).delta(&now_h).json(now.duration_since(*t).as_secs_f64()),
-                None => now_h.json(uptime),
-            }
+        let v = View {
+            now,
+            uptime: now.duration_since(self.started).as_secs_f64(),
+            cur: &cur,
+            short: &h.short,
+            long: &h.long,
+            lat_base,
         };
-        let by_label = |name: &str, key: &str| -> Value {
-            let mut m = serde_json::Map::new();
-            for v in cur.label_values(name, key) {
-                m.insert(v.clone(), json!(cur.sum(name, &[(key, &v)])));
-            }
-            Value::Object(m)
-        };
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": v.uptime,
+            "readiness": self.metrics.probes.json(),
+            "hashrate": v.hashrate(),
+            "shares": v.by_label("hashrig_shares_total", "result"),
+            "pool": v.pool(),
+            "blocks": v.by_label("hashrig_blocks_total", "result"),
+            "chain_height": v.gauge("hashrig_chain_height"),
+            "hardware_errors": { "total": cur.sum("hashrig_hardware_errors_total", &[]), "by_device": v.hardware_errors() },
+            "signatures": {
+                "queued_items": cur.sum("hashrig_sig_queued_items", &[]),
+                "schemes": v.sig_schemes(),
+                "engines": v.sig_engines(),
+            },
+            "gpus": v.gpus(),
+            "gpu_temp_limit_celsius": v.gauge("hashrig_gpu_temp_limit_celsius"),
+        })
+    }
+}
 
-        // ── hashrate per engine ──
+/// The registry now beside its history: what each section of the summary
+/// is computed from.
+struct View<'a> {
+    now: Instant,
+    uptime: f64,
+    cur: &'a Snapshot,
+    short: &'a VecDeque<(Instant, Snapshot)>,
+    long: &'a VecDeque<HashSample>,
+    /// The sample latencies are measured from (`None`: since the start).
+    lat_base: Option<&'a (Instant, Snapshot)>,
+}
+
+/// A scalar series' value (histograms have none).
+fn scalar(v: &Val) -> Option<f64> {
+    match v {
+        Val::Scalar(x) => Some(*x),
+        Val::Hist(_) => None,
+    }
+}
+
+impl View<'_> {
+    /// The oldest sample within `w` of now, if the run has lasted 90% of `w`.
+    fn base(&self, q: &VecDeque<(Instant, Snapshot)>, w: Duration) -> Option<(f64, Snapshot)> {
+        let (t_first, _) = q.front()?;
+        if self.now.duration_since(*t_first) < w.mul_f64(0.9) {
+            return None;
+        }
+        let (t, s) = q.iter().find(|(t, _)| self.now.duration_since(*t) <= w)?;
+        let dt = self.now.duration_since(*t).as_secs_f64();
+        (dt > 0.0).then(|| (dt, s.clone()))
+    }
+
+    fn rate(&self, q: &VecDeque<(Instant, Snapshot)>, w: u64, name: &str, f: &[(&str, &str)]) -> Option<f64> {
+        let (dt, old) = self.base(q, Duration::from_secs(w))?;
+        Some(((self.cur.sum(name, f) - old.sum(name, f)) / dt).max(0.0))
+    }
+
+    fn windows(&self, q: &VecDeque<(Instant, Snapshot)>, ws: &[(&str, u64)], name: &str, f: &[(&str, &str)]) -> Value {
+        let mut m = serde_json::Map::new();
+        for &(k, w) in ws {
+            m.insert(k.to_string(), json!(self.rate(q, w, name, f)));
+        }
+        Value::Object(m)
+    }
+
+    fn latency(&self, name: &str, f: &[(&str, &str)]) -> Value {
+        let now_h = self.cur.hist(name, f);
+        match self.lat_base {
+            Some((t, old)) => old.hist(name, f).delta(&now_h).json(self.now.duration_since(*t).as_secs_f64()),
+            None => now_h.json(self.uptime),
+        }
+    }
+
+    fn by_label(&self, name: &str, key: &str) -> Value {
+        let mut m = serde_json::Map::new();
+        for v in self.cur.label_values(name, key) {
+            m.insert(v.clone(), json!(self.cur.sum(name, &[(key, &v)])));
+        }
+        Value::Object(m)
+    }
+
+    /// A gauge's value, `None` where the series does not exist.
+    fn gauge(&self, name: &str) -> Option<f64> {
+        self.cur.series.contains_key(name).then(|| self.cur.sum(name, &[]))
+    }
+
+    /// Hashrate in total and per engine.
+    fn hashrate(&self) -> Value {
         let mut engines = Vec::new();
-        for (l, v) in cur.rows("hashrig_hashes_total", &[]) {
+        for (l, v) in self.cur.rows("hashrig_hashes_total", &[]) {
             let (Some(engine), Some(device), Val::Scalar(total)) = (label(l, "engine"), label(l, "device"), v) else {
                 continue;
             };
@@ -288,113 +347,122 @@ impl Summary {
                 "engine": engine,
                 "device": device,
                 "hashes_total": total,
-                "hashes_per_second": windows(&h.long, &HASH_WINDOWS, "hashrig_hashes_total", &f),
+                "hashes_per_second": self.windows(self.long, &HASH_WINDOWS, "hashrig_hashes_total", &f),
             }));
         }
-        let hashrate = json!({
-            "total": windows(&h.long, &HASH_WINDOWS, "hashrig_hashes_total", &[]),
+        json!({
+            "total": self.windows(self.long, &HASH_WINDOWS, "hashrig_hashes_total", &[]),
             "engines": engines,
-        });
+        })
+    }
 
-        // ── pools ──
+    /// The pools: which is active, shares, failovers; `None` without pools.
+    fn pool(&self) -> Option<Value> {
+        let cur = self.cur;
         let roles = cur.label_values("hashrig_pool_connected", "role");
+        if roles.is_empty() {
+            return None;
+        }
         let connected = |r: &str| cur.sum("hashrig_pool_connected", &[("role", r)]) >= 1.0;
-        let pool = (!roles.is_empty()).then(|| {
-            let active = ["primary", "backup"].into_iter().find(|r| connected(r));
-            let shares: Vec<Value> = cur
-                .rows("hashrig_pool_shares_total", &[])
-                .filter_map(|(l, v)| match v {
-                    Val::Scalar(n) => {
-                        Some(json!({"result": label(l, "result"), "reason": label(l, "reason"), "count": n}))
-                    }
-                    Val::Hist(_) => None,
-                })
-                .collect();
-            json!({
-                "active": active,
-                "connected": roles.iter().map(|r| (r.clone(), json!(connected(r)))).collect::<serde_json::Map<_, _>>(),
-                "difficulty": cur.sum("hashrig_pool_difficulty", &[]),
-                "shares": shares,
-                "shares_by_pool": roles.iter().map(|r| {
-                    let by_result: serde_json::Map<String, Value> = cur
-                        .rows("hashrig_pool_role_shares_total", &[("role", r)])
-                        .filter_map(|(l, v)| match v {
-                            Val::Scalar(n) => Some((label(l, "result")?.to_string(), json!(n))),
-                            Val::Hist(_) => None,
-                        })
-                        .collect();
-                    (r.clone(), Value::Object(by_result))
-                }).collect::<serde_json::Map<_, _>>(),
-                "stale_ratio": cur.sum("hashrig_pool_stale_ratio", &[]),
-                "failovers": by_label("hashrig_pool_failovers_total", "direction"),
-                "reconnects": by_label("hashrig_pool_reconnects_total", "cause"),
-                "submit_latency": latency("hashrig_pool_submit_seconds", &[]),
-            })
-        });
-
-        // ── hardware errors ──
-        let hw: Vec<Value> = cur
-            .rows("hashrig_hardware_errors_total", &[])
-            .filter_map(|(l, v)| match v {
-                Val::Scalar(n) => Some(json!({"engine": label(l, "engine"), "device": label(l, "device"), "count": n})),
-                Val::Hist(_) => None,
+        let active = ["primary", "backup"].into_iter().find(|r| connected(r));
+        let shares: Vec<Value> = cur
+            .rows("hashrig_pool_shares_total", &[])
+            .filter_map(|(l, v)| {
+                scalar(v).map(|n| json!({"result": label(l, "result"), "reason": label(l, "reason"), "count": n}))
             })
             .collect();
+        let by_pool = |r: &String| -> Value {
+            let by_result: serde_json::Map<String, Value> = cur
+                .rows("hashrig_pool_role_shares_total", &[("role", r)])
+                .filter_map(|(l, v)| Some((label(l, "result")?.to_string(), json!(scalar(v)?))))
+                .collect();
+            Value::Object(by_result)
+        };
+        Some(json!({
+            "active": active,
+            "connected": roles.iter().map(|r| (r.clone(), json!(connected(r)))).collect::<serde_json::Map<_, _>>(),
+            "difficulty": cur.sum("hashrig_pool_difficulty", &[]),
+            "shares": shares,
+            "shares_by_pool": roles.iter().map(|r| (r.clone(), by_pool(r))).collect::<serde_json::Map<_, _>>(),
+            "stale_ratio": cur.sum("hashrig_pool_stale_ratio", &[]),
+            "failovers": self.by_label("hashrig_pool_failovers_total", "direction"),
+            "reconnects": self.by_label("hashrig_pool_reconnects_total", "cause"),
+            "submit_latency": self.latency("hashrig_pool_submit_seconds", &[]),
+        }))
+    }
 
-        // ── signatures ──
-        // Batches of several schemes are timed as "mixed": a row of their own.
-        let mut scheme_names = cur.label_values("hashrig_sig_verdicts_total", "scheme");
-        scheme_names.extend(cur.label_values("hashrig_sig_batch_seconds", "scheme"));
-        scheme_names.sort();
-        scheme_names.dedup();
-        let schemes: Vec<Value> = scheme_names
+    /// Hardware errors per engine and device.
+    fn hardware_errors(&self) -> Vec<Value> {
+        self.cur
+            .rows("hashrig_hardware_errors_total", &[])
+            .filter_map(|(l, v)| {
+                scalar(v).map(|n| json!({"engine": label(l, "engine"), "device": label(l, "device"), "count": n}))
+            })
+            .collect()
+    }
+
+    /// Verdicts, rates and latency per scheme. Batches of several schemes
+    /// are timed as "mixed": a row of their own.
+    fn sig_schemes(&self) -> Vec<Value> {
+        let cur = self.cur;
+        let mut names = cur.label_values("hashrig_sig_verdicts_total", "scheme");
+        names.extend(cur.label_values("hashrig_sig_batch_seconds", "scheme"));
+        names.sort();
+        names.dedup();
+        names
             .iter()
             .map(|s| {
                 let f = [("scheme", s.as_str())];
+                let verdicts =
+                    |result: &str| cur.sum("hashrig_sig_verdicts_total", &[("scheme", s), ("result", result)]);
                 json!({
                     "scheme": s,
                     "verdicts": {
-                        "valid": cur.sum("hashrig_sig_verdicts_total", &[("scheme", s), ("result", "valid")]),
-                        "invalid": cur.sum("hashrig_sig_verdicts_total", &[("scheme", s), ("result", "invalid")]),
-                        "malformed": cur.sum("hashrig_sig_verdicts_total", &[("scheme", s), ("result", "malformed")]),
+                        "valid": verdicts("valid"),
+                        "invalid": verdicts("invalid"),
+                        "malformed": verdicts("malformed"),
                     },
-                    "items_per_second": windows(&h.short, &SIG_WINDOWS, "hashrig_sig_verdicts_total", &f),
-                    "batch_latency": latency("hashrig_sig_batch_seconds", &f),
+                    "items_per_second": self.windows(self.short, &SIG_WINDOWS, "hashrig_sig_verdicts_total", &f),
+                    "batch_latency": self.latency("hashrig_sig_batch_seconds", &f),
                     "deadline_missed": cur.sum("hashrig_sig_deadline_missed_total", &f),
                 })
             })
-            .collect();
-        let sig_engines: Vec<Value> = cur
-            .label_values("hashrig_sig_engine_items_total", "engine")
+            .collect()
+    }
+
+    /// Items and rates per signature engine; a GPU's dispatch latency and
+    /// trust state beside its own.
+    fn sig_engines(&self) -> Vec<Value> {
+        let cur = self.cur;
+        cur.label_values("hashrig_sig_engine_items_total", "engine")
             .iter()
             .map(|e| {
                 let f = [("engine", e.as_str())];
                 let mut v = json!({
                     "engine": e,
                     "items_total": cur.sum("hashrig_sig_engine_items_total", &f),
-                    "items_per_second": windows(&h.short, &SIG_WINDOWS, "hashrig_sig_engine_items_total", &f),
+                    "items_per_second": self.windows(self.short, &SIG_WINDOWS, "hashrig_sig_engine_items_total", &f),
                 });
                 if e.starts_with("gpu") {
                     let d = [("device", e.as_str())];
-                    v["dispatch_latency"] = latency("hashrig_sig_gpu_batch_seconds", &d);
+                    v["dispatch_latency"] = self.latency("hashrig_sig_gpu_batch_seconds", &d);
                     v["active"] = json!(cur.sum("hashrig_sig_gpu_active", &d) >= 1.0);
                     v["mismatches"] = json!(cur.sum("hashrig_sig_gpu_mismatches_total", &d));
                 }
                 v
             })
-            .collect();
+            .collect()
+    }
 
-        // ── GPU health ──
-        let gpus: Vec<Value> = cur
-            .rows("hashrig_gpu_health_info", &[])
+    /// GPU health as NVML reports it, and the thermal guard's duty cycle.
+    fn gpus(&self) -> Vec<Value> {
+        let cur = self.cur;
+        cur.rows("hashrig_gpu_health_info", &[])
             .map(|(l, _)| {
                 let (gpu, uuid) = (label(l, "gpu").unwrap_or(""), label(l, "uuid").unwrap_or(""));
                 let device = label(l, "device").unwrap_or("none");
                 let f = [("gpu", gpu), ("uuid", uuid)];
-                let one = |name: &str| cur.rows(name, &f).next().and_then(|(_, v)| match v {
-                    Val::Scalar(x) => Some(*x),
-                    Val::Hist(_) => None,
-                });
+                let one = |name: &str| cur.rows(name, &f).next().and_then(|(_, v)| scalar(v));
                 let throttled: Vec<&str> = cur
                     .rows("hashrig_gpu_throttled", &f)
                     .filter(|(_, v)| matches!(v, Val::Scalar(x) if *x >= 1.0))
@@ -412,32 +480,13 @@ impl Summary {
                     "memory_clock_hertz": one("hashrig_gpu_memory_clock_hertz"),
                     "fan_speed_ratio": one("hashrig_gpu_fan_speed_ratio"),
                     "throttle_reasons": throttled,
-                    "duty_cycle_ratio": cur.rows("hashrig_gpu_duty_cycle_ratio", &[("device", device)]).next().and_then(|(_, v)| match v {
-                        Val::Scalar(x) => Some(*x),
-                        Val::Hist(_) => None,
-                    }),
+                    "duty_cycle_ratio": cur
+                        .rows("hashrig_gpu_duty_cycle_ratio", &[("device", device)])
+                        .next()
+                        .and_then(|(_, v)| scalar(v)),
                 })
             })
-            .collect();
-
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": uptime,
-            "readiness": self.metrics.probes.json(),
-            "hashrate": hashrate,
-            "shares": by_label("hashrig_shares_total", "result"),
-            "pool": pool,
-            "blocks": by_label("hashrig_blocks_total", "result"),
-            "chain_height": cur.series.contains_key("hashrig_chain_height").then(|| cur.sum("hashrig_chain_height", &[])),
-            "hardware_errors": { "total": cur.sum("hashrig_hardware_errors_total", &[]), "by_device": hw },
-            "signatures": {
-                "queued_items": cur.sum("hashrig_sig_queued_items", &[]),
-                "schemes": schemes,
-                "engines": sig_engines,
-            },
-            "gpus": gpus,
-            "gpu_temp_limit_celsius": cur.series.contains_key("hashrig_gpu_temp_limit_celsius").then(|| cur.sum("hashrig_gpu_temp_limit_celsius", &[])),
-        })
+            .collect()
     }
 }
 
