@@ -103,7 +103,9 @@ mod imp {
     }
 }
 
-/// What the PoW GPU engines start from (the runtime's scheduler and counters).
+/// What the PoW GPU engines start from (the runtime's scheduler and counters;
+/// read only by the `gpu` feature's engines).
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
 pub(super) struct PowEnv<'a> {
     pub topo: &'a Topology,
     pub sched: &'a Arc<PowScheduler>,
