@@ -1,9 +1,9 @@
-// requires: ed25519_field.wgsl, ed25519_point.wgsl
+// requires: ed25519_field.wgsl, ed25519_point.wgsl, msm_common.wgsl
 //
 // Ed25519 batch verification as one multi-scalar multiplication: the
 // cofactored batch equation
 //   [8]( sum z_i R_i + sum (z_i k_i) A_i - (sum z_i s_i) B ) = identity
-// over the 2n + 1 points of a batch (src/gpu/sig/msm.rs builds it), by
+// over the 2n + 1 points of a batch (src/gpu/sig/msm/ builds it), by
 // Pippenger's bucket method. The host knows every scalar, so it does the
 // scalar side: it draws the weights z_i, computes the three kinds of
 // scalars, recodes them into signed windows of c bits and sorts the point
@@ -48,46 +48,32 @@ const REASON_R_ENCODING: u32 = 8u;
 const REASON_NON_CANONICAL_R: u32 = 9u;
 const REASON_SMALL_ORDER_R: u32 = 10u;
 
-const POINT_WORDS: u32 = 9u;
-const NEG: u32 = 0x80000000u;
+// Phases 1 to 3 (msm_common.wgsl) add Cached points to extended ones, and
+// [8] comes after the last window.
+alias MsmPoint = Cached;
+alias MsmAcc = Pt;
+const MSM_IDENTITY: Cached = Cached(FE_ONE, FE_ONE, FE_ONE, FE_ZERO);
+const MSM_COFACTOR_DOUBLINGS: u32 = 3u;
 
-const PHASE_DECODE: u32 = 0u;
-const PHASE_BUCKETS: u32 = 1u;
-const PHASE_REDUCE: u32 = 2u;
-
-struct Params {
-    // Which phase this dispatch runs, and its invocation count.
-    phase: u32,
-    count: u32,
-    // 0 (see fe_loop_zero).
-    zero: u32,
-    // Points in the sum, window bits c, windows, buckets per window (2^(c-1)).
-    points: u32,
-    window_bits: u32,
-    windows: u32,
-    buckets: u32,
-    // Where the bucket offsets and entries start in `input`.
-    offsets_at: u32,
-    entries_at: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
+fn msm_acc_identity() -> Pt {
+    return pt_identity();
 }
 
-// In a storage buffer, not a uniform one: lavapipe specialises a shader on
-// the uniform values its loops depend on and recompiles it for every new
-// set (about 20 ms per dispatch for the Ed25519 kernel, measured); each
-// phase and each batch has new values.
-@group(0) @binding(0) var<storage, read> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<u32>;
-@group(0) @binding(2) var<storage, read_write> pts: array<Cached>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+fn msm_dbl(x: Pt) -> Pt {
+    return pt_dbl(x);
+}
 
-const CACHED_IDENTITY: Cached = Cached(FE_ONE, FE_ONE, FE_ONE, FE_ZERO);
+fn msm_add(x: Pt, q: Cached, negate: bool) -> Pt {
+    return pt_add_cached(x, q, negate);
+}
+
+fn msm_stored(x: Pt) -> Cached {
+    return pt_cached(x);
+}
+
+fn msm_is_identity(x: Pt) -> bool {
+    return pt_is_identity(x);
+}
 
 // Phase 0: the reason code of point i (0: decoded, and written to pts[i]).
 fn decode_point(i: u32) -> u32 {
@@ -96,7 +82,7 @@ fn decode_point(i: u32) -> u32 {
                           input[at + 5u], input[at + 6u], input[at + 7u]);
     let flags = input[at + 8u];
     let key = (flags & 4u) != 0u;
-    pts[i] = CACHED_IDENTITY;
+    pts[i] = MSM_IDENTITY;
     let d = pt_decode(w);
     if (!d.ok) {
         return select(REASON_R_ENCODING, REASON_PUBKEY_ENCODING, key);
@@ -113,87 +99,3 @@ fn decode_point(i: u32) -> u32 {
     return 0u;
 }
 
-// Phases 1 to 3 for invocation t: the steps, what each adds, where the
-// result goes.
-fn accumulate(t: u32) {
-    let phase = params.phase;
-    let nb = params.buckets;
-    let bucket_base = params.points;
-    let window_base = bucket_base + params.windows * nb;
-    var first = 0u;
-    var steps = 0u;
-    if (phase == PHASE_BUCKETS) {
-        first = input[params.offsets_at + t];
-        steps = input[params.offsets_at + t + 1u] - first;
-    } else if (phase == PHASE_REDUCE) {
-        steps = 2u * nb;
-    } else {
-        // The windows, most significant first, then [8].
-        steps = params.windows + 1u;
-    }
-    // acc: the result; run: the running sum of phase 2.
-    var acc = pt_identity();
-    var run = pt_identity();
-    for (var s = 0u; s < steps + fe_loop_zero; s++) {
-        var q = CACHED_IDENTITY;
-        var neg = false;
-        var add = true;
-        var dbl = 0u;
-        var into_run = false;
-        if (phase == PHASE_BUCKETS) {
-            let e = input[params.entries_at + first + s];
-            q = pts[e & ~NEG];
-            neg = (e & NEG) != 0u;
-        } else if (phase == PHASE_REDUCE) {
-            // Even step: run += S_b (b from the top); odd step: acc += run.
-            if ((s & 1u) == 0u) {
-                q = pts[bucket_base + t * nb + (nb - 1u - (s >> 1u))];
-                into_run = true;
-            } else {
-                q = pt_cached(run);
-            }
-        } else if (s < params.windows) {
-            q = pts[window_base + params.windows - 1u - s];
-            dbl = select(params.window_bits, 0u, s == 0u);
-        } else {
-            dbl = 3u;
-            add = false;
-        }
-        var x = acc;
-        if (into_run) {
-            x = run;
-        }
-        for (var j = 0u; j < dbl + fe_loop_zero; j++) {
-            x = pt_dbl(x);
-        }
-        if (add) {
-            x = pt_add_cached(x, q, neg);
-        }
-        if (into_run) {
-            run = x;
-        } else {
-            acc = x;
-        }
-    }
-    if (phase == PHASE_BUCKETS) {
-        pts[bucket_base + t] = pt_cached(acc);
-    } else if (phase == PHASE_REDUCE) {
-        pts[window_base + t] = pt_cached(acc);
-    } else {
-        out[params.points] = select(2u, 1u, pt_is_identity(acc));
-    }
-}
-
-@compute @workgroup_size(64)
-fn msm(@builtin(global_invocation_id) gid: vec3<u32>) {
-    fe_loop_zero = params.zero;
-    let t = gid.x;
-    if (t >= params.count) {
-        return;
-    }
-    if (params.phase == PHASE_DECODE) {
-        out[t] = decode_point(t);
-    } else {
-        accumulate(t);
-    }
-}

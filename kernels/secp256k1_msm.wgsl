@@ -1,4 +1,4 @@
-// requires: secp256k1_field.wgsl, secp256k1_point.wgsl
+// requires: secp256k1_field.wgsl, secp256k1_point.wgsl, msm_common.wgsl
 //
 // BIP340 batch verification as one multi-scalar multiplication: BIP340's
 // batch equation
@@ -22,46 +22,35 @@
 const REASON_BAD_SIGNATURE: u32 = 1u;
 const REASON_PUBKEY_ENCODING: u32 = 5u;
 
-const POINT_WORDS: u32 = 9u;
-const NEG: u32 = 0x80000000u;
+// Phases 1 to 3 (msm_common.wgsl): projective points throughout, no cofactor.
+alias MsmPoint = Pj;
+alias MsmAcc = Pj;
+const MSM_IDENTITY: Pj = Pj(FE_ZERO, FE_ONE, FE_ZERO);
+const MSM_COFACTOR_DOUBLINGS: u32 = 0u;
 
-const PHASE_DECODE: u32 = 0u;
-const PHASE_BUCKETS: u32 = 1u;
-const PHASE_REDUCE: u32 = 2u;
-
-struct Params {
-    // Which phase this dispatch runs, and its invocation count.
-    phase: u32,
-    count: u32,
-    // 0 (see fe_loop_zero).
-    zero: u32,
-    // Points in the sum, window bits c, windows, buckets per window (2^(c-1)).
-    points: u32,
-    window_bits: u32,
-    windows: u32,
-    buckets: u32,
-    // Where the bucket offsets and entries start in `input`.
-    offsets_at: u32,
-    entries_at: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
+fn msm_acc_identity() -> Pj {
+    return pj_identity();
 }
 
-// In a storage buffer, not a uniform one: lavapipe specialises a shader on
-// the uniform values its loops depend on and recompiles it for every new
-// set (about 20 ms per dispatch for the Ed25519 kernel, measured); each
-// phase and each batch has new values.
-@group(0) @binding(0) var<storage, read> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<u32>;
-@group(0) @binding(2) var<storage, read_write> pts: array<Pj>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+fn msm_dbl(x: Pj) -> Pj {
+    return pj_dbl(x);
+}
 
-const PJ_IDENTITY: Pj = Pj(FE_ZERO, FE_ONE, FE_ZERO);
+fn msm_add(x: Pj, q: Pj, negate: bool) -> Pj {
+    var p = q;
+    if (negate) {
+        p.y = fe_neg(p.y);
+    }
+    return pj_add(x, p);
+}
+
+fn msm_stored(x: Pj) -> Pj {
+    return x;
+}
+
+fn msm_is_identity(x: Pj) -> bool {
+    return fe_is_zero(x.z);
+}
 
 // Phase 0: the reason code of point i (0: decoded, and written to pts[i]).
 fn decode_point(i: u32) -> u32 {
@@ -70,7 +59,7 @@ fn decode_point(i: u32) -> u32 {
                           input[at + 5u], input[at + 6u], input[at + 7u]);
     let flags = input[at + 8u];
     let key = (flags & 4u) != 0u;
-    pts[i] = PJ_IDENTITY;
+    pts[i] = MSM_IDENTITY;
     let x = fe_from_words(w);
     let d = pt_lift_x(x, false);
     if (!d.ok) {
@@ -83,84 +72,3 @@ fn decode_point(i: u32) -> u32 {
     return 0u;
 }
 
-// Phases 1 to 3 for invocation t: the steps, what each adds, where the
-// result goes.
-fn accumulate(t: u32) {
-    let phase = params.phase;
-    let nb = params.buckets;
-    let bucket_base = params.points;
-    let window_base = bucket_base + params.windows * nb;
-    var first = 0u;
-    var steps = 0u;
-    if (phase == PHASE_BUCKETS) {
-        first = input[params.offsets_at + t];
-        steps = input[params.offsets_at + t + 1u] - first;
-    } else if (phase == PHASE_REDUCE) {
-        steps = 2u * nb;
-    } else {
-        // The windows, most significant first.
-        steps = params.windows;
-    }
-    // acc: the result; run: the running sum of phase 2.
-    var acc = pj_identity();
-    var run = pj_identity();
-    for (var s = 0u; s < steps + fe_loop_zero; s++) {
-        var q = PJ_IDENTITY;
-        var neg = false;
-        var dbl = 0u;
-        var into_run = false;
-        if (phase == PHASE_BUCKETS) {
-            let e = input[params.entries_at + first + s];
-            q = pts[e & ~NEG];
-            neg = (e & NEG) != 0u;
-        } else if (phase == PHASE_REDUCE) {
-            // Even step: run += S_b (b from the top); odd step: acc += run.
-            if ((s & 1u) == 0u) {
-                q = pts[bucket_base + t * nb + (nb - 1u - (s >> 1u))];
-                into_run = true;
-            } else {
-                q = run;
-            }
-        } else {
-            q = pts[window_base + params.windows - 1u - s];
-            dbl = select(params.window_bits, 0u, s == 0u);
-        }
-        var x = acc;
-        if (into_run) {
-            x = run;
-        }
-        for (var j = 0u; j < dbl + fe_loop_zero; j++) {
-            x = pj_dbl(x);
-        }
-        if (neg) {
-            q.y = fe_neg(q.y);
-        }
-        x = pj_add(x, q);
-        if (into_run) {
-            run = x;
-        } else {
-            acc = x;
-        }
-    }
-    if (phase == PHASE_BUCKETS) {
-        pts[bucket_base + t] = acc;
-    } else if (phase == PHASE_REDUCE) {
-        pts[window_base + t] = acc;
-    } else {
-        out[params.points] = select(2u, 1u, fe_is_zero(acc.z));
-    }
-}
-
-@compute @workgroup_size(64)
-fn msm(@builtin(global_invocation_id) gid: vec3<u32>) {
-    fe_loop_zero = params.zero;
-    let t = gid.x;
-    if (t >= params.count) {
-        return;
-    }
-    if (params.phase == PHASE_DECODE) {
-        out[t] = decode_point(t);
-    } else {
-        accumulate(t);
-    }
-}

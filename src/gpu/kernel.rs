@@ -16,6 +16,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("ed25519_point.wgsl", include_str!("../../kernels/ed25519_point.wgsl")),
     ("ed25519_verify.wgsl", include_str!("../../kernels/ed25519_verify.wgsl")),
     ("ed25519_table.wgsl", include_str!("../../kernels/ed25519_table.wgsl")),
+    ("msm_common.wgsl", include_str!("../../kernels/msm_common.wgsl")),
     ("ed25519_msm.wgsl", include_str!("../../kernels/ed25519_msm.wgsl")),
     ("secp256k1_field.wgsl", include_str!("../../kernels/secp256k1_field.wgsl")),
     ("secp256k1_field64.wgsl", include_str!("../../kernels/secp256k1_field64.wgsl")),
