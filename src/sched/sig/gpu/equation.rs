@@ -132,15 +132,15 @@ impl Chooser {
         c.of(n) + p_fail * failing(c, self.per_item[f], n, m.max(1.0))
     }
 
-    /// Whether a failing set of `s` items (of a batch of `n`) is cheaper
-    /// on the per-item kernel than bisected further. Only in `auto`:
-    /// `always` bisects down to [`LEAF`].
-    pub fn per_item_here(&self, f: Family, s: usize, n: usize) -> bool {
+    /// Whether a failing set of `s` items is cheaper on the per-item
+    /// kernel than bisected further. Only in `auto`: `always` bisects down
+    /// to [`LEAF`].
+    pub fn per_item_here(&self, f: Family, s: usize) -> bool {
         if self.mode != EquationMode::Auto {
             return false;
         }
         let Some(c) = self.equation[f] else { return true };
-        let m = (self.invalid_rate[f] * n as f64 * s as f64 / n.max(1) as f64).max(1.0);
+        let m = (self.invalid_rate[f] * s as f64).max(1.0);
         self.per_item[f] * s as f64 <= failing(c, self.per_item[f], s, m)
     }
 
@@ -390,7 +390,7 @@ mod tests {
     fn always_and_never_ignore_the_costs() {
         let c = chooser(EquationMode::Always);
         assert!(c.use_equation(Family::Ed25519, 1));
-        assert!(!c.per_item_here(Family::Ed25519, 1000, 1000));
+        assert!(!c.per_item_here(Family::Ed25519, 1000));
         assert_eq!(c.budget(Family::Ed25519, 10), None);
         assert!(!chooser(EquationMode::Never).use_equation(Family::Ed25519, 65536));
         assert_eq!(EquationMode::parse("always"), Ok(EquationMode::Always));

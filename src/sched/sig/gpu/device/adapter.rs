@@ -199,7 +199,7 @@ impl Equations {
                 }
                 Ok(v)
             };
-            let b = bisect(at.len(), &mut run, &|s| chooser.per_item_here(f, s, at.len()), until)?;
+            let b = bisect(at.len(), &mut run, &|s| chooser.per_item_here(f, s), until)?;
             self.count.fetch_add(u64::from(b.equations), Ordering::Relaxed);
             let mut c = self.chooser.lock();
             for (n, secs) in timings {
@@ -230,7 +230,8 @@ impl Equations {
 
 struct Flight {
     kernels: Arc<GpuSigKernels>,
-    /// The per-item submission and the dispatch positions of its items.
+    /// The per-item submission and the dispatch positions of its items
+    /// (none listed: the whole dispatch, in order).
     ticket: Option<(Ticket, Vec<usize>, Instant)>,
     /// Verdicts the equations decided (`None` for the per-item kernel).
     decided: Vec<Option<Verdict>>,
@@ -243,6 +244,9 @@ impl InFlight for Flight {
         let Flight { kernels, ticket, mut decided, mut ready, equations } = *self;
         if let Some((ticket, at, submitted)) = ticket {
             let d = kernels.wait(ticket, timeout)?;
+            if at.is_empty() {
+                return Ok(DeviceAnswer { verdicts: d.verdicts, ready: d.ready });
+            }
             if d.verdicts.len() != at.len() {
                 return Err(DeviceError::Driver(format!("{} verdicts for {} items", d.verdicts.len(), at.len())));
             }
@@ -282,20 +286,29 @@ impl SigDevice for WgpuDevice {
     }
 
     fn submit(&self, items: &[&SigItem]) -> Result<Box<dyn InFlight>, DeviceError> {
+        let Some(eq) = &self.equations else {
+            // Per-item kernels only: the whole dispatch in one submission.
+            let ticket = Some((self.kernels.submit(items)?, Vec::new(), Instant::now()));
+            let kernels = self.kernels.clone();
+            return Ok(Box::new(Flight {
+                kernels,
+                ticket,
+                decided: Vec::new(),
+                ready: Instant::now(),
+                equations: None,
+            }));
+        };
         let mut decided = vec![None; items.len()];
-        if let Some(eq) = &self.equations {
-            eq.run(items, &mut decided)?;
-        }
+        eq.run(items, &mut decided)?;
         let at: Vec<usize> = (0..items.len()).filter(|&i| decided[i].is_none()).collect();
         let ticket = if at.is_empty() {
             None
-        } else if at.len() == items.len() {
-            Some((self.kernels.submit(items)?, at, Instant::now()))
         } else {
             let rest: Vec<&SigItem> = at.iter().map(|&i| items[i]).collect();
             Some((self.kernels.submit(&rest)?, at, Instant::now()))
         };
-        let equations = self.equations.clone().map(|e| (e, items.iter().map(|i| i.scheme.family()).collect()));
+        let families = items.iter().map(|i| i.scheme.family()).collect();
+        let equations = Some((eq.clone(), families));
         Ok(Box::new(Flight { kernels: self.kernels.clone(), ticket, decided, ready: Instant::now(), equations }))
     }
 
