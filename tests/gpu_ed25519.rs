@@ -9,6 +9,8 @@
 //! fourth on the u32 one, to keep lavapipe's time modest.
 #![cfg(feature = "gpu")]
 
+mod common;
+
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -34,9 +36,7 @@ fn gpu(path: FieldPath) -> &'static Mutex<GpuSigKernels> {
     static U32: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
     let cell = if path == FieldPath::U64 { &U64 } else { &U32 };
     cell.get_or_init(|| {
-        let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
-            panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
-        });
+        let a = common::first_adapter();
         let k = GpuSigKernels::with_field(&a, FieldChoice::Force(path))
             .unwrap_or_else(|e| panic!("Ed25519 kernel on {}: {e}", a.summary.name));
         assert_eq!(k.field(), path, "{} has no SHADER_INT64: the u64 path cannot be tested", a.summary.name);

@@ -14,6 +14,8 @@
 //! adapter is a failure, not a skip.
 #![cfg(feature = "gpu")]
 
+mod common;
+
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -33,9 +35,7 @@ fn gpu(path: FieldPath) -> &'static Mutex<GpuMsm> {
     static U32: OnceLock<Mutex<GpuMsm>> = OnceLock::new();
     let cell = if path == FieldPath::U64 { &U64 } else { &U32 };
     cell.get_or_init(|| {
-        let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
-            panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
-        });
+        let a = common::first_adapter();
         let k = GpuMsm::with_field(&a, FieldChoice::Force(path), Curve::Ed25519)
             .unwrap_or_else(|e| panic!("Ed25519 batch-equation kernel on {}: {e}", a.summary.name));
         assert_eq!(k.field(), path, "{} has no SHADER_INT64: the u64 path cannot be tested", a.summary.name);

@@ -4,21 +4,19 @@
 //! device gives its work back and mining goes on. No timing assertions.
 #![cfg(feature = "gpu")]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashrig::chain::{BlockHash, CompactTarget, Target, WorkTemplate};
-use hashrig::gpu::{self, ContextOptions, GpuContext, TuneChoice};
+use hashrig::gpu::{ContextOptions, GpuContext, TuneChoice};
 use hashrig::metrics::Metrics;
 use hashrig::sched::{GpuConfig, GpuEngine, PowJob, PowScheduler, Stats};
 
 fn context() -> GpuContext {
-    let a = gpu::adapters().into_iter().next().unwrap_or_else(|| {
-        panic!(
-            "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
-        )
-    });
+    let a = common::first_adapter();
     let opts = ContextOptions { depth: 3, hit_slots: 256, tune: TuneChoice { wg: 64, npt: 16 } };
     GpuContext::new(&a, &opts).unwrap_or_else(|e| panic!("GPU context on {}: {e}", a.summary.name))
 }

@@ -8,10 +8,12 @@
 //! pass without running a single kernel.
 #![cfg(feature = "gpu")]
 
+mod common;
+
 use std::sync::OnceLock;
 
 use hashrig::chain::{Header, Target};
-use hashrig::gpu::{self, ContextOptions, GpuContext, TuneChoice};
+use hashrig::gpu::{ContextOptions, GpuContext, TuneChoice};
 use hashrig::pow::{self, Backend, NonceRange, SearchInput};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
@@ -21,12 +23,7 @@ use rand::{Rng, SeedableRng};
 fn ctx() -> parking_lot::MutexGuard<'static, GpuContext> {
     static CTX: OnceLock<Mutex<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| {
-        let all = gpu::adapters();
-        let a = all.into_iter().next().unwrap_or_else(|| {
-            panic!(
-                "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
-            )
-        });
+        let a = common::first_adapter();
         eprintln!("GPU tests on: {}", a.summary.line());
         let opts = ContextOptions { depth: 3, hit_slots: 1024, tune: TuneChoice { wg: 64, npt: 16 } };
         Mutex::new(GpuContext::new(&a, &opts).unwrap_or_else(|e| panic!("GPU context on {}: {e}", a.summary.name)))

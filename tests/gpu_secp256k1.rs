@@ -11,6 +11,8 @@
 //! a subset on the u32 one, to keep lavapipe's time modest.
 #![cfg(feature = "gpu")]
 
+mod common;
+
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,9 +32,7 @@ fn gpu(path: FieldPath) -> &'static Mutex<GpuSigKernels> {
     static U32: OnceLock<Mutex<GpuSigKernels>> = OnceLock::new();
     let cell = if path == FieldPath::U64 { &U64 } else { &U32 };
     cell.get_or_init(|| {
-        let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
-            panic!("no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)")
-        });
+        let a = common::first_adapter();
         let k = GpuSigKernels::with_field(&a, FieldChoice::Force(path))
             .unwrap_or_else(|e| panic!("signature kernels on {}: {e}", a.summary.name));
         assert_eq!(k.field(), path, "{} has no SHADER_INT64: the u64 path cannot be tested", a.summary.name);

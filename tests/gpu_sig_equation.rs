@@ -12,6 +12,8 @@
 //! adapter is a failure, not a skip.
 #![cfg(feature = "gpu")]
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -24,11 +26,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 fn engine(policy: TrustPolicy, lie: bool) -> (Arc<GpuSigEngine>, Arc<AtomicU64>) {
-    let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
-        panic!(
-            "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
-        )
-    });
+    let a = common::first_adapter();
     let share = Arc::new(hashrig::gpu::AdapterShare::new());
     let dev =
         WgpuDevice::open_with(&a, share, EquationMode::Always).unwrap_or_else(|e| panic!("{}: {e}", a.summary.name));

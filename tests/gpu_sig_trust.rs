@@ -5,6 +5,8 @@
 //! split keeps small batches on the CPU.
 #![cfg(feature = "gpu")]
 
+mod common;
+
 use std::sync::Arc;
 
 use hashrig::metrics::Metrics;
@@ -16,11 +18,7 @@ use hashrig::sig::{verify_batch, Scheme, SigItem};
 use hashrig::topo::{PinPlan, PlanOptions, Topology};
 
 fn gpu(metrics: Option<Arc<Metrics>>) -> Arc<GpuSigEngine> {
-    let a = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
-        panic!(
-            "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
-        )
-    });
+    let a = common::first_adapter();
     let share = Arc::new(hashrig::gpu::AdapterShare::new());
     GpuSigEngine::start(&a, share, TrustPolicy::default(), metrics, None)
         .unwrap_or_else(|e| panic!("{}: {e}", a.summary.name))

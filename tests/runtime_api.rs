@@ -2,6 +2,9 @@
 //! line), reloaded through its live part, and a node adapter that does not
 //! stop when asked never runs beside its successor.
 
+#[cfg(feature = "gpu")]
+mod common;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,11 +198,7 @@ fn a_stuck_adapter_never_runs_beside_its_successor() {
 #[cfg(feature = "gpu")]
 #[test]
 fn a_runtime_mines_on_a_gpu_under_the_thermal_guard_from_its_config() {
-    let ad = hashrig::gpu::adapters().into_iter().next().unwrap_or_else(|| {
-        panic!(
-            "no Vulkan adapter found: the GPU tests need one (install mesa-vulkan-drivers for lavapipe: `make deps`)"
-        )
-    });
+    let ad = common::first_adapter();
     let (index, label) = (ad.summary.index, format!("gpu{}", ad.summary.index));
     let sensor = fake_gpu(&ad.summary.name, &ad.summary.pci_bus_id);
     sensor.set_temperature(0, 90.0);
