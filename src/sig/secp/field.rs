@@ -139,6 +139,17 @@ impl Fe {
 
     #[inline(always)]
     pub fn square(&self) -> Fe {
+        #[cfg(target_arch = "x86_64")]
+        if super::mulx::available() {
+            // SAFETY: `available` found BMI2 and ADX.
+            return Fe(unsafe { super::mulx::square(&self.0) });
+        }
+        self.square_u128()
+    }
+
+    /// [`Fe::square`] in portable code (`u128` products).
+    #[inline(always)]
+    fn square_u128(&self) -> Fe {
         let a = &self.0;
         let mut t = [0u64; 8];
         // Products a_i a_j with i < j, then doubled, then the squares a_i².
@@ -300,6 +311,20 @@ impl Mul for Fe {
     type Output = Fe;
     #[inline(always)]
     fn mul(self, b: Fe) -> Fe {
+        #[cfg(target_arch = "x86_64")]
+        if super::mulx::available() {
+            // SAFETY: `available` found BMI2 and ADX.
+            return Fe(unsafe { super::mulx::mul(&self.0, &b.0) });
+        }
+        self.mul_u128(b)
+    }
+}
+
+impl Fe {
+    /// The product in portable code (`u128` products), where MULX/ADX are
+    /// missing.
+    #[inline(always)]
+    fn mul_u128(self, b: Fe) -> Fe {
         let (a, b) = (self.0, b.0);
         let mut t = [0u64; 8];
         for i in 0..4 {
@@ -397,6 +422,50 @@ mod tests {
             assert_eq!(many[0], a.sqrt());
             assert_eq!(many[2], a.sqrt());
             assert_eq!(many[1], vs[(i + 1) % vs.len()].sqrt());
+        }
+    }
+
+    /// Both products, whichever of them `*` and `square` use on this CPU:
+    /// the portable one against k256, and MULX/ADX's (where the CPU has
+    /// them) against the portable one on every pair of edge values (limbs
+    /// of all ones, p and its neighbours, where carries run the furthest)
+    /// and on random ones.
+    #[test]
+    fn both_products_match() {
+        let vs = values();
+        let edges = &vs[..12];
+        let pairs = edges.iter().flat_map(|a| edges.iter().map(move |b| (a, b))).chain(vs.iter().zip(vs.iter().rev()));
+        #[cfg(target_arch = "x86_64")]
+        let mulx = super::super::mulx::available();
+        for (a, b) in pairs {
+            let (ka, kb) = (k(a), k(b));
+            assert!(same(&a.mul_u128(*b), &(ka * kb)), "mul {a:?} {b:?}");
+            assert!(same(&a.square_u128(), &ka.square()), "square {a:?}");
+            #[cfg(target_arch = "x86_64")]
+            if mulx {
+                // SAFETY: `available` found BMI2 and ADX.
+                let (m, q) = unsafe { (super::super::mulx::mul(&a.0, &b.0), super::super::mulx::square(&a.0)) };
+                assert_eq!(Fe(m).normalize().0, a.mul_u128(*b).normalize().0, "mulx {a:?} {b:?}");
+                assert_eq!(Fe(q).normalize().0, a.square_u128().normalize().0, "square mulx {a:?}");
+            }
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        #[cfg(target_arch = "x86_64")]
+        if mulx {
+            for _ in 0..200_000 {
+                // Limbs drawn from edges and random words alike.
+                let mut limb = || match rng.next_u64() % 4 {
+                    0 => u64::MAX,
+                    1 => 0,
+                    2 => P[0].wrapping_add(rng.next_u64() % 3).wrapping_sub(1),
+                    _ => rng.next_u64(),
+                };
+                let (a, b) = (Fe([limb(), limb(), limb(), limb()]), Fe([limb(), limb(), limb(), limb()]));
+                // SAFETY: `available` found BMI2 and ADX.
+                let (m, q) = unsafe { (super::super::mulx::mul(&a.0, &b.0), super::super::mulx::square(&a.0)) };
+                assert_eq!(Fe(m).normalize().0, a.mul_u128(b).normalize().0, "mulx {a:?} {b:?}");
+                assert_eq!(Fe(q).normalize().0, a.square_u128().normalize().0, "square mulx {a:?}");
+            }
         }
     }
 

@@ -11,6 +11,8 @@ pub mod field;
 pub mod glv;
 pub mod gpu;
 pub mod msm;
+#[cfg(target_arch = "x86_64")]
+pub mod mulx;
 pub mod point;
 
 /// Parsed ECDSA keys (33 or 65 bytes): 16 × 1024 entries.
