@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::chain::Header;
-use crate::gpu::context::{dispatch_timeout, verify, Verdict, MAX_DISPATCH};
+use crate::gpu::context::{dispatch_timeout, verify, DispatchResult, Verdict, MAX_DISPATCH};
 use crate::gpu::kernel::Params;
 use crate::gpu::{AdapterShare, AdapterShares, GpuContext, GpuError};
 use crate::metrics::Metrics;
@@ -168,168 +168,232 @@ struct Worker {
     lost: Arc<AtomicBool>,
 }
 
+/// The worker's per-device metric handles, resolved once.
+struct Meters {
+    hashes: prometheus::IntCounter,
+    hw_errors: prometheus::IntCounter,
+    switch: prometheus::Histogram,
+    dispatch_seconds: prometheus::Histogram,
+    overflows: prometheus::IntCounter,
+}
+
+/// The dispatch ring and what the worker measures as it turns.
+struct Ring {
+    /// Slots free to submit into.
+    free: Vec<usize>,
+    /// Submitted dispatches, oldest first.
+    inflight: VecDeque<InFlight>,
+    /// The header being mined (reused while the job and extranonce stay).
+    work: Option<Arc<Work>>,
+    /// Nonces/s; the first dispatches measure it.
+    rate: f64,
+    /// The newest job seen.
+    seen_seq: u64,
+    /// (new job's seq, when it was published) until the last older
+    /// dispatch retires.
+    switching: Option<(u64, Instant)>,
+    last_done: Option<Instant>,
+    /// Dispatches smaller than this do not update the rate.
+    min_dispatch: u64,
+}
+
+impl Ring {
+    /// The job switch is complete once no dispatch of an older job is left.
+    fn note_switch(&mut self, switch: &prometheus::Histogram) {
+        if let Some((seq, published)) = self.switching {
+            if self.inflight.iter().all(|f| f.work.seq >= seq) {
+                switch.observe(published.elapsed().as_secs_f64());
+                self.switching = None;
+            }
+        }
+    }
+}
+
 impl Worker {
     fn run(mut self) {
         let dev = self.cfg.device.clone();
         if let Some(feeder) = &self.cfg.feeder {
             crate::topo::pin_to_node_or_warn(feeder, &format!("{dev} engine thread"));
         }
-        match self_test(&mut self.ctx) {
-            Ok(()) => self.metrics.self_tests.with_label_values(&["gpu", "passed"]).inc(),
-            Err(e) => {
-                self.metrics.self_tests.with_label_values(&["gpu", "failed"]).inc();
-                tracing::error!(device = %dev, adapter = %self.ctx.summary.name, "GPU self-test failed: {e}; the GPU engine stops");
-                self.lost.store(true, Ordering::Release);
-                return;
-            }
+        if !self.passes_self_test() {
+            return;
         }
-        let hashes = self.metrics.hashes.with_label_values(&["gpu", &dev]);
-        let hw_errors = self.metrics.hardware_errors.with_label_values(&["gpu", &dev]);
-        let switch = self.metrics.job_switch_seconds.with_label_values(&["gpu"]);
-        let dispatch_seconds = self.metrics.gpu.dispatch_seconds.with_label_values(&[&dev]);
-        let overflows = self.metrics.gpu.hit_overflows.with_label_values(&[&dev]);
-
-        let depth = self.ctx.depth();
-        let mut free: Vec<usize> = (0..depth).rev().collect();
-        let mut inflight: VecDeque<InFlight> = VecDeque::new();
-        let mut work: Option<Arc<Work>> = None;
-        let mut rate = 50e6_f64; // nonces/s; the first dispatches measure it
-        let mut seen_seq = 0;
-        // (new job's seq, when it was published) until the last older dispatch retires.
-        let mut switching: Option<(u64, Instant)> = None;
-        let mut last_done: Option<Instant> = None;
-        let min_dispatch = (self.ctx.tune.wg as u64 * self.ctx.tune.npt as u64).max(1024);
-
-        let failure = 'run: loop {
+        let m = &self.metrics;
+        let meters = Meters {
+            hashes: m.hashes.with_label_values(&["gpu", &dev]),
+            hw_errors: m.hardware_errors.with_label_values(&["gpu", &dev]),
+            switch: m.job_switch_seconds.with_label_values(&["gpu"]),
+            dispatch_seconds: m.gpu.dispatch_seconds.with_label_values(&[&dev]),
+            overflows: m.gpu.hit_overflows.with_label_values(&[&dev]),
+        };
+        let mut ring = Ring {
+            free: (0..self.ctx.depth()).rev().collect(),
+            inflight: VecDeque::new(),
+            work: None,
+            rate: 50e6,
+            seen_seq: 0,
+            switching: None,
+            last_done: None,
+            min_dispatch: (self.ctx.tune.wg as u64 * self.ctx.tune.npt as u64).max(1024),
+        };
+        let failure = loop {
             if self.stop.load(Ordering::Relaxed) {
-                break 'run None;
+                break None;
             }
-            // Fill the ring with chunks of the current job.
-            while let Some(&slot) = free.last() {
-                // Signature dispatches on this adapter go first (gpu::share):
-                // none while one is pending, one in flight while they may come.
-                // A GPU the thermal guard slowed also keeps one in flight,
-                // and pauses after it (below).
-                let share = &self.cfg.share;
-                if share.sig_pending() || ((share.sig_engine_on() || share.throttled()) && !inflight.is_empty()) {
-                    break;
-                }
-                let Some(job) = self.sched.current() else { break };
-                if job.seq != seen_seq {
-                    seen_seq = job.seq;
-                    switching = Some((job.seq, job.published));
-                }
-                let want = self.dispatch_size(&job, rate, min_dispatch);
-                let Some(chunk) = self.sched.next_chunk(&job, want) else { break };
-                let w = match self.work_for(&job, &chunk, &mut work) {
-                    Some(w) => w,
-                    None => {
-                        self.sched.return_chunk(chunk);
-                        break;
-                    }
-                };
-                if let Err(e) = self.ctx.submit(slot, &w.params, chunk.range) {
-                    self.sched.return_chunk(chunk);
-                    break 'run Some(e);
-                }
-                free.pop();
-                inflight.push_back(InFlight { slot, chunk, work: w });
+            if let Err(e) = self.fill(&mut ring) {
+                break Some(e);
             }
-            if let Some((seq, published)) = switching {
-                if inflight.iter().all(|f| f.work.seq >= seq) {
-                    switch.observe(published.elapsed().as_secs_f64());
-                    switching = None;
-                }
-            }
-            let Some(f) = inflight.pop_front() else {
+            ring.note_switch(&meters.switch);
+            let Some(f) = ring.inflight.pop_front() else {
                 if self.cfg.share.sig_pending() {
                     std::thread::sleep(Duration::from_micros(200));
                     continue;
                 }
-                self.sched.wait_for_change(seen_seq, Duration::from_millis(100));
+                self.sched.wait_for_change(ring.seen_seq, Duration::from_millis(100));
                 continue;
             };
             let res = match self.ctx.wait(f.slot, dispatch_timeout(f.chunk.range.len())) {
                 Ok(r) => r,
                 Err(e) => {
                     self.sched.return_chunk(f.chunk);
-                    break 'run Some(e);
+                    break Some(e);
                 }
             };
-            free.push(f.slot);
-            let now = Instant::now();
-            let n = res.range.len();
-            hashes.inc_by(n);
-            self.stats.hashes.fetch_add(n, Ordering::Relaxed);
-            // Throughput: kernel time where measured, else the gap between
-            // completions (the ring keeps the GPU busy, so that is its pace).
-            let busy = res
-                .kernel_seconds
-                .or_else(|| last_done.map(|t| now.duration_since(t).as_secs_f64().min(res.wall.as_secs_f64())));
-            last_done = Some(now);
-            if let Some(dt) = busy.filter(|d| *d > 0.0) {
-                dispatch_seconds.observe(dt);
-                if n >= min_dispatch {
-                    rate = 0.7 * rate + 0.3 * (n as f64 / dt);
-                }
-                // Thermal guard (the share's duty cycle): idle for the rest of the cycle.
-                if let Some(pause) = self.cfg.share.pause_after(Duration::from_secs_f64(dt)) {
-                    std::thread::sleep(pause);
-                    last_done = Some(Instant::now());
-                }
-            }
-            if res.overflowed {
-                overflows.inc();
-                tracing::warn!(device = %dev, "more hits than GPU slots in one dispatch; re-scanning {n} nonces on the CPU");
-                let mut hits = Vec::new();
-                pow::scan(pow::detect(), &f.work.input, res.range, &mut hits);
-                if hits.len() > super::job::MAX_HITS_PER_CHUNK {
-                    self.sched.dropped_hits("chunk_cap", (hits.len() - super::job::MAX_HITS_PER_CHUNK) as u64);
-                    hits.truncate(super::job::MAX_HITS_PER_CHUNK);
-                }
-                for nonce in hits {
-                    self.report(&f, nonce);
-                }
-            } else {
-                for &(nonce, top) in &res.candidates {
-                    match verify(&f.work.input, nonce, top) {
-                        Verdict::Hit => self.report(&f, nonce),
-                        Verdict::Miss => {}
-                        Verdict::Mismatch { cpu_top } => {
-                            hw_errors.inc();
-                            self.stats.hw_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(device = %dev, nonce, gpu_top = top, cpu_top, "hardware error: GPU hit fails the CPU re-check");
-                        }
-                    }
-                }
-            }
-            if let Some((seq, published)) = switching {
-                if inflight.iter().all(|f| f.work.seq >= seq) {
-                    switch.observe(published.elapsed().as_secs_f64());
-                    switching = None;
-                }
-            }
+            ring.free.push(f.slot);
+            self.account(&mut ring, &meters, &res);
+            self.check_hits(&f, &res, &meters);
+            ring.note_switch(&meters.switch);
         };
-        match failure {
-            None => {
-                // Stopping: let the ring drain so the device is idle when dropped.
-                for f in inflight.drain(..) {
-                    let _ = self.ctx.wait(f.slot, dispatch_timeout(f.chunk.range.len()));
-                }
+        self.finish(ring, failure);
+    }
+
+    /// The known-answer test before any work; a failure takes the engine
+    /// off (the other engines mine on).
+    fn passes_self_test(&mut self) -> bool {
+        match self_test(&mut self.ctx) {
+            Ok(()) => {
+                self.metrics.self_tests.with_label_values(&["gpu", "passed"]).inc();
+                true
             }
-            Some(e) => {
-                for f in inflight.drain(..) {
-                    self.sched.return_chunk(f.chunk);
-                }
+            Err(e) => {
+                self.metrics.self_tests.with_label_values(&["gpu", "failed"]).inc();
+                tracing::error!(device = %self.cfg.device, adapter = %self.ctx.summary.name, "GPU self-test failed: {e}; the GPU engine stops");
                 self.lost.store(true, Ordering::Release);
-                self.metrics.gpu.device_lost.with_label_values(&[&dev]).inc();
-                tracing::error!(
-                    device = %dev,
-                    adapter = %self.ctx.summary.name,
-                    "GPU engine stops: {e}; its unfinished work went back to the other engines"
-                );
+                false
             }
         }
+    }
+
+    /// Fill the ring with chunks of the current job; an error is a lost
+    /// device (the chunk that failed went back to the scheduler).
+    fn fill(&mut self, ring: &mut Ring) -> Result<(), GpuError> {
+        while let Some(&slot) = ring.free.last() {
+            // Signature dispatches on this adapter go first (gpu::share):
+            // none while one is pending, one in flight while they may come.
+            // A GPU the thermal guard slowed also keeps one in flight, and
+            // pauses after it (`account`).
+            let share = &self.cfg.share;
+            if share.sig_pending() || ((share.sig_engine_on() || share.throttled()) && !ring.inflight.is_empty()) {
+                break;
+            }
+            let Some(job) = self.sched.current() else { break };
+            if job.seq != ring.seen_seq {
+                ring.seen_seq = job.seq;
+                ring.switching = Some((job.seq, job.published));
+            }
+            let want = self.dispatch_size(&job, ring.rate, ring.min_dispatch);
+            let Some(chunk) = self.sched.next_chunk(&job, want) else { break };
+            let Some(w) = self.work_for(&job, &chunk, &mut ring.work) else {
+                self.sched.return_chunk(chunk);
+                break;
+            };
+            if let Err(e) = self.ctx.submit(slot, &w.params, chunk.range) {
+                self.sched.return_chunk(chunk);
+                return Err(e);
+            }
+            ring.free.pop();
+            ring.inflight.push_back(InFlight { slot, chunk, work: w });
+        }
+        Ok(())
+    }
+
+    /// Count a retired dispatch's hashes, learn the rate from it, and keep
+    /// the thermal guard's duty cycle.
+    fn account(&self, ring: &mut Ring, meters: &Meters, res: &DispatchResult) {
+        let now = Instant::now();
+        let n = res.range.len();
+        meters.hashes.inc_by(n);
+        self.stats.hashes.fetch_add(n, Ordering::Relaxed);
+        // Throughput: kernel time where measured, else the gap between
+        // completions (the ring keeps the GPU busy, so that is its pace).
+        let busy = res
+            .kernel_seconds
+            .or_else(|| ring.last_done.map(|t| now.duration_since(t).as_secs_f64().min(res.wall.as_secs_f64())));
+        ring.last_done = Some(now);
+        if let Some(dt) = busy.filter(|d| *d > 0.0) {
+            meters.dispatch_seconds.observe(dt);
+            if n >= ring.min_dispatch {
+                ring.rate = 0.7 * ring.rate + 0.3 * (n as f64 / dt);
+            }
+            // Thermal guard (the share's duty cycle): idle for the rest of the cycle.
+            if let Some(pause) = self.cfg.share.pause_after(Duration::from_secs_f64(dt)) {
+                std::thread::sleep(pause);
+                ring.last_done = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Every candidate re-hashed on the CPU before it is reported; a GPU
+    /// whose hits overflowed its slots has its range re-scanned on the CPU.
+    fn check_hits(&self, f: &InFlight, res: &DispatchResult, meters: &Meters) {
+        if res.overflowed {
+            meters.overflows.inc();
+            let n = res.range.len();
+            tracing::warn!(device = %self.cfg.device, "more hits than GPU slots in one dispatch; re-scanning {n} nonces on the CPU");
+            let mut hits = Vec::new();
+            pow::scan(pow::detect(), &f.work.input, res.range, &mut hits);
+            if hits.len() > super::job::MAX_HITS_PER_CHUNK {
+                self.sched.dropped_hits("chunk_cap", (hits.len() - super::job::MAX_HITS_PER_CHUNK) as u64);
+                hits.truncate(super::job::MAX_HITS_PER_CHUNK);
+            }
+            for nonce in hits {
+                self.report(f, nonce);
+            }
+            return;
+        }
+        for &(nonce, top) in &res.candidates {
+            match verify(&f.work.input, nonce, top) {
+                Verdict::Hit => self.report(f, nonce),
+                Verdict::Miss => {}
+                Verdict::Mismatch { cpu_top } => {
+                    meters.hw_errors.inc();
+                    self.stats.hw_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(device = %self.cfg.device, nonce, gpu_top = top, cpu_top, "hardware error: GPU hit fails the CPU re-check");
+                }
+            }
+        }
+    }
+
+    /// Stopping: let the ring drain so the device is idle when dropped. Lost:
+    /// give the unfinished chunks back to the other engines.
+    fn finish(&mut self, mut ring: Ring, failure: Option<GpuError>) {
+        let Some(e) = failure else {
+            for f in ring.inflight.drain(..) {
+                let _ = self.ctx.wait(f.slot, dispatch_timeout(f.chunk.range.len()));
+            }
+            return;
+        };
+        for f in ring.inflight.drain(..) {
+            self.sched.return_chunk(f.chunk);
+        }
+        self.lost.store(true, Ordering::Release);
+        let dev = &self.cfg.device;
+        self.metrics.gpu.device_lost.with_label_values(&[dev]).inc();
+        tracing::error!(
+            device = %dev,
+            adapter = %self.ctx.summary.name,
+            "GPU engine stops: {e}; its unfinished work went back to the other engines"
+        );
     }
 
     /// Nonces for the next dispatch: `dispatch_time` at the measured rate,
