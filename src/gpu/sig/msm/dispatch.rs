@@ -107,7 +107,68 @@ pub(super) fn signed_digits(s: &[u8; 32], c: u32, windows: u32, out: &mut Vec<i3
     debug_assert_eq!(carry, 0, "the top window takes the last carry");
 }
 
+/// An equation's buffers and their bind group, kept from one equation to
+/// the next and replaced by larger ones when a batch outgrows them
+/// (capacities in powers of two). The kernel reads nothing it has not
+/// written in the same equation, and the host reads only what the
+/// equation wrote (an equation whose points did not all decode is run
+/// again without them), so what an earlier batch left there is never seen.
+pub(super) struct Buffers {
+    params: wgpu::Buffer,
+    input: wgpu::Buffer,
+    pts: wgpu::Buffer,
+    out: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    bind: wgpu::BindGroup,
+}
+
+impl Buffers {
+    fn fits(&self, input: u64, pts: u64, out: u64) -> bool {
+        self.input.size() >= input && self.pts.size() >= pts && self.out.size() >= out
+    }
+}
+
 impl GpuMsm {
+    /// Buffers for an equation of these sizes (bytes): the kept ones if
+    /// they are large enough, else new ones.
+    fn buffers(&self, input: u64, pts: u64, out: u64) -> Buffers {
+        if let Some(b) = self.buffers.lock().take().filter(|b| b.fits(input, pts, out)) {
+            return b;
+        }
+        let device = &self.device;
+        let buf = |label: &str, size: u64, usage: wgpu::BufferUsages| {
+            let size = size.next_power_of_two().max(256);
+            device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
+        };
+        let params = buf(
+            "msm params",
+            self.align * u64::from(PHASES),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let input = buf("msm input", input, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
+        let pts = buf("msm points", pts, wgpu::BufferUsages::STORAGE);
+        let out = buf("msm out", out, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC);
+        let staging = buf("msm staging", out.size(), wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("msm bind"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(PARAMS_BYTES),
+                    }),
+                },
+                wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: pts.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 3, resource: out.as_entire_binding() },
+            ],
+        });
+        Buffers { params, input, pts, out, staging, bind }
+    }
+
     /// One equation: the reason code of every point (key then R per item,
     /// then the base point's) and whether the sum is the identity.
     pub(super) fn run(&self, sum: &Sum, timeout: Duration) -> Result<(Vec<u32>, bool), GpuError> {
@@ -116,20 +177,12 @@ impl GpuMsm {
         let fe_bytes: u64 = if self.field == FieldPath::U64 { 40 } else { 80 };
         let point_bytes = u64::from(self.curve.fe_per_point()) * fe_bytes;
         let pts_count = points + u64::from(sum.windows * sum.buckets + sum.windows);
-        let buf = |label: &str, size: u64, usage: wgpu::BufferUsages| {
-            device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
-        };
-        let params = buf(
-            "msm params",
-            self.align * u64::from(PHASES),
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        );
-        let input =
-            buf("msm input", 4 * sum.words.len() as u64, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
-        let pts = buf("msm points", point_bytes * pts_count, wgpu::BufferUsages::STORAGE);
         let out_bytes = 4 * (points + 1);
-        let out = buf("msm out", out_bytes, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC);
-        let staging = buf("msm staging", out_bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        // Taken for this equation and put back after it, so no lock is held
+        // while the device works (a second equation at the same time would
+        // make its own).
+        let bufs = self.buffers(4 * sum.words.len() as u64, point_bytes * pts_count, out_bytes);
+        let Buffers { params, input, out, staging, bind, .. } = &bufs;
         let counts = [sum.points as u32, sum.windows * sum.buckets, sum.windows, 1];
         let mut block = vec![0u8; (self.align * u64::from(PHASES)) as usize];
         for (phase, n) in counts.iter().enumerate() {
@@ -148,39 +201,22 @@ impl GpuMsm {
             let at = phase * self.align as usize;
             block[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::cast_slice(&p));
         }
-        queue.write_buffer(&params, 0, &block);
-        queue.write_buffer(&input, 0, bytemuck::cast_slice(&sum.words));
-        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("msm bind"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &params,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(PARAMS_BYTES),
-                    }),
-                },
-                wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: pts.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: out.as_entire_binding() },
-            ],
-        });
+        queue.write_buffer(params, 0, &block);
+        queue.write_buffer(input, 0, bytemuck::cast_slice(&sum.words));
         let mut cmd = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("msm") });
         // One pass per phase: each reads what the previous one wrote.
         for (phase, n) in counts.iter().enumerate() {
             let mut pass =
                 cmd.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("msm"), timestamp_writes: None });
             pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind, &[(phase as u64 * self.align) as u32]);
+            pass.set_bind_group(0, bind, &[(phase as u64 * self.align) as u32]);
             pass.dispatch_workgroups(n.div_ceil(WORKGROUP), 1, 1);
         }
-        cmd.copy_buffer_to_buffer(&out, 0, &staging, 0, out_bytes);
+        cmd.copy_buffer_to_buffer(out, 0, staging, 0, out_bytes);
         let sub = queue.submit([cmd.finish()]);
         let done: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
         let d = done.clone();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| *d.lock() = Some(r));
+        staging.slice(..out_bytes).map_async(wgpu::MapMode::Read, move |r| *d.lock() = Some(r));
         let deadline = Instant::now() + timeout;
         while done.lock().is_none() {
             self.loss.check()?;
@@ -206,13 +242,14 @@ impl GpuMsm {
         }
         let words: Vec<u32> = {
             let view = staging
-                .slice(..)
+                .slice(..out_bytes)
                 .get_mapped_range()
                 .map_err(|e| GpuError::Driver(format!("reading the batch equation's result: {e}")))?;
             view.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         };
         staging.unmap();
         self.loss.check()?;
+        *self.buffers.lock() = Some(bufs);
         let holds = match words[sum.points] {
             1 => true,
             2 => false,

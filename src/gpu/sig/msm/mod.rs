@@ -241,6 +241,8 @@ pub struct GpuMsm {
     align: u64,
     /// A fixed window width instead of [`window_bits`]'s (tests, tuning).
     window_override: Option<u32>,
+    /// The last equation's buffers, for the next one.
+    buffers: parking_lot::Mutex<Option<dispatch::Buffers>>,
 }
 
 impl GpuMsm {
@@ -296,6 +298,7 @@ impl GpuMsm {
             loss: Loss { lost, reason },
             align,
             window_override: None,
+            buffers: parking_lot::Mutex::new(None),
         };
         me.loss.check()?;
         Ok(me)
