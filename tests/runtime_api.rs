@@ -17,8 +17,10 @@ use hashrig::health::{GpuIdentity, SensorSource};
 use hashrig::node::config::Adapter;
 use hashrig::node::gbt::{GbtConfig, RpcAuth};
 use hashrig::node::stratum::{PoolConfig, StratumConfig, StratumOptions};
+#[cfg(feature = "gpu")]
+use hashrig::runtime::GpuDevices;
 use hashrig::runtime::{
-    Changes, CpuSettings, Fixed, GpuDevices, Hooks, Inherited, Live, Mining, Runtime, RuntimeConfig, SigserveListen,
+    Changes, CpuSettings, Fixed, Hooks, Inherited, Live, Mining, Runtime, RuntimeConfig, SigserveListen,
 };
 use hashrig::sched::sig::EngineChoice;
 use hashrig::topo::WorkerPriority;
