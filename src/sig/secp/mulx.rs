@@ -14,6 +14,36 @@
 use std::arch::asm;
 use std::sync::OnceLock;
 
+/// One row of the product after the first: t_j..t_{j+4} += a·b_j, where
+/// `$off` is 8j and `$t0..$t4` name t_j..t_{j+4} (t_{j+4} is new). Low
+/// halves go on the carry flag (ADCX), high halves on the overflow flag
+/// (ADOX); `xor` clears both, `mov` leaves them alone.
+// One instruction a line: rustfmt would split the concatenations.
+#[rustfmt::skip]
+macro_rules! ROW {
+    ($off:literal, $t0:literal, $t1:literal, $t2:literal, $t3:literal, $t4:literal) => {
+        concat!(
+            "mov rdx, [{b} + ", $off, "]\n",
+            "mov {", $t4, "}, 0\n",
+            "xor {lo:e}, {lo:e}\n",
+            "mulx {hi}, {lo}, [{a}]\n",
+            "adcx {", $t0, "}, {lo}\n",
+            "adox {", $t1, "}, {hi}\n",
+            "mulx {hi}, {lo}, [{a} + 8]\n",
+            "adcx {", $t1, "}, {lo}\n",
+            "adox {", $t2, "}, {hi}\n",
+            "mulx {hi}, {lo}, [{a} + 16]\n",
+            "adcx {", $t2, "}, {lo}\n",
+            "adox {", $t3, "}, {hi}\n",
+            "mulx {hi}, {lo}, [{a} + 24]\n",
+            "adcx {", $t3, "}, {lo}\n",
+            "adox {", $t4, "}, {hi}\n",
+            "mov {lo}, 0\n",
+            "adcx {", $t4, "}, {lo}\n",
+        )
+    };
+}
+
 /// The reduction both products end with: the 512-bit t0..t7 brought below
 /// 2^256 with 2^256 ≡ C = 2^32 + 977 (RDX is free).
 macro_rules! REDUCE {
@@ -80,59 +110,10 @@ pub unsafe fn mul(a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
             "mulx {t4}, {lo}, [{a} + 24]",
             "adc {t3}, {lo}",
             "adc {t4}, 0",
-            // Rows 1..3: t += a·bj·2^(64j), low halves on CF, high on OF.
-            // `xor` clears both flags; `mov` leaves them alone.
-            "mov rdx, [{b} + 8]",
-            "mov {t5}, 0",
-            "xor {lo:e}, {lo:e}",
-            "mulx {hi}, {lo}, [{a}]",
-            "adcx {t1}, {lo}",
-            "adox {t2}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 8]",
-            "adcx {t2}, {lo}",
-            "adox {t3}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 16]",
-            "adcx {t3}, {lo}",
-            "adox {t4}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 24]",
-            "adcx {t4}, {lo}",
-            "adox {t5}, {hi}",
-            "mov {lo}, 0",
-            "adcx {t5}, {lo}",
-            "mov rdx, [{b} + 16]",
-            "mov {t6}, 0",
-            "xor {lo:e}, {lo:e}",
-            "mulx {hi}, {lo}, [{a}]",
-            "adcx {t2}, {lo}",
-            "adox {t3}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 8]",
-            "adcx {t3}, {lo}",
-            "adox {t4}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 16]",
-            "adcx {t4}, {lo}",
-            "adox {t5}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 24]",
-            "adcx {t5}, {lo}",
-            "adox {t6}, {hi}",
-            "mov {lo}, 0",
-            "adcx {t6}, {lo}",
-            "mov rdx, [{b} + 24]",
-            "mov {t7}, 0",
-            "xor {lo:e}, {lo:e}",
-            "mulx {hi}, {lo}, [{a}]",
-            "adcx {t3}, {lo}",
-            "adox {t4}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 8]",
-            "adcx {t4}, {lo}",
-            "adox {t5}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 16]",
-            "adcx {t5}, {lo}",
-            "adox {t6}, {hi}",
-            "mulx {hi}, {lo}, [{a} + 24]",
-            "adcx {t6}, {lo}",
-            "adox {t7}, {hi}",
-            "mov {lo}, 0",
-            "adcx {t7}, {lo}",
+            // Rows 1..3: t += a·bj·2^(64j).
+            ROW!("8", "t1", "t2", "t3", "t4", "t5"),
+            ROW!("16", "t2", "t3", "t4", "t5", "t6"),
+            ROW!("24", "t3", "t4", "t5", "t6", "t7"),
             REDUCE!(),
             a = in(reg) a.as_ptr(),
             b = in(reg) b.as_ptr(),
